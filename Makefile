@@ -1,0 +1,80 @@
+# GridStream: `make run` (demo on the local stack) and `make test` (every check) are the two
+# commands a new user needs; both set up whatever is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup venv jvm redis run demo lint typecheck test test-unit test-flink test-stack stack-up stack-down stack-status doctor lock clean
+
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: venv jvm redis ## Install everything missing: the venv, the JVM artifacts, Redis.
+
+venv: $(VENV)/.installed ## The Python venv from requirements.lock (the project installed editable).
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (apt-get install python3.11 python3.11-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+jvm: .jvm/.installed ## The Kafka broker and the Flink Kafka connector, pinned in jvm/pom.xml.
+.jvm/.installed: jvm/pom.xml
+	@command -v mvn >/dev/null || { echo "mvn not found: apt-get install maven"; exit 1; }
+	@command -v java >/dev/null || { echo "java not found: apt-get install openjdk-17-jre-headless"; exit 1; }
+	rm -rf .jvm
+	mvn -q -B -f jvm/pom.xml package
+	@touch $@
+
+redis: ## redis-server, from the distribution's packages when missing.
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null || { echo "redis-server still missing: apt-get install redis-server"; exit 1; }
+
+run: setup ## Start the local stack and run the demo on it, then print what happened.
+	$(PY) -m gridstream.cli stack up
+	$(PY) -m gridstream.cli demo
+
+lint: venv ## ruff check and ruff format --check.
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: venv ## mypy --strict on functions/, state/, schemas/.
+	$(VENV)/bin/mypy
+
+test-unit: venv ## Pure-Python tests: no JVM, no servers.
+	$(PY) -m pytest -m unit
+
+test-flink: setup ## The real jobs on a local Flink MiniCluster.
+	$(PY) -m pytest -m flink
+
+test-stack: setup ## Real Kafka, registry, Redis and a Flink session cluster, started by the tests.
+	$(PY) -m pytest -m stack
+
+test: setup lint typecheck test-unit test-flink test-stack ## Lint, type checks and every test tier.
+
+stack-up: setup ## Start the local stack (idempotent).
+	$(PY) -m gridstream.cli stack up
+
+stack-down: venv ## Stop what `stack-up` started.
+	$(PY) -m gridstream.cli stack down
+
+stack-status: venv ## Show each component of the local stack and whether it answers.
+	$(PY) -m gridstream.cli stack status
+
+doctor: venv ## Check Java, the JVM artifacts, the worker's Python and the ports.
+	$(PY) -m gridstream.cli doctor
+
+lock: ## Re-resolve requirements.lock from pyproject.toml.
+	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
+
+clean: ## Remove the venv, the JVM artifacts and the local stack's data.
+	rm -rf $(VENV) .jvm .stack

@@ -1,0 +1,80 @@
+"""The `gridstream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gridstream import config
+from gridstream.stack import ComponentError, LocalStack
+
+
+def _stack(args: argparse.Namespace, settings: config.Settings) -> int:
+    stack = LocalStack(settings)
+    if args.action == "up":
+        stack.up()
+    elif args.action == "down":
+        stack.down()
+    else:
+        statuses = stack.status()
+        for s in statuses:
+            print(f"{s.name:<9} {s.address:<28} {'answers' if s.answers else 'DOWN'}")
+        return 0 if all(s.answers for s in statuses) else 1
+    return 0
+
+
+def _doctor(args: argparse.Namespace, settings: config.Settings) -> int:
+    from gridstream.doctor import run_checks
+
+    problems = 0
+    for check in run_checks(settings):
+        mark = "ok  " if check.ok else "FAIL"
+        print(f"{mark} {check.name}: {check.detail}")
+        if not check.ok:
+            problems += 1
+            print(f"     fix: {check.fix}")
+    return 1 if problems else 0
+
+
+def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
+    from gridstream.demo import run_demo
+
+    return run_demo(settings, events=args.events)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per task."""
+    top = argparse.ArgumentParser(prog="gridstream", description=__doc__)
+    top.add_argument(
+        "--config", help="settings file (default: gridstream.yaml or $GRIDSTREAM_CONFIG)"
+    )
+    sub = top.add_subparsers(dest="command", required=True)
+
+    stack = sub.add_parser("stack", help="start, stop or check the local stack")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.set_defaults(run=_stack)
+
+    doctor = sub.add_parser("doctor", help="check the machine and print the fix for each problem")
+    doctor.set_defaults(run=_doctor)
+
+    demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
+    demo.add_argument("--events", type=int, default=2000, help="telemetry records to play")
+    demo.set_defaults(run=_demo)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gridstream` console script."""
+    args = parser().parse_args(argv)
+    try:
+        settings = config.load(None if args.config is None else Path(args.config))
+        return int(args.run(args, settings))
+    except (ComponentError, config.ConfigError) as err:
+        print(f"gridstream: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

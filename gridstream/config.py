@@ -1,0 +1,139 @@
+"""GridStream settings: defaults, overlaid by a YAML file, overlaid by the environment.
+
+The file is `gridstream.yaml` in the working directory, or the path in `GRIDSTREAM_CONFIG`.
+Every setting can also be given as `GRIDSTREAM_<SECTION>_<NAME>` (for example
+`GRIDSTREAM_STACK_KAFKA_PORT=29092`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StackSettings:
+    """Where the local stack lives and listens."""
+
+    home: Path = PROJECT_ROOT / ".stack"
+    host: str = "127.0.0.1"
+    kafka_port: int = 29092
+    kafka_controller_port: int = 29093
+    registry_port: int = 28081
+    redis_port: int = 26379
+    flink_rest_port: int = 28082
+    flink_rpc_port: int = 26123
+    partitions: int = 2
+    start_timeout_s: float = 120.0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.kafka_port}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.host}:{self.registry_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+    @property
+    def flink_rest_url(self) -> str:
+        return f"http://{self.host}:{self.flink_rest_port}"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSettings:
+    """How the jobs run: sink guarantee, parallelism, the artifacts the workers need."""
+
+    delivery_guarantee: str = "exactly-once"
+    parallelism: int = 1
+    python_executable: str = str(PROJECT_ROOT / ".venv" / "bin" / "python")
+    jvm_dir: Path = PROJECT_ROOT / ".jvm"
+    transaction_timeout_ms: int = 600_000
+
+
+def worker_python_path(python_executable: str) -> str:
+    """What the Flink workers' embedded Python must add to `sys.path` (`python.pythonpath`).
+
+    Thread mode embeds the interpreter in the JVM, which neither activates the venv nor reads
+    its `.pth` files: the venv's site-packages and the project root are added explicitly.
+    """
+    probe = subprocess.run(
+        [python_executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        raise ConfigError(f"job.python_executable {python_executable} does not run: make venv")
+    return os.pathsep.join([probe.stdout.strip(), str(PROJECT_ROOT)])
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """All settings."""
+
+    stack: StackSettings = dataclasses.field(default_factory=StackSettings)
+    job: JobSettings = dataclasses.field(default_factory=JobSettings)
+
+
+def _coerce(section: str, field: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = type(field.default)
+    try:
+        if issubclass(kind, Path):
+            return Path(str(raw)).expanduser()
+        if kind is bool:
+            return str(raw).lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(
+            f"{section}.{field.name}: cannot read {raw!r} as {kind.__name__}"
+        ) from err
+
+
+def _section(
+    cls: type[Any], name: str, from_file: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(from_file) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in section {name!r}: {', '.join(sorted(unknown))}")
+    for field_name, field in known.items():
+        env_key = f"GRIDSTREAM_{name}_{field_name}".upper()
+        if env_key in env:
+            values[field_name] = _coerce(name, field, env[env_key])
+        elif field_name in from_file:
+            values[field_name] = _coerce(name, field, from_file[field_name])
+    return cls(**values)
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from the file (if any) and the environment."""
+    env = os.environ if env is None else env
+    path = path or Path(env.get("GRIDSTREAM_CONFIG", "gridstream.yaml"))
+    data: dict[str, Any] = {}
+    if path.exists():
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections (stack:, job:)")
+    elif "GRIDSTREAM_CONFIG" in env:
+        raise ConfigError(f"GRIDSTREAM_CONFIG points at {path}, which does not exist")
+    return Settings(
+        stack=_section(StackSettings, "stack", data.get("stack") or {}, env),
+        job=_section(JobSettings, "job", data.get("job") or {}, env),
+    )

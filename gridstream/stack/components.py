@@ -1,0 +1,300 @@
+"""The four servers of the local stack: Kafka (KRaft), Redis, the dev schema registry, Flink."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Protocol
+
+from gridstream import flinkconf
+from gridstream.config import Settings, worker_python_path
+from gridstream.stack.process import ComponentError, ManagedProcess, wait_until
+
+
+class Component(Protocol):
+    """What the stack needs of each server."""
+
+    name: str
+
+    @property
+    def address(self) -> str: ...
+
+    def answers(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> bool: ...
+
+
+def _http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+def _missing(what: str, fix: str) -> ComponentError:
+    return ComponentError(f"{what} is missing: run `{fix}`")
+
+
+class Kafka:
+    """A single-node Kafka 4 broker in KRaft combined mode, from the jars in `.jvm/kafka`."""
+
+    name = "kafka"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack.home / "kafka"
+        self.process = ManagedProcess(self.name, settings.stack.home)
+
+    @property
+    def address(self) -> str:
+        return self.settings.stack.bootstrap_servers
+
+    @property
+    def classpath(self) -> str:
+        jars = self.settings.job.jvm_dir / "kafka"
+        if not any(jars.glob("kafka_2.13-*.jar")):
+            raise _missing(f"the Kafka broker jars in {jars}", "make jvm")
+        return f"{jars}/*"
+
+    def answers(self) -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(
+            {"bootstrap.servers": self.address, "socket.timeout.ms": 2000, "log_level": 0}
+        )
+        try:
+            admin.list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 (any failure means "not answering")
+            return False
+        return True
+
+    def _write_properties(self) -> Path:
+        s = self.settings.stack
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": f"{s.host}:{s.kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{s.host}:{s.kafka_port},"
+            f"CONTROLLER://{s.host}:{s.kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.kafka_port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.home / "data"),
+            "num.partitions": str(s.partitions),
+            "auto.create.topics.enable": "false",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            # The Flink exactly-once sink's transaction timeout must stay below this.
+            "transaction.max.timeout.ms": "900000",
+            "group.initial.rebalance.delay.ms": "0",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+        }
+        path = self.home / "server.properties"
+        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        log4j = self.home / "log4j2.properties"
+        log4j.write_text(
+            "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = out\n"
+            "appender.out.type = Console\nappender.out.name = out\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+        )
+        return path
+
+    def _java(self, main: str, *args: str) -> list[str]:
+        return [
+            "java",
+            "-Xms256m",
+            "-Xmx768m",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp",
+            self.classpath,
+            main,
+            *args,
+        ]
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        properties = self._write_properties()
+        if not (self.home / "data" / "meta.properties").exists():
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            fmt = subprocess.run(
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(properties),
+                    "--standalone",
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if fmt.returncode != 0:
+                raise ComponentError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+        self.process.start(self._java("kafka.Kafka", str(properties)))
+        self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+
+class Redis:
+    """`redis-server` on loopback, its snapshot in the stack's folder."""
+
+    name = "redis"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack.home / "redis"
+        self.process = ManagedProcess(self.name, settings.stack.home)
+
+    @property
+    def address(self) -> str:
+        return self.settings.stack.redis_url
+
+    def answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.address, socket_timeout=2).ping())
+        except redis.RedisError:
+            return False
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise _missing("redis-server", "make redis")
+        self.home.mkdir(parents=True, exist_ok=True)
+        s = self.settings.stack
+        self.process.start(
+            [server, "--bind", s.host, "--port", str(s.redis_port), "--dir", str(self.home),
+             "--daemonize", "no", "--save", "60 1", "--appendonly", "no"]
+        )  # fmt: skip
+        self.process.wait_ready(self.answers, s.start_timeout_s)
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+
+class Registry:
+    """The dev schema registry (`gridstream.stack.registry`), its schemas kept on disk."""
+
+    name = "registry"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess(self.name, settings.stack.home)
+
+    @property
+    def address(self) -> str:
+        return self.settings.stack.registry_url
+
+    def answers(self) -> bool:
+        return _http_ok(f"{self.address}/subjects")
+
+    def start(self) -> None:
+        s = self.settings.stack
+        self.process.start(
+            [sys.executable, "-m", "gridstream.stack.registry", "--host", s.host,
+             "--port", str(s.registry_port), "--data-dir", str(s.home / "registry")]
+        )  # fmt: skip
+        self.process.wait_ready(self.answers, s.start_timeout_s)
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+
+class Flink:
+    """A standalone session cluster (one JobManager, one TaskManager) from the PyPI distribution."""
+
+    name = "flink"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack.home / "flink"
+
+    @property
+    def address(self) -> str:
+        return self.settings.stack.flink_rest_url
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What `bin/flink` and the cluster scripts need to find this cluster's conf, logs, pids."""
+        return {
+            "FLINK_CONF_DIR": str(self.home / "conf"),
+            "FLINK_LOG_DIR": str(self.home / "log"),
+            "FLINK_PID_DIR": str(self.home / "pid"),
+        }
+
+    def overlay(self) -> dict[str, str]:
+        """The environment-specific keys laid over `flink-conf.yaml` for this cluster."""
+        s, job = self.settings.stack, self.settings.job
+        if not Path(job.python_executable).exists():
+            raise _missing(f"the workers' Python {job.python_executable}", "make venv")
+        return {
+            "rest.port": str(s.flink_rest_port),
+            "rest.address": s.host,
+            "rest.bind-address": s.host,
+            "jobmanager.rpc.port": str(s.flink_rpc_port),
+            "python.executable": job.python_executable,
+            "python.client.executable": job.python_executable,
+            "python.pythonpath": worker_python_path(job.python_executable),
+            "execution.checkpointing.dir": (self.home / "checkpoints").as_uri(),
+            "execution.checkpointing.savepoint-dir": (self.home / "savepoints").as_uri(),
+            "io.tmp.dirs": str(self.home / "tmp"),
+        }
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.address}/overview", timeout=2) as response:  # noqa: S310
+                return int(json.load(response).get("taskmanagers", 0)) > 0
+        except (OSError, ValueError):
+            return False
+
+    def _script(self, name: str) -> None:
+        script = flinkconf.flink_home() / "bin" / name
+        result = subprocess.run(
+            ["bash", str(script)], env={**os.environ, **self.env}, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ComponentError(f"flink {name} failed: {result.stderr or result.stdout}")
+
+    def _pids(self) -> list[Path]:
+        return sorted((self.home / "pid").glob("*.pid"))
+
+    def start(self) -> None:
+        for folder in ("log", "pid", "tmp", "checkpoints", "savepoints"):
+            (self.home / folder).mkdir(parents=True, exist_ok=True)
+        flinkconf.write_conf_dir(self.home / "conf", self.overlay())
+        self._script("start-cluster.sh")
+        if not wait_until(self.answers, self.settings.stack.start_timeout_s, 0.5):
+            raise ComponentError(
+                f"flink did not become ready within {self.settings.stack.start_timeout_s:.0f}s: "
+                f"see {self.home / 'log'}"
+            )
+
+    def stop(self) -> bool:
+        if not any(path.read_text().strip() for path in self._pids()):
+            return False
+        self._script("stop-cluster.sh")
+        return True

@@ -1,0 +1,97 @@
+"""A server process the stack owns: started detached, tracked by a pid file, logged to a file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+
+class ComponentError(RuntimeError):
+    """A stack component failed to start or stop; the message names it and its log."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` is a live (non-zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def wait_until(probe: Callable[[], bool], timeout_s: float, interval_s: float = 0.25) -> bool:
+    """Poll `probe` until it is true or `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe():
+            return True
+        time.sleep(interval_s)
+    return probe()
+
+
+class ManagedProcess:
+    """One detached child process with `<home>/<name>.pid` and `<home>/logs/<name>.log`."""
+
+    def __init__(self, name: str, home: Path) -> None:
+        self.name = name
+        self.pid_file = home / "pids" / f"{name}.pid"
+        self.log_file = home / "logs" / f"{name}.log"
+
+    @property
+    def pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def start(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> int:
+        """Start the process in its own session, output appended to its log file."""
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
+            )
+        self.pid_file.write_text(str(proc.pid))
+        return proc.pid
+
+    def wait_ready(self, probe: Callable[[], bool], timeout_s: float) -> None:
+        """Wait for `probe`; fail naming the log as soon as the process dies or time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if probe():
+                return
+            if self.pid is None:
+                raise ComponentError(f"{self.name} exited during start-up: see {self.log_file}")
+            time.sleep(0.25)
+        raise ComponentError(
+            f"{self.name} did not become ready within {timeout_s:.0f}s: see {self.log_file}"
+        )
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """SIGTERM the process group, SIGKILL after `timeout_s`; False if it was not running."""
+        pid = self.pid
+        self.pid_file.unlink(missing_ok=True)
+        if pid is None:
+            return False
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                return True
+            if wait_until(lambda: not pid_alive(pid), timeout_s):
+                return True
+        raise ComponentError(f"{self.name} (pid {pid}) did not stop")

@@ -1,0 +1,42 @@
+"""The StreamExecutionEnvironment every job starts from: flink-conf.yaml plus the connector jars."""
+
+from __future__ import annotations
+
+from pyflink.common import Configuration
+from pyflink.datastream import StreamExecutionEnvironment
+
+from gridstream import flinkconf
+from gridstream.config import Settings, worker_python_path
+
+
+class MissingJarError(RuntimeError):
+    """The Kafka connector jar is not where the settings say."""
+
+
+def connector_jars(settings: Settings) -> list[str]:
+    """`file://` URLs of the connector jars resolved by `make jvm`."""
+    jars = sorted((settings.job.jvm_dir / "flink").glob("*.jar"))
+    if not jars:
+        raise MissingJarError(
+            f"no Flink connector jar in {settings.job.jvm_dir / 'flink'}: run `make jvm`"
+        )
+    return [jar.as_uri() for jar in jars]
+
+
+def create(settings: Settings, overlay: dict[str, str] | None = None) -> StreamExecutionEnvironment:
+    """An environment configured from `flink-conf.yaml`, the settings and `overlay`."""
+    conf = Configuration()
+    values = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)
+    values.update(
+        {
+            "python.executable": settings.job.python_executable,
+            "python.client.executable": settings.job.python_executable,
+            "python.pythonpath": worker_python_path(settings.job.python_executable),
+            "pipeline.jars": ";".join(connector_jars(settings)),
+            "parallelism.default": str(settings.job.parallelism),
+        }
+    )
+    values.update(overlay or {})
+    for key, value in values.items():
+        conf.set_string(key, value)
+    return StreamExecutionEnvironment.get_execution_environment(conf)
