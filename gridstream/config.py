@@ -122,6 +122,16 @@ def _section(
     return cls(**values)
 
 
+def as_env(settings: Settings) -> dict[str, str]:
+    """Every setting as `GRIDSTREAM_*` variables, so a submitted job sees these settings."""
+    env: dict[str, str] = {}
+    for name in ("stack", "job"):
+        section = getattr(settings, name)
+        for field in dataclasses.fields(section):
+            env[f"GRIDSTREAM_{name}_{field.name}".upper()] = str(getattr(section, field.name))
+    return env
+
+
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the file (if any) and the environment."""
     env = os.environ if env is None else env

@@ -13,13 +13,18 @@ class MissingJarError(RuntimeError):
     """The Kafka connector jar is not where the settings say."""
 
 
-def connector_jars(settings: Settings) -> list[str]:
-    """`file://` URLs of the connector jars resolved by `make jvm`."""
+def job_jars(settings: Settings) -> list[str]:
+    """`file://` URLs of the jars a job ships: the connectors from `make jvm`, and flink-python.
+
+    The PyPI distribution keeps flink-python in `opt/`, off a session cluster's classpath, so a
+    job carries it itself (without it the JobManager cannot load the embedded Python operators).
+    """
     jars = sorted((settings.job.jvm_dir / "flink").glob("*.jar"))
     if not jars:
         raise MissingJarError(
             f"no Flink connector jar in {settings.job.jvm_dir / 'flink'}: run `make jvm`"
         )
+    jars += sorted((flinkconf.flink_home() / "opt").glob("flink-python-*.jar"))
     return [jar.as_uri() for jar in jars]
 
 
@@ -32,7 +37,7 @@ def create(settings: Settings, overlay: dict[str, str] | None = None) -> StreamE
             "python.executable": settings.job.python_executable,
             "python.client.executable": settings.job.python_executable,
             "python.pythonpath": worker_python_path(settings.job.python_executable),
-            "pipeline.jars": ";".join(connector_jars(settings)),
+            "pipeline.jars": ";".join(job_jars(settings)),
             "parallelism.default": str(settings.job.parallelism),
         }
     )

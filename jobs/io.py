@@ -107,12 +107,13 @@ class KafkaSources:
             "`headers` MAP<STRING, BYTES> METADATA VIRTUAL"
             f") WITH ({_with(options)})"
         )
-        table = t_env.sql_query(
-            # Epoch millis in SQL: thread mode hands Python a raw java.time.Instant otherwise.
-            "SELECT `topic`, `partition`, `offset`, "
+        # Epoch millis in SQL: thread mode hands Python a raw java.time.Instant otherwise.
+        columns = (
+            "`topic`, `partition`, `offset`, "
             "EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`) AS ts_ms, "
-            f"`key`, `value`, `headers` FROM {self.table}"  # noqa: S608 (our own table name)
+            "`key`, `value`, `headers`"
         )
+        table = t_env.sql_query(f"SELECT {columns} FROM {self.table}")  # noqa: S608 (own names)
         return (
             t_env.to_data_stream(table)
             .map(_from_table_row, output_type=INPUT_RECORD)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from gridstream import flinkconf
+from gridstream import config, flinkconf
 from gridstream.config import Settings, worker_python_path
 from gridstream.stack.process import ComponentError, ManagedProcess, wait_until
 
@@ -35,7 +36,7 @@ class Component(Protocol):
 
 def _http_ok(url: str, timeout_s: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
             return 200 <= response.status < 300
     except OSError:
         return False
@@ -223,6 +224,9 @@ class Registry:
         return self.process.stop()
 
 
+TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
+
+
 class Flink:
     """A standalone session cluster (one JobManager, one TaskManager) from the PyPI distribution."""
 
@@ -265,7 +269,7 @@ class Flink:
 
     def answers(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.address}/overview", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{self.address}/overview", timeout=2) as response:
                 return int(json.load(response).get("taskmanagers", 0)) > 0
         except (OSError, ValueError):
             return False
@@ -278,6 +282,40 @@ class Flink:
         )  # fmt: skip
         if result.returncode != 0:
             raise ComponentError(f"flink {name} failed: {result.stderr or result.stdout}")
+
+    def submit(self, module: str, *args: str, extra_env: dict[str, str] | None = None) -> str:
+        """Submit a Python job module detached with `bin/flink run`; return its job id."""
+        python = self.settings.job.python_executable
+        argv = [
+            "bash", str(flinkconf.flink_home() / "bin" / "flink"), "run", "--detached",
+            "-pym", module, "-pyexec", python, "-pyclientexec", python, *args,
+        ]  # fmt: skip
+        env = {**os.environ, **self.env, **config.as_env(self.settings), **(extra_env or {})}
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        match = re.search(r"JobID ([0-9a-f]{32})", result.stdout)
+        if result.returncode != 0 or match is None:
+            raise ComponentError(f"flink run {module} failed:\n{result.stdout}\n{result.stderr}")
+        return match.group(1)
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The cluster's jobs (id, name, state), newest first."""
+        with urllib.request.urlopen(f"{self.address}/jobs/overview", timeout=5) as response:
+            found: list[dict[str, Any]] = json.load(response)["jobs"]
+        return sorted(found, key=lambda job: -int(job.get("start-time", 0)))
+
+    def job_state(self, job_id: str) -> str:
+        """RUNNING, FINISHED, FAILED, ... for one job."""
+        with urllib.request.urlopen(f"{self.address}/jobs/{job_id}", timeout=5) as response:
+            return str(json.load(response)["state"])
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a job and wait until it is no longer running."""
+        request = urllib.request.Request(
+            f"{self.address}/jobs/{job_id}?mode=cancel", method="PATCH"
+        )
+        urllib.request.urlopen(request, timeout=5).close()
+        if not wait_until(lambda: self.job_state(job_id) in TERMINAL_STATES, 60, 0.5):
+            raise ComponentError(f"flink job {job_id} did not stop after cancel")
 
     def _pids(self) -> list[Path]:
         return sorted((self.home / "pid").glob("*.pid"))

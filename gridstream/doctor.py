@@ -1,0 +1,98 @@
+"""`gridstream doctor`: what this machine lacks for the suite, and the command that fixes it."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+
+from gridstream.config import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """One check's outcome and its fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _java() -> Check:
+    java = shutil.which("java")
+    if java is None:
+        return Check("java", False, "not on PATH", "apt-get install openjdk-17-jre-headless")
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)', out)
+    major = int(match.group(1)) if match else 0
+    ok = major >= 17
+    return Check("java", ok, f"{java} (Java {major})", "install Java 17 or newer")
+
+
+def _artifacts(settings: Settings) -> Iterator[Check]:
+    jvm = settings.job.jvm_dir
+    broker = sorted((jvm / "kafka").glob("kafka_2.13-*.jar"))
+    yield Check("kafka broker jars", bool(broker), str(broker[0] if broker else jvm), "make jvm")
+    connector = sorted((jvm / "flink").glob("flink-sql-connector-kafka-*.jar"))
+    found = str(connector[0] if connector else jvm / "flink")
+    yield Check("flink kafka connector", bool(connector), found, "make jvm")
+
+
+def _python(settings: Settings) -> Check:
+    python = settings.job.python_executable
+    probe = subprocess.run(
+        [python, "-c", "import pyflink, pemja; print(pyflink.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    ok = probe.returncode == 0
+    detail = f"{python} imports pyflink and pemja" if ok else f"{python} cannot import pyflink"
+    return Check("worker python", ok, detail, "make venv")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ports(settings: Settings) -> Iterator[Check]:
+    s = settings.stack
+    for name, port in (
+        ("kafka", s.kafka_port),
+        ("kafka controller", s.kafka_controller_port),
+        ("registry", s.registry_port),
+        ("redis", s.redis_port),
+        ("flink rest", s.flink_rest_port),
+        ("flink rpc", s.flink_rpc_port),
+    ):
+        free = _port_free(s.host, port)
+        yield Check(
+            f"port {port} ({name})",
+            free,
+            "free" if free else "in use (fine if it is this stack: see `gridstream stack status`)",
+            f"stop what listens there, or set GRIDSTREAM_STACK_{name.upper().replace(' ', '_')}"
+            "_PORT",
+        )
+
+
+def run_checks(settings: Settings) -> list[Check]:
+    """Every check, in the order a new user would fix them."""
+    redis = shutil.which("redis-server")
+    return [
+        _java(),
+        Check("maven", shutil.which("mvn") is not None, "mvn on PATH", "apt-get install maven"),
+        *_artifacts(settings),
+        Check("redis-server", redis is not None, redis or "not on PATH", "make redis"),
+        _python(settings),
+        *_ports(settings),
+    ]

@@ -1,0 +1,52 @@
+"""A whole local stack on free loopback ports in a temporary folder, shared by the stack tests."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from gridstream import config
+from gridstream.stack import LocalStack
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports nothing listens on right now."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
+    """Settings for a private stack: its own folder and ports."""
+    kafka, controller, registry, redis, rest, rpc = free_ports(6)
+    stack = dataclasses.replace(
+        config.load(env={}).stack,
+        home=tmp_path_factory.mktemp("stack"),
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        registry_port=registry,
+        redis_port=redis,
+        flink_rest_port=rest,
+        flink_rpc_port=rpc,
+    )
+    return dataclasses.replace(config.load(env={}), stack=stack)
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack_settings: config.Settings) -> Iterator[LocalStack]:
+    """The stack, started once for the session and always stopped."""
+    stack = LocalStack(stack_settings, say=lambda line: None)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
