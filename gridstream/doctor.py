@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 from gridstream.config import Settings
+from gridstream.stack import LocalStack
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,19 +68,23 @@ def _port_free(host: str, port: int) -> bool:
 
 def _ports(settings: Settings) -> Iterator[Check]:
     s = settings.stack
-    for name, port in (
-        ("kafka", s.kafka_port),
-        ("kafka controller", s.kafka_controller_port),
-        ("registry", s.registry_port),
-        ("redis", s.redis_port),
-        ("flink rest", s.flink_rest_port),
-        ("flink rpc", s.flink_rpc_port),
+    stack = LocalStack(settings)
+    for name, port, owner in (
+        ("kafka", s.kafka_port, stack.kafka),
+        ("kafka controller", s.kafka_controller_port, stack.kafka),
+        ("registry", s.registry_port, stack.registry),
+        ("redis", s.redis_port, stack.redis),
+        ("flink rest", s.flink_rest_port, stack.flink),
+        ("flink rpc", s.flink_rpc_port, stack.flink),
     ):
-        free = _port_free(s.host, port)
+        if _port_free(s.host, port):
+            yield Check(f"port {port} ({name})", True, "free")
+            continue
+        ours = owner.started_here()
         yield Check(
             f"port {port} ({name})",
-            free,
-            "free" if free else "in use (fine if it is this stack: see `gridstream stack status`)",
+            ours,
+            "used by this stack's " + owner.name if ours else "in use by another program",
             f"stop what listens there, or set GRIDSTREAM_STACK_{name.upper().replace(' ', '_')}"
             "_PORT",
         )

@@ -6,6 +6,7 @@ Used by `make run` (the demo) and by the `stack` test that proves exactly-once d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import statistics
 import time
@@ -89,13 +90,20 @@ def run(
         correlation_id = f"{run_id}-{i}"
         now = time.time()
         value = {"device_id": f"rt-{run_id}-{i % devices}", "seq": i, "ts_ms": int(now * 1000)}
-        producer.produce(
+        produce = functools.partial(
+            producer.produce,
             topics.IOT_TELEMETRY,
             key=value["device_id"],
             value=json.dumps(value).encode(),
             timestamp=value["ts_ms"],
             headers={"correlation_id": correlation_id},
         )
+        while True:
+            try:
+                produce()
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                producer.poll(0.1)
         sent_at[correlation_id] = now
         producer.poll(0)
     producer.flush(30)

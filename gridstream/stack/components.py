@@ -29,6 +29,8 @@ class Component(Protocol):
 
     def answers(self) -> bool: ...
 
+    def started_here(self) -> bool: ...
+
     def start(self) -> None: ...
 
     def stop(self) -> bool: ...
@@ -154,6 +156,9 @@ class Kafka:
         self.process.start(self._java("kafka.Kafka", str(properties)))
         self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
 
+    def started_here(self) -> bool:
+        return self.process.pid is not None
+
     def stop(self) -> bool:
         return self.process.stop()
 
@@ -192,6 +197,9 @@ class Redis:
         )  # fmt: skip
         self.process.wait_ready(self.answers, s.start_timeout_s)
 
+    def started_here(self) -> bool:
+        return self.process.pid is not None
+
     def stop(self) -> bool:
         return self.process.stop()
 
@@ -219,6 +227,9 @@ class Registry:
              "--port", str(s.registry_port), "--data-dir", str(s.home / "registry")]
         )  # fmt: skip
         self.process.wait_ready(self.answers, s.start_timeout_s)
+
+    def started_here(self) -> bool:
+        return self.process.pid is not None
 
     def stop(self) -> bool:
         return self.process.stop()
@@ -331,8 +342,11 @@ class Flink:
                 f"see {self.home / 'log'}"
             )
 
+    def started_here(self) -> bool:
+        return any(path.read_text().strip() for path in self._pids())
+
     def stop(self) -> bool:
-        if not any(path.read_text().strip() for path in self._pids()):
+        if not self.started_here():
             return False
         self._script("stop-cluster.sh")
         return True
