@@ -45,10 +45,15 @@ class Reading:
 
 
 def on_reading(state: WatchState | None, reading: Reading, silence_ms: int) -> Step:
-    """Count the reading, restore a lost device, and hold a timer for the next silence."""
+    """Count the reading, restore a lost device, and hold a timer for the next silence.
+
+    Only a reading newer than the last one seen ends a loss episode: a late or replayed reading
+    from before the silence proves nothing about the device now.
+    """
     previous = state or WatchState(count=0, last_seen_ms=reading.ts_ms, lost=False)
     last_seen = max(previous.last_seen_ms, reading.ts_ms)
-    new = WatchState(count=previous.count + 1, last_seen_ms=last_seen, lost=False)
+    still_lost = previous.lost and reading.ts_ms <= previous.last_seen_ms
+    new = WatchState(count=previous.count + 1, last_seen_ms=last_seen, lost=still_lost)
     emits = [
         Emit(
             AUDIT_TOPIC,
@@ -63,7 +68,7 @@ def on_reading(state: WatchState | None, reading: Reading, silence_ms: int) -> S
             reading.correlation_id,
         )
     ]
-    if previous.lost:
+    if previous.lost and not still_lost:
         emits.append(
             _alert("TELEMETRY_RESTORED", reading.device_id, reading.ts_ms, reading.correlation_id)
         )

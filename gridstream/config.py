@@ -93,6 +93,9 @@ class Settings:
 
 def _coerce(section: str, field: dataclasses.Field[Any], raw: Any) -> Any:
     kind = type(field.default)
+    # YAML gives bools and floats; refuse those silently truncated into an int.
+    if kind is int and (isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer())):
+        raise ConfigError(f"{section}.{field.name}: {raw!r} is not a whole number")
     try:
         if issubclass(kind, Path):
             return Path(str(raw)).expanduser()
@@ -135,14 +138,18 @@ def as_env(settings: Settings) -> dict[str, str]:
 def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Read settings from the file (if any) and the environment."""
     env = os.environ if env is None else env
+    named = path is not None or "GRIDSTREAM_CONFIG" in env
     path = path or Path(env.get("GRIDSTREAM_CONFIG", "gridstream.yaml"))
     data: dict[str, Any] = {}
     if path.exists():
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (stack:, job:)")
-    elif "GRIDSTREAM_CONFIG" in env:
-        raise ConfigError(f"GRIDSTREAM_CONFIG points at {path}, which does not exist")
+        unknown = set(data) - {"stack", "job"}
+        if unknown:
+            raise ConfigError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    elif named:
+        raise ConfigError(f"settings file {path} does not exist")
     return Settings(
         stack=_section(StackSettings, "stack", data.get("stack") or {}, env),
         job=_section(JobSettings, "job", data.get("job") or {}, env),

@@ -31,5 +31,7 @@ def decode(data: bytes) -> WatchState:
     """Read bytes written by `encode` of this or an earlier version."""
     if not data or data[0] != VERSION:
         raise StateCodecError(f"telemetry watch state: unknown version byte {data[:1]!r}")
+    if len(data) != _V1.size:
+        raise StateCodecError(f"telemetry watch state v1: {len(data)} bytes, expected {_V1.size}")
     _, count, last_seen_ms, lost = _V1.unpack(data)
     return WatchState(count, last_seen_ms, lost)

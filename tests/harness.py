@@ -146,7 +146,9 @@ class FakeTimerService:
         self._harness.add_timer(TimeDomain.EVENT_TIME, timestamp)
 
     def delete_event_time_timer(self, timestamp: int) -> None:
-        self._harness.timers.pop((TimeDomain.EVENT_TIME, self._harness.current_key, timestamp), None)
+        self._harness.timers.pop(
+            (TimeDomain.EVENT_TIME, self._harness.current_key, timestamp), None
+        )
 
     def register_processing_time_timer(self, timestamp: int) -> None:
         self._harness.add_timer(TimeDomain.PROCESSING_TIME, timestamp)
@@ -236,9 +238,7 @@ class Harness:
     def pending_timers(self, key: Any = None, *, processing: bool = False) -> list[int]:
         """Sorted timestamps of the pending event-time (or processing-time) timers."""
         domain = TimeDomain.PROCESSING_TIME if processing else TimeDomain.EVENT_TIME
-        return sorted(
-            ts for d, k, ts in self.timers if d == domain and (key is None or k == key)
-        )
+        return sorted(ts for d, k, ts in self.timers if d == domain and (key is None or k == key))
 
     def state_entries(self) -> int:
         """Non-empty keyed state entries, across all keys and descriptors."""

@@ -386,7 +386,8 @@ def test_avro_serializer_and_deserializer_round_trip_through_the_registry(
 
     payload = serializer({"a": 7, "b": "ok"}, context)
 
-    assert payload is not None and payload[0] == 0
+    assert payload is not None
+    assert payload[0] == 0
     assert deserializer(payload, context) == {"a": 7, "b": "ok"}
     assert client.get_subjects() == ["grid.readings-value"]
 

@@ -212,6 +212,7 @@ _DEVICES = ("a", "b")
 _ops = st.lists(
     st.one_of(
         st.tuples(st.just("read"), st.sampled_from(_DEVICES), st.integers(-40, 20)),
+        st.tuples(st.just("again"), st.sampled_from(_DEVICES), st.integers(-10, 0)),
         st.tuples(st.just("watermark"), st.just(""), st.integers(0, 40)),
     ),
     max_size=40,
@@ -260,18 +261,19 @@ def _check_timers(h: Harness, episodes: _Episodes, fired: bool) -> None:
             assert h.pending_timers(device) == [held]
 
 
-@settings(deadline=None)
+@settings(deadline=None, max_examples=300)
 @given(ops=_ops)
 def test_alerts_respect_silence_episodes_and_the_held_timer_is_the_steps(
     ops: list[tuple[str, str, int]],
 ) -> None:
-    """Over any readings and watermarks: one LOSS per silence, RESTORED only after LOSS,
-    no alert while readings keep coming, and the key holds exactly the step's timer."""
+    """Any readings and watermarks: one LOSS per silence, RESTORED after LOSS, the step's timer."""
     h, episodes, watermark = _harness(), _Episodes(), 0
     h.advance_watermark(watermark)
     for kind, device, minutes in ops:
-        if kind == "read":
-            ts = max(0, watermark + minutes * MINUTE_MS)
+        if kind != "watermark":
+            # "read" is relative to the watermark, "again" repeats or precedes the newest reading.
+            anchor = episodes.newest.get(device, watermark) if kind == "again" else watermark
+            ts = max(0, anchor + minutes * MINUTE_MS)
             before = _state(h, device)
             expected = watch.on_reading(before, watch.Reading(device, ts, "", ""), SILENCE)
             episodes.read(device, ts)

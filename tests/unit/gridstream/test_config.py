@@ -1,0 +1,133 @@
+"""Settings: defaults, overlaid by the YAML file, overlaid by the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gridstream.config import ConfigError, JobSettings, Settings, StackSettings, as_env, load
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def write_config(tmp_path: Path) -> Any:
+    """Factory: write a settings file and return its path."""
+
+    def write(data: Any, name: str = "gridstream.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    return write
+
+
+def test_defaults_apply_without_file_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file and no variables give the dataclass defaults."""
+    monkeypatch.chdir(tmp_path)
+
+    assert load(env={}) == Settings()
+    assert load(env={}).stack.bootstrap_servers == "127.0.0.1:29092"
+
+
+def test_file_overrides_defaults(write_config: Any) -> None:
+    """Values in the file replace defaults, coerced to each setting's type; the rest stay."""
+    path = write_config(
+        {"stack": {"kafka_port": "39092", "home": "~/grid"}, "job": {"parallelism": 3}}
+    )
+
+    settings = load(path, env={})
+
+    assert settings.stack.kafka_port == 39092
+    assert settings.stack.home == Path("~/grid").expanduser()
+    assert settings.job.parallelism == 3
+    assert settings.stack.registry_port == StackSettings().registry_port
+    assert settings.job.delivery_guarantee == JobSettings().delivery_guarantee
+
+
+def test_environment_beats_the_file(write_config: Any) -> None:
+    """`GRIDSTREAM_<SECTION>_<NAME>` wins over the same setting in the file."""
+    path = write_config({"stack": {"kafka_port": 39092, "host": "10.0.0.1"}})
+
+    settings = load(path, env={"GRIDSTREAM_STACK_KAFKA_PORT": "49092"})
+
+    assert settings.stack.kafka_port == 49092
+    assert settings.stack.host == "10.0.0.1"
+    assert settings.stack.bootstrap_servers == "10.0.0.1:49092"
+
+
+def test_gridstream_config_variable_selects_the_file(write_config: Any) -> None:
+    """`GRIDSTREAM_CONFIG` names the file to read."""
+    path = write_config({"job": {"parallelism": 4}}, name="elsewhere.yaml")
+
+    assert load(env={"GRIDSTREAM_CONFIG": str(path)}).job.parallelism == 4
+
+
+def test_gridstream_config_naming_a_missing_file_raises(tmp_path: Path) -> None:
+    """A `GRIDSTREAM_CONFIG` that points nowhere fails, naming the path."""
+    missing = tmp_path / "missing.yaml"
+
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        load(env={"GRIDSTREAM_CONFIG": str(missing)})
+
+
+def test_explicit_config_path_naming_a_missing_file_raises(tmp_path: Path) -> None:
+    """A file asked for by path (`gridstream --config`) that is missing fails, naming it."""
+    with pytest.raises(ConfigError, match=r"missing\.yaml"):
+        load(tmp_path / "missing.yaml", env={})
+
+
+def test_unknown_setting_raises_naming_it(write_config: Any) -> None:
+    """A misspelt setting fails, naming the section and the key."""
+    path = write_config({"stack": {"kafka_prot": 1}})
+
+    with pytest.raises(ConfigError, match=r"'stack'.*kafka_prot"):
+        load(path, env={})
+
+
+def test_unknown_section_raises_naming_it(write_config: Any) -> None:
+    """A misspelt section fails instead of being ignored, naming it."""
+    path = write_config({"stak": {"kafka_port": 1}})
+
+    with pytest.raises(ConfigError, match="stak"):
+        load(path, env={})
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "raw"),
+    [("stack", "kafka_port", "many"), ("job", "parallelism", 2.5), ("stack", "partitions", True)],
+)
+def test_bad_value_in_the_file_raises_naming_the_setting(
+    write_config: Any, section: str, name: str, raw: Any
+) -> None:
+    """A value that is not of the setting's type fails, naming `section.name` and the value."""
+    path = write_config({section: {name: raw}})
+
+    with pytest.raises(ConfigError, match=rf"{section}\.{name}.*{raw!r}"):
+        load(path, env={})
+
+
+def test_bad_value_in_the_environment_raises_naming_the_setting(write_config: Any) -> None:
+    """A malformed variable fails, naming the setting."""
+    with pytest.raises(ConfigError, match=r"job\.parallelism.*'two'"):
+        load(write_config({}), env={"GRIDSTREAM_JOB_PARALLELISM": "two"})
+
+
+def test_file_that_is_not_a_mapping_raises(write_config: Any) -> None:
+    """A file whose top level is not sections fails, naming the file."""
+    path = write_config(["stack", "job"])
+
+    with pytest.raises(ConfigError, match=r"gridstream\.yaml"):
+        load(path, env={})
+
+
+def test_settings_survive_the_environment_round_trip(write_config: Any) -> None:
+    """`as_env` of loaded settings loads back to the same settings (how jobs get them)."""
+    settings = load(write_config({"stack": {"kafka_port": 39092}, "job": {"parallelism": 2}}), {})
+
+    assert load(write_config({}, name="empty.yaml"), env=as_env(settings)) == settings
