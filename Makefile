@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis run demo lint typecheck test test-unit test-flink test-stack stack-up stack-down stack-status doctor lock clean
+.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack stack-up stack-down stack-status doctor lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,7 +62,10 @@ test-flink: setup ## The real jobs on a local Flink MiniCluster.
 test-stack: setup ## Real Kafka, registry, Redis and a Flink session cluster, started by the tests.
 	@$(call tier,stack)
 
-test: setup lint typecheck test-unit test-flink test-stack ## Lint, type checks and every test tier.
+schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in schemas/avro.
+	$(PY) -m schemas.cli check
+
+test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
 
 stack-up: setup ## Start the local stack (idempotent).
 	$(PY) -m gridstream.cli stack up

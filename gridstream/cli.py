@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gridstream import config
 from gridstream.stack import ComponentError, LocalStack
+from schemas.cli import add_commands as add_schema_commands
 
 
 def _stack(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -58,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
 
     doctor = sub.add_parser("doctor", help="check the machine and print the fix for each problem")
     doctor.set_defaults(run=_doctor)
+
+    add_schema_commands(sub)
 
     demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
     demo.add_argument("--events", type=int, default=2000, help="telemetry records to play")

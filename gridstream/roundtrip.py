@@ -18,6 +18,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from gridstream import topics
 from gridstream.config import Settings
+from schemas import models, serde
+from schemas.registry import Registry, RegistryConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +66,22 @@ def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
     return ends
 
 
+def _reading(run_id: str, i: int, devices: int, now_ms: int) -> models.IotTelemetry:
+    """A validated thermostat reading: producers validate before the network."""
+    data = {
+        "device_id": f"rt-{run_id}-{i % devices}",
+        "device_class": models.DeviceClass.THERMOSTAT,
+        "ts_ms": now_ms,
+        "correlation_id": f"{run_id}-{i}",
+        "power_kw": 2.0 + (i % 7) * 0.25,
+        "is_on": True,
+        "setpoint_c": 24.0,
+        "customer_override": False,
+        "firmware_version": "4.2.1",
+    }
+    return models.validate(models.IotTelemetry, data, now_ms)
+
+
 def run(
     settings: Settings,
     events: int,
@@ -71,7 +89,7 @@ def run(
     timeout_s: float = 180.0,
     progress: Callable[[str], None] = print,
 ) -> RoundTripReport:
-    """Send `events` IoT records for a fresh set of devices, wait for their audit records."""
+    """Send `events` Avro IoT readings for a fresh set of devices, wait for their audit records."""
     run_id = uuid.uuid4().hex[:8]
     servers = settings.stack.bootstrap_servers
     consumer = Consumer(
@@ -84,19 +102,20 @@ def run(
     )
     consumer.assign(_end_offsets(consumer, topics.AUDIT))
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 5, "enable.idempotence": True})
+    registry = Registry(RegistryConfig.from_settings(settings))
+    encoder = serde.serializer(models.IotTelemetry, registry.schemas())
     sent_at: dict[str, float] = {}
     started = time.time()
     for i in range(events):
-        correlation_id = f"{run_id}-{i}"
         now = time.time()
-        value = {"device_id": f"rt-{run_id}-{i % devices}", "seq": i, "ts_ms": int(now * 1000)}
+        reading = _reading(run_id, i, devices, int(now * 1000))
         produce = functools.partial(
             producer.produce,
             topics.IOT_TELEMETRY,
-            key=value["device_id"],
-            value=json.dumps(value).encode(),
-            timestamp=value["ts_ms"],
-            headers={"correlation_id": correlation_id},
+            key=reading.device_id,
+            value=encoder.encode(reading),
+            timestamp=reading.ts_ms,
+            headers={"correlation_id": reading.correlation_id},
         )
         while True:
             try:
@@ -104,7 +123,7 @@ def run(
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 producer.poll(0.1)
-        sent_at[correlation_id] = now
+        sent_at[reading.correlation_id] = now
         producer.poll(0)
     producer.flush(30)
     progress(f"sent {events} records in {time.time() - started:.1f}s; waiting for the audit trail")

@@ -12,6 +12,9 @@ from gridstream import topics
 from gridstream.config import Settings
 from gridstream.stack.components import Component, Flink, Kafka, Redis, Registry
 from gridstream.stack.process import ComponentError
+from schemas import catalog
+from schemas.registry import Registry as SchemaRegistry
+from schemas.registry import RegistryConfig
 
 __all__ = ["ComponentError", "ComponentStatus", "LocalStack"]
 
@@ -52,6 +55,10 @@ class LocalStack:
             )
         created = self.create_topics()
         self.say(f"topics    {len(created)} created, {len(topics.INPUTS + topics.OUTPUTS)} in all")
+        registered = SchemaRegistry(RegistryConfig.from_settings(self.settings)).register(
+            catalog.default()
+        )
+        self.say(f"schemas   {len(registered)} versions registered at {self.registry.address}")
 
     def down(self) -> None:
         """Stop, in reverse order, only the components this stack started."""
