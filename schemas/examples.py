@@ -90,6 +90,7 @@ _EXAMPLES: Mapping[type[TopicRecord], Mapping[str, Any]] = {
     },
     models.OperatorApproval: {
         "recommendation_id": "9f2c4a0d1b7e4e6f8a3c5d7e9f1a2b3c",
+        "device_id": "feeder-12-breaker-3",
         "correlation_id": "corr-op-0001",
         "decision": "APPROVE",
         "operator_id": "operator-7",

@@ -317,6 +317,7 @@ class OperatorApproval(TopicRecord):
     TOPIC: ClassVar[str] = topics.OPERATOR_APPROVALS
 
     recommendation_id: Id
+    device_id: Id
     correlation_id: Id
     decision: ApprovalDecision
     operator_id: Id

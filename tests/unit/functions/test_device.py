@@ -1,0 +1,263 @@
+"""The device stage's decisions, attacked with random interleavings (DESIGN.md safety rules)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.device import (
+    Activation,
+    Approval,
+    CommandRequest,
+    Context,
+    DevicePolicy,
+    Event,
+    RegistryUpdate,
+    Release,
+    Step,
+    Telemetry,
+    Timer,
+    step,
+    timers_for,
+)
+from functions.interlocks import SCADA_CLASSES, PipelineFacts
+from functions.wetbulb import RegionMode
+from schemas.models import (
+    LOAD_REDUCING_ACTIONS,
+    Action,
+    AlertKind,
+    ApprovalDecision,
+    AuditDecision,
+    AuditOutcome,
+    Cause,
+    DeviceClass,
+    PriorityLevel,
+    Recommendation,
+)
+from state.device import DeviceInfo, DeviceState
+from tests.vocabulary import MINUTE_MS, SECOND_MS
+
+pytestmark = pytest.mark.unit
+
+DEVICE = "dev-1"
+T0 = 1_790_000_000_000
+POLICY = DevicePolicy()
+CAUSE = Cause(source_topic="test", source_partition=0, source_offset=0)
+
+
+def telemetry(ts: int, override: bool = False, good: bool = True) -> Telemetry:
+    return Telemetry(DEVICE, ts, 2.0, True, good, override, f"t{ts}", CAUSE)
+
+
+def registry(priority: PriorityLevel, cls: DeviceClass = DeviceClass.THERMOSTAT) -> RegistryUpdate:
+    return RegistryUpdate(DEVICE, DeviceInfo(cls, priority, "north", ("p1",), 5.0), "r", CAUSE)
+
+
+def activation(
+    start: int, end: int, action: Action = Action.CURTAIL, cancelled: bool = False
+) -> Activation:
+    return Activation(DEVICE, "ev-1", action, start, end, 1, cancelled, "a", CAUSE)
+
+
+@dataclasses.dataclass
+class Driver:
+    """Feeds events like the Flink adapter: fires due timers as the watermark passes them."""
+
+    region: RegionMode = RegionMode.NORMAL
+    pipeline: PipelineFacts = dataclasses.field(default_factory=PipelineFacts)
+    state: DeviceState | None = None
+    watermark: int = T0
+    log: list[tuple[Context, Step]] = dataclasses.field(default_factory=list)
+
+    def ctx(self, now: int) -> Context:
+        return Context(now, self.region, self.pipeline, POLICY)
+
+    def send(self, event: Event, now: int | None = None) -> Step:
+        ctx = self.ctx(self.watermark if now is None else now)
+        result = step(self.state, event, ctx)
+        self.state = result.state
+        self.log.append((ctx, result))
+        return result
+
+    def advance(self, to: int) -> list[Step]:
+        fired = []
+        while True:
+            due = sorted(t for t in timers_for(self.state, POLICY) if t <= to)
+            if not due or self.state is None:
+                break
+            self.watermark = max(self.watermark, due[0])
+            fired.append(self.send(Timer(DEVICE, due[0])))
+        self.watermark = max(self.watermark, to)
+        return fired
+
+    def outputs(self, kind: type) -> list:
+        return [o for _, s in self.log for o in s.outputs if isinstance(o, kind)]
+
+
+def test_hospital_circuit_never_receives_a_curtail() -> None:
+    """A LIFE_SAFETY device in a DR event is blocked with LIFE_SAFETY_EXCLUSION."""
+    d = Driver()
+    d.send(registry(PriorityLevel.LIFE_SAFETY))
+    d.send(telemetry(T0))
+    d.send(activation(T0 + MINUTE_MS, T0 + 60 * MINUTE_MS))
+    d.advance(T0 + MINUTE_MS)
+    assert d.outputs(CommandRequest) == []
+    blocked = d.outputs(AuditDecision)
+    assert any("LIFE_SAFETY_EXCLUSION" in a.reason_codes for a in blocked)
+
+
+def test_unknown_device_is_protected_until_its_record_arrives() -> None:
+    """No registry record: the DR start is blocked as UNKNOWN_DEVICE."""
+    d = Driver()
+    d.send(telemetry(T0))
+    d.send(activation(T0, T0 + 60 * MINUTE_MS))
+    assert d.outputs(CommandRequest) == []
+    assert {"UNKNOWN_DEVICE", "LIFE_SAFETY_EXCLUSION"} <= set(
+        d.outputs(AuditDecision)[0].reason_codes
+    )
+
+
+def test_enrolled_device_is_curtailed_at_start_and_restored_at_end() -> None:
+    """An event announced ahead acts at its start time (timer), and restores at its end."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    d.send(activation(T0 + 5 * MINUTE_MS, T0 + 10 * MINUTE_MS))
+    assert d.outputs(CommandRequest) == []
+    d.send(telemetry(T0 + 4 * MINUTE_MS))
+    d.advance(T0 + 5 * MINUTE_MS)
+    d.send(telemetry(T0 + 9 * MINUTE_MS))
+    d.advance(T0 + 10 * MINUTE_MS)
+    assert [c.action for c in d.outputs(CommandRequest)] == [Action.CURTAIL, Action.RESTORE]
+    assert d.state is not None
+    assert d.state.participation is None
+
+
+def test_silent_device_is_stale_gets_one_loss_alert_and_no_command() -> None:
+    """Silence past the timeout: one TELEMETRY_LOSS, and the DR start is TELEMETRY_STALE."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    d.send(activation(T0 + 20 * MINUTE_MS, T0 + 60 * MINUTE_MS))
+    d.advance(T0 + 30 * MINUTE_MS)
+    losses = [a for a in d.outputs(object) if getattr(a, "kind", None) is AlertKind.TELEMETRY_LOSS]
+    assert len(losses) == 1
+    assert d.outputs(CommandRequest) == []
+    d.send(telemetry(T0 + 31 * MINUTE_MS), now=T0 + 31 * MINUTE_MS)
+    assert [c.action for c in d.outputs(CommandRequest)] == [Action.CURTAIL]
+
+
+def test_duplicate_reading_changes_nothing() -> None:
+    """The same msg_id twice: DUPLICATE audited, state unchanged."""
+    d = Driver()
+    d.send(telemetry(T0))
+    before = d.state
+    result = d.send(telemetry(T0))
+    assert result.state == before
+    assert [a.outcome for a in result.outputs] == [AuditOutcome.DUPLICATE]
+
+
+def test_scada_switch_waits_for_approval_and_rechecks_interlocks() -> None:
+    """SWITCH_OPEN on a breaker becomes a recommendation; APPROVE after a suspension is BLOCKED."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD, DeviceClass.FEEDER_BREAKER))
+    d.send(telemetry(T0))
+    d.send(activation(T0, T0 + 60 * MINUTE_MS, Action.SWITCH_OPEN))
+    (rec,) = d.outputs(Recommendation)
+    assert d.outputs(CommandRequest) == []
+    d.region = RegionMode.SUSPENDED
+    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE))
+    assert d.outputs(CommandRequest) == []
+    assert d.outputs(AuditDecision)[-1].outcome is AuditOutcome.BLOCKED
+
+
+def test_approval_in_time_with_interlocks_clear_emits_the_switch() -> None:
+    """APPROVE before expiry, everything clear: the command follows."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD, DeviceClass.FEEDER_BREAKER))
+    d.send(telemetry(T0))
+    d.send(activation(T0, T0 + 60 * MINUTE_MS, Action.SWITCH_OPEN))
+    (rec,) = d.outputs(Recommendation)
+    d.send(telemetry(T0 + 5 * SECOND_MS), now=T0 + 5 * SECOND_MS)
+    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE))
+    assert [c.action for c in d.outputs(CommandRequest)] == [Action.SWITCH_OPEN]
+
+
+# The property: random interleavings never break a safety rule --------------------------------
+
+events = st.one_of(
+    st.tuples(st.just("telemetry"), st.integers(-2 * MINUTE_MS, 20 * MINUTE_MS), st.booleans()),
+    st.tuples(st.just("registry"), st.sampled_from(PriorityLevel), st.sampled_from(DeviceClass)),
+    st.tuples(
+        st.just("activation"),
+        st.integers(0, 60 * MINUTE_MS),
+        st.sampled_from([Action.CURTAIL, Action.SHED, Action.SWITCH_OPEN]),
+        st.booleans(),
+    ),
+    st.tuples(st.just("release")),
+    st.tuples(st.just("approve"), st.sampled_from(ApprovalDecision)),
+    st.tuples(st.just("advance"), st.integers(0, 30 * MINUTE_MS)),
+    st.tuples(st.just("region"), st.sampled_from(RegionMode)),
+    st.tuples(st.just("freeze"), st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, max_size=40))
+def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
+    """Property: every load-reducing command request is for a registered, non-LIFE_SAFETY,
+    fresh, not opted-out device in a NORMAL region without a freeze; SCADA switching only
+    follows an operator's approval; no command id is requested twice."""
+    d = Driver()
+    clock = T0
+    for op, *args in script:
+        if op == "telemetry":
+            d.send(telemetry(max(T0, d.watermark + args[0]), override=args[1]))
+        elif op == "registry":
+            d.send(registry(args[0], args[1]))
+        elif op == "activation":
+            start = d.watermark + args[0]
+            d.send(activation(start, start + 30 * MINUTE_MS, args[1], cancelled=args[2]))
+        elif op == "release":
+            d.send(Release(DEVICE, "rel", CAUSE))
+        elif op == "approve":
+            pending = d.state.pending if d.state else None
+            rec_id = pending.recommendation_id if pending else "nothing-pending"
+            d.send(Approval(DEVICE, rec_id, args[0], "op", "x", CAUSE))
+        elif op == "advance":
+            clock = d.watermark + args[0]
+            d.advance(clock)
+        elif op == "region":
+            d.region = args[0]
+        elif op == "freeze":
+            d.pipeline = PipelineFacts(frozen=args[0])
+
+    seen_ids: set[str] = set()
+    state = None
+    for ctx, result in d.log:
+        for out in result.outputs:
+            if not isinstance(out, CommandRequest):
+                continue
+            assert out.command_id not in seen_ids
+            seen_ids.add(out.command_id)
+            if out.action not in LOAD_REDUCING_ACTIONS:
+                continue
+            info = result.state.info if result.state else None
+            assert info is not None
+            assert info.priority is not PriorityLevel.LIFE_SAFETY
+            assert ctx.region is RegionMode.NORMAL
+            assert not ctx.pipeline.frozen
+            assert result.state is not None
+            assert not result.state.stale
+            part = result.state.participation
+            assert part is None or not part.opted_out or out.action is Action.SWITCH_OPEN
+            if out.action is Action.SWITCH_OPEN and info.device_class in SCADA_CLASSES:
+                assert any(
+                    isinstance(o, AuditDecision) and o.outcome is AuditOutcome.APPROVED
+                    for o in result.outputs
+                )
+        state = result.state
+    del state
