@@ -94,6 +94,7 @@ class RegistryUpdate:
     info: DeviceInfo
     correlation_id: str
     cause: Cause
+    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,7 @@ class Activation:
     """A DR event as it concerns this enrolled device (expanded upstream by region)."""
 
     device_id: str
+    region_id: str
     event_id: str
     action: Action
     start_ts_ms: int
@@ -109,6 +111,7 @@ class Activation:
     cancelled: bool
     correlation_id: str
     cause: Cause
+    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +121,7 @@ class Release:
     device_id: str
     correlation_id: str
     cause: Cause
+    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +134,7 @@ class Approval:
     operator_id: str
     correlation_id: str
     cause: Cause
+    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +190,7 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         wanted.add(state.last_seen_ms + policy.retention_ms)
     part = state.participation
     if part is not None:
-        if not part.curtailed and not part.opted_out:
+        if not part.attempted and not part.opted_out:
             wanted.add(part.start_ts_ms)
         wanted.add(part.end_ts_ms)
     if state.pending is not None:
@@ -327,19 +332,23 @@ def _restore(out: _Out, corr: str, cause: Cause) -> None:
         )
 
 
-def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
+def _start_if_due(out: _Out, corr: str, cause: Cause, retry: bool = False) -> None:
+    """Start the device's part in its event if the event is on (once, unless `retry`)."""
     part = out.state.participation
     now = out.ctx.now_ms
     if (
         part is None
         or part.curtailed
         or part.opted_out
+        or (part.attempted and not retry)
         or not part.start_ts_ms <= now < part.end_ts_ms
     ):
         return
+    started = dataclasses.replace(part, attempted=True)
+    out.state = dataclasses.replace(out.state, participation=started)
     if _attempt(out, part.action, part.priority, corr, cause):
         out.state = dataclasses.replace(
-            out.state, participation=dataclasses.replace(part, curtailed=True)
+            out.state, participation=dataclasses.replace(started, curtailed=True)
         )
 
 
@@ -388,7 +397,7 @@ def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
         )  # fmt: skip
     if state.stale and newest:  # back from silence: do what was held back
         _finish_if_over(out, event.correlation_id, event.cause)
-        _start_if_due(out, event.correlation_id, event.cause)
+        _start_if_due(out, event.correlation_id, event.cause, retry=True)
     return out.step()
 
 
@@ -407,6 +416,8 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
     """Join, update or leave a DR event; act now if it has already started or ended."""
     out = _Out(event.device_id, state, ctx)
     part = state.participation
+    if state.info is not None and state.info.region_id != event.region_id and not event.cancelled:
+        return out.step()  # the device moved: its old region's roster still named it
     if event.cancelled:
         if part is not None and part.event_id == event.event_id:
             _restore(out, event.correlation_id, event.cause)
@@ -424,6 +435,7 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
         event.event_id, event.action, event.start_ts_ms, event.end_ts_ms, event.priority,
         curtailed=part.curtailed if part and part.event_id == event.event_id else False,
         opted_out=part.opted_out if part and part.event_id == event.event_id else False,
+        attempted=part.attempted if part and part.event_id == event.event_id else False,
     )  # fmt: skip
     out.state = dataclasses.replace(state, participation=joined)
     _start_if_due(out, event.correlation_id, event.cause)

@@ -63,6 +63,19 @@ def blocking_reasons(
         reasons += [ReasonCode.UNKNOWN_DEVICE, ReasonCode.LIFE_SAFETY_EXCLUSION]
     elif device.priority is PriorityLevel.LIFE_SAFETY:
         reasons.append(ReasonCode.LIFE_SAFETY_EXCLUSION)
+    reasons += region_reasons(action, region, pipeline)
+    if device.opted_out:
+        reasons.append(ReasonCode.OPT_OUT)
+    return tuple(reasons)
+
+
+def region_reasons(
+    action: Action, region: RegionMode, pipeline: PipelineFacts
+) -> tuple[ReasonCode, ...]:
+    """The interlocks of the region and the pipeline alone (what the budget stage re-checks)."""
+    if action not in LOAD_REDUCING_ACTIONS:
+        return ()
+    reasons: list[ReasonCode] = []
     if region is RegionMode.SUSPENDED:
         reasons.append(ReasonCode.WET_BULB_SUSPEND)
     elif region is RegionMode.GRID_FOLLOW:
@@ -71,6 +84,4 @@ def blocking_reasons(
         reasons.append(ReasonCode.SAFETY_FREEZE)
     if pipeline.source_silent:
         reasons.append(ReasonCode.GRID_FOLLOW)
-    if device.opted_out:
-        reasons.append(ReasonCode.OPT_OUT)
     return tuple(reasons)

@@ -1,67 +1,306 @@
-"""Thin Flink adapters: read state, call the pure step, write state, move timers, yield rows."""
+"""Thin Flink adapters: read state, call the pure step, write state, move timers, yield outputs.
+
+Every state value is `bytes` in the suite's own versioned codecs (`state/`). The state is
+declared `PICKLED_BYTE_ARRAY`, which only wraps that `bytes` object: thread mode converts
+`PRIMITIVE_ARRAY(BYTE)` state byte by byte and fails on None (see jobs/DISCUSSION.md).
+Records travel between stages as pickled Python objects; only the sinks see Avro.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, RuntimeContext
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.common import Types
+from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from functions import telemetry_watch as watch
-from state import telemetry_watch as codec
+from functions import budget, device, pipeline, region
+from functions.interlocks import PipelineFacts
+from functions.wetbulb import RegionMode, WetBulbPolicy, mode
+from schemas.models import TopicRecord
+from state import device as device_codec
+from state import region as codec
+from state.mirror import LastGood
+
+PICKLED = Types.PICKLED_BYTE_ARRAY()
+CONTEXT = MapStateDescriptor("context", Types.STRING(), PICKLED)
+PIPELINE_KEY = "pipeline"
+
+# The stages emit everything on their main output and the job splits it by type (the `is_*`
+# predicates): in thread mode a side output yielded from a timer of a two-input keyed
+# operator reaches the main output as a bare tuple.
 
 
-def _output(emit: watch.Emit) -> Row:
-    value = json.dumps(emit.payload, separators=(",", ":"), sort_keys=True).encode()
-    return Row(emit.topic, emit.key.encode(), value, emit.correlation_id)
+def is_output(value: Any) -> bool:
+    """A record for the sinks (a model of `schemas.models`)."""
+    return isinstance(value, TopicRecord)
 
 
-class TelemetryWatch(KeyedProcessFunction):  # type: ignore[misc]
-    """Keyed by device id: `functions.telemetry_watch` over ValueState and one event-time timer."""
+def is_context(value: Any) -> bool:
+    """A `(key, bytes)` entry for the broadcast context."""
+    return isinstance(value, tuple)
 
-    def __init__(self, silence_ms: int, retention_ms: int) -> None:
-        self.silence_ms = silence_ms
-        self.retention_ms = retention_ms
+
+def is_device_event(value: Any) -> bool:
+    """An event for the device stage made by the region stage."""
+    return isinstance(value, device.Activation | device.Release)
+
+
+def is_request(value: Any) -> bool:
+    """A command request for the budget stage."""
+    return isinstance(value, device.CommandRequest)
+
+
+def is_last_good(value: Any) -> bool:
+    """A reading for the Redis mirror."""
+    return isinstance(value, LastGood)
+
+
+def region_key(region_id: str) -> str:
+    """The broadcast-state key of a region's weather."""
+    return f"region:{region_id}"
+
+
+def _bytes_state(rc: RuntimeContext, name: str) -> Any:
+    return rc.get_state(ValueStateDescriptor(name, PICKLED))
+
+
+def _timers(raw: bytes | None) -> set[int]:
+    return set() if not raw else set(struct.unpack(f"<{len(raw) // 8}q", raw))
+
+
+def _pack_timers(timers: Iterable[int]) -> bytes:
+    ordered = sorted(timers)
+    return struct.pack(f"<{len(ordered)}q", *ordered)
+
+
+class _Context:
+    """What the keyed stages read from the broadcast context: region weather, pipeline facts."""
+
+    def __init__(self, wetbulb: WetBulbPolicy) -> None:
+        self.wetbulb = wetbulb
+
+    def region_mode(self, ctx: Any, region_id: str | None, now_ms: int) -> RegionMode:
+        if region_id is None:
+            return RegionMode.GRID_FOLLOW
+        raw = ctx.get_broadcast_state(CONTEXT).get(region_key(region_id))
+        return mode(None if raw is None else codec.decode_weather(raw), now_ms, self.wetbulb)
+
+    def pipeline(self, ctx: Any) -> PipelineFacts:
+        raw = ctx.get_broadcast_state(CONTEXT).get(PIPELINE_KEY)
+        return PipelineFacts() if raw is None else codec.decode_pipeline(raw).facts
+
+
+def store_context(value: tuple[str, bytes], ctx: Any) -> None:
+    """Keep one broadcast context entry (a region's weather or the pipeline's facts)."""
+    key, raw = value
+    ctx.get_broadcast_state(CONTEXT).put(key, raw)
+
+
+class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by region: `functions.region` over weather, roster and DR-event state."""
+
+    def __init__(self, wetbulb: WetBulbPolicy) -> None:
+        self.wetbulb = wetbulb
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        # The bytes are the suite's own versioned codec. PICKLED_BYTE_ARRAY only wraps that `bytes`
-        # object: thread mode converts PRIMITIVE_ARRAY(BYTE) state byte by byte and fails on None.
-        self.state = runtime_context.get_state(
-            ValueStateDescriptor("telemetry-watch", Types.PICKLED_BYTE_ARRAY())
+        self.weather = _bytes_state(runtime_context, "weather")
+        self.roster = runtime_context.get_map_state(
+            MapStateDescriptor("roster", Types.STRING(), PICKLED)
         )
-        # The one event-time timer this key holds, so a step can move it.
-        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+        self.events = runtime_context.get_map_state(
+            MapStateDescriptor("dr-events", Types.STRING(), PICKLED)
+        )
 
-    def _load(self) -> codec.WatchState | None:
+    def _roster(self) -> Iterator[tuple[str, region.RosterEntry]]:
+        for device_id, raw in self.roster.items():
+            yield device_id, codec.decode_roster_entry(raw)
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        region_id = ctx.get_current_key()
+        if isinstance(value, region.WeatherInput):
+            raw = self.weather.value()
+            step = region.on_weather(
+                None if raw is None else codec.decode_weather(raw), value, self.wetbulb
+            )
+            encoded = codec.encode_weather(step.weather)
+            self.weather.update(encoded)
+            yield region_key(region_id), encoded
+            yield from step.alerts
+            if step.suspended_now:
+                yield from region.releases(self._roster(), value)
+        elif isinstance(value, device.RegistryUpdate):
+            entry = region.RosterEntry(value.info.device_class, value.info.programs)
+            self.roster.put(value.device_id, codec.encode_roster_entry(entry))
+            events = [codec.decode_event(raw) for raw in self.events.values()]
+            yield from region.joins(value.device_id, region_id, entry, events, value.ts_ms)
+        elif isinstance(value, region.EventForRegion):
+            event = value.event
+            if event.cancelled:
+                self.events.remove(event.event_id)
+            else:
+                self.events.put(event.event_id, codec.encode_event(event))
+                ctx.timer_service().register_event_time_timer(event.end_ts_ms)
+            yield from region.activations(value, self._roster())
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        """Forget the DR events that are over."""
+        for event_id, raw in list(self.events.items()):
+            if codec.decode_event(raw).end_ts_ms <= timestamp:
+                self.events.remove(event_id)
+        return iter(())
+
+
+class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
+    """One key: heartbeats in, the freeze and silent-source facts out, on processing time."""
+
+    def __init__(self, policy: pipeline.PipelinePolicy) -> None:
+        self.policy = policy
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = _bytes_state(runtime_context, "pipeline")
+        self.tick = runtime_context.get_state(ValueStateDescriptor("tick", Types.LONG()))
+
+    def _apply(self, step: pipeline.PipelineStep, ctx: Any) -> Iterator[Any]:
+        encoded = codec.encode_pipeline(step.state)
+        self.state.update(encoded)
+        if step.changed:
+            yield PIPELINE_KEY, encoded
+            yield from step.alerts
+        # Ticks stop once the source is silent (the next heartbeat restarts them), so a bounded
+        # job can end instead of ticking forever.
+        if self.tick.value() is None and not step.state.facts.source_silent:
+            at = ctx.timer_service().current_processing_time() + self.policy.tick_ms
+            ctx.timer_service().register_processing_time_timer(at)
+            self.tick.update(at)
+
+    def _load(self) -> pipeline.PipelineState | None:
         raw = self.state.value()
-        return None if raw is None else codec.decode(raw)
+        return None if raw is None else codec.decode_pipeline(raw)
 
-    def _apply(self, step: watch.Step, ctx: Any) -> Iterator[Row]:
-        if step.state is None:
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        now = ctx.timer_service().current_processing_time()
+        yield from self._apply(pipeline.on_heartbeat(self._load(), value, now, self.policy), ctx)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        self.tick.clear()
+        state = self._load() or pipeline.PipelineState()
+        yield from self._apply(pipeline.evaluate(state, timestamp, self.policy), ctx)
+
+
+class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    """Keyed by device id: `functions.device.step` over the device state and its timers."""
+
+    def __init__(
+        self, policy: device.DevicePolicy, wetbulb: WetBulbPolicy, mirror: bool = False
+    ) -> None:
+        """`mirror`: also emit each device's new last good reading (`state.mirror.LastGood`)."""
+        self.policy = policy
+        self.context = _Context(wetbulb)
+        self.mirror = mirror
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = _bytes_state(runtime_context, "device")
+        self.held = _bytes_state(runtime_context, "timers")
+
+    def _run(self, event: device.Event, ctx: Any, now_ms: int) -> Iterator[Any]:
+        raw = self.state.value()
+        old = None if raw is None else device_codec.decode(raw)
+        info = event.info if isinstance(event, device.RegistryUpdate) else old and old.info
+        decision = device.Context(
+            now_ms,
+            self.context.region_mode(ctx, info.region_id if info else None, now_ms),
+            self.context.pipeline(ctx),
+            self.policy,
+        )
+        result = device.step(old, event, decision)
+        new = result.state
+        if new is None:
             self.state.clear()
         else:
-            self.state.update(codec.encode(step.state))
-        held = self.timer.value()
-        if held != step.timer_ms:
-            if held is not None:
-                ctx.timer_service().delete_event_time_timer(held)
-            if step.timer_ms is None:
-                self.timer.clear()
-            else:
-                ctx.timer_service().register_event_time_timer(step.timer_ms)
-                self.timer.update(step.timer_ms)
-        for emit in step.emits:
-            yield _output(emit)
+            self.state.update(device_codec.encode(new))
+        self._reconcile(device.timers_for(new, self.policy), ctx)
+        yield from result.outputs
+        good = new.last_good if new is not None and self.mirror else None
+        if new is not None and good is not None and (old is None or old.last_good != good):
+            region_id = new.info.region_id if new.info else None
+            yield LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
 
-    def process_element(self, value: Row, ctx: KeyedProcessFunction.Context) -> Iterator[Row]:
-        reading = watch.Reading(ctx.get_current_key(), value[3], value[0], value[6])
-        yield from self._apply(watch.on_reading(self._load(), reading, self.silence_ms), ctx)
+    def _reconcile(self, wanted: frozenset[int], ctx: Any) -> None:
+        held = _timers(self.held.value())
+        service = ctx.timer_service()
+        for ts in held - wanted:
+            service.delete_event_time_timer(ts)
+        for ts in wanted - held:
+            service.register_event_time_timer(ts)
+        if wanted:
+            self.held.update(_pack_timers(wanted))
+        else:
+            self.held.clear()
 
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Row]:
-        key = ctx.get_current_key()
-        self.timer.clear()  # it has just fired
-        step = watch.on_timer(self._load(), key, timestamp, self.silence_ms, self.retention_ms)
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        # Each event carries its own event time: thread mode can lose element timestamps
+        # through union and key_by, and the decision must not depend on that.
+        yield from self._run(value, ctx, value.ts_ms)
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> None:
+        store_context(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx, timestamp)
+
+
+class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
+    """Keyed by region: `functions.budget` over the window and the waiting requests."""
+
+    def __init__(self, policy: budget.BudgetPolicy, wetbulb: WetBulbPolicy) -> None:
+        self.policy = policy
+        self.context = _Context(wetbulb)
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.window = _bytes_state(runtime_context, "window")
+        self.waiting = runtime_context.get_map_state(
+            MapStateDescriptor("waiting", Types.STRING(), PICKLED)
+        )
+        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
+
+    def _window(self) -> budget.Window | None:
+        raw = self.window.value()
+        return None if raw is None else codec.decode_window(raw)
+
+    def _apply(self, step: budget.BudgetStep, ctx: Any) -> Iterator[Any]:
+        self.window.update(codec.encode_window(step.window))
+        for req in step.queued:
+            self.waiting.put(req.command_id, codec.encode_request(req))
+        for command_id in step.dequeued:
+            self.waiting.remove(command_id)
+        if not self.waiting.is_empty() and self.timer.value() is None:
+            at = budget.next_window_ms(step.window, self.policy)
+            ctx.timer_service().register_event_time_timer(at)
+            self.timer.update(at)
+        yield from step.outputs
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        waiting = 0 if self.waiting.is_empty() else 1
+        now = value.requested_ts_ms
+        yield from self._apply(
+            budget.on_request(self._window(), waiting, value, now, self.policy), ctx
+        )
+
+    def process_broadcast_element(self, value: Any, ctx: Any) -> None:
+        store_context(value, ctx)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        self.timer.clear()
+        waiting = [codec.decode_request(raw) for raw in self.waiting.values()]
+        step = budget.on_window(
+            self._window(),
+            waiting,
+            timestamp,
+            self.context.region_mode(ctx, ctx.get_current_key(), timestamp),
+            self.context.pipeline(ctx),
+            self.policy,
+        )
         yield from self._apply(step, ctx)

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gridstream import config
+from gridstream.scenario import ScenarioError
+from gridstream.scenario import add_commands as add_scenario_commands
 from gridstream.stack import ComponentError, LocalStack
 from schemas.cli import add_commands as add_schema_commands
 
@@ -45,6 +47,28 @@ def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     return run_demo(settings, events=args.events)
 
 
+def _state(args: argparse.Namespace, settings: config.Settings) -> int:
+    import dataclasses
+    import json
+
+    from state.mirror import MirrorUnavailableError, read
+
+    url = settings.stack.redis_url
+    try:
+        last = read(url, args.device_id)
+    except MirrorUnavailableError as err:
+        print(f"gridstream: {err}\n     fix: start it with `gridstream stack up`", file=sys.stderr)
+        return 2
+    if last is None:
+        print(
+            f"gridstream: no last known good reading for {args.device_id!r} in {url}",
+            file=sys.stderr,
+        )
+        return 1
+    print(json.dumps(dataclasses.asdict(last)))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per task."""
     top = argparse.ArgumentParser(prog="gridstream", description=__doc__)
@@ -61,10 +85,15 @@ def parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     add_schema_commands(sub)
+    add_scenario_commands(sub)
 
     demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
     demo.add_argument("--events", type=int, default=2000, help="telemetry records to play")
     demo.set_defaults(run=_demo)
+
+    state = sub.add_parser("state", help="print a device's last known good reading from Redis")
+    state.add_argument("device_id")
+    state.set_defaults(run=_state)
     return top
 
 
@@ -74,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.load(None if args.config is None else Path(args.config))
         return int(args.run(args, settings))
-    except (ComponentError, config.ConfigError) as err:
+    except (ComponentError, config.ConfigError, ScenarioError) as err:
         print(f"gridstream: {err}", file=sys.stderr)
         return 2
 

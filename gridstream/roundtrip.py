@@ -6,19 +6,19 @@ Used by `make run` (the demo) and by the `stack` test that proves exactly-once d
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
 import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer
 
 from gridstream import topics
 from gridstream.config import Settings
+from gridstream.scenario import end_offsets, produce
 from schemas import models, serde
+from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
 
 
@@ -48,30 +48,21 @@ class RoundTripReport:
         """The report as a person reads it."""
         return [
             f"records sent          {self.sent}",
-            f"audit records back    {self.received} (read_committed)",
+            f"DUPLICATE audits back {self.received} (read_committed; each reading sent twice)",
             f"duplicates / missing  {self.duplicates} / {self.missing}",
-            f"throughput            {self.events_per_s:,.0f} events/s end to end",
+            f"throughput            {self.events_per_s:,.0f} readings/s end to end",
             f"latency p50 / p99     {self.percentile(50):,.0f} / {self.percentile(99):,.0f} ms "
             "(exactly-once: output is visible when a checkpoint completes)",
             f"mean latency          {statistics.fmean(self.latencies_ms or (0.0,)):,.0f} ms",
         ]
 
 
-def _end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    ends = []
-    for p in partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        ends.append(TopicPartition(topic, p, high))
-    return ends
-
-
-def _reading(run_id: str, i: int, devices: int, now_ms: int) -> models.IotTelemetry:
+def _reading(run_id: str, i: int, devices: int, ts_ms: int) -> models.IotTelemetry:
     """A validated thermostat reading: producers validate before the network."""
     data = {
         "device_id": f"rt-{run_id}-{i % devices}",
         "device_class": models.DeviceClass.THERMOSTAT,
-        "ts_ms": now_ms,
+        "ts_ms": ts_ms,
         "correlation_id": f"{run_id}-{i}",
         "power_kw": 2.0 + (i % 7) * 0.25,
         "is_on": True,
@@ -79,7 +70,14 @@ def _reading(run_id: str, i: int, devices: int, now_ms: int) -> models.IotTeleme
         "customer_override": False,
         "firmware_version": "4.2.1",
     }
-    return models.validate(models.IotTelemetry, data, now_ms)
+    return models.validate(models.IotTelemetry, data, ts_ms)
+
+
+def _correlation_id(message: Message) -> str:
+    for key, value in message.headers() or ():
+        if key == CORRELATION_HEADER and value is not None:
+            return bytes(value).decode("utf-8", "replace")
+    return ""
 
 
 def run(
@@ -89,7 +87,11 @@ def run(
     timeout_s: float = 180.0,
     progress: Callable[[str], None] = print,
 ) -> RoundTripReport:
-    """Send `events` Avro IoT readings for a fresh set of devices, wait for their audit records."""
+    """Send `events` Avro IoT readings twice each; wait for one DUPLICATE audit per reading.
+
+    The second copy of a reading has the same `msg_id` (device + time), so the job answers it
+    with exactly one `DUPLICATE` audit record: every reading must come back once, no more.
+    """
     run_id = uuid.uuid4().hex[:8]
     servers = settings.stack.bootstrap_servers
     consumer = Consumer(
@@ -100,30 +102,26 @@ def run(
             "enable.auto.commit": False,
         }
     )
-    consumer.assign(_end_offsets(consumer, topics.AUDIT))
+    consumer.assign(end_offsets(consumer, topics.AUDIT))
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 5, "enable.idempotence": True})
     registry = Registry(RegistryConfig.from_settings(settings))
     encoder = serde.serializer(models.IotTelemetry, registry.schemas())
     sent_at: dict[str, float] = {}
     started = time.time()
+    base_ms = int(started * 1000)
     for i in range(events):
-        now = time.time()
-        reading = _reading(run_id, i, devices, int(now * 1000))
-        produce = functools.partial(
-            producer.produce,
-            topics.IOT_TELEMETRY,
-            key=reading.device_id,
-            value=encoder.encode(reading),
-            timestamp=reading.ts_ms,
-            headers={"correlation_id": reading.correlation_id},
-        )
-        while True:
-            try:
-                produce()
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                producer.poll(0.1)
-        sent_at[reading.correlation_id] = now
+        reading = _reading(run_id, i, devices, base_ms + i)  # one ms apart: distinct msg_ids
+        value = encoder.encode(reading)
+        for _copy in range(2):
+            produce(
+                producer,
+                topics.IOT_TELEMETRY,
+                key=reading.device_id,
+                value=value,
+                timestamp=reading.ts_ms,
+                headers={CORRELATION_HEADER: reading.correlation_id},
+            )
+        sent_at[reading.correlation_id] = time.time()
         producer.poll(0)
     producer.flush(30)
     progress(f"sent {events} records in {time.time() - started:.1f}s; waiting for the audit trail")
@@ -136,7 +134,7 @@ def run(
         message = consumer.poll(1.0)
         if message is None or message.error():
             continue
-        correlation_id = json.loads(message.value()).get("correlation_id", "")
+        correlation_id = _correlation_id(message)
         if correlation_id in sent_at:
             if not seen[correlation_id]:
                 last = time.time()
@@ -147,7 +145,7 @@ def run(
     while time.monotonic() < linger_until:
         message = consumer.poll(0.5)
         if message is not None and not message.error():
-            correlation_id = json.loads(message.value()).get("correlation_id", "")
+            correlation_id = _correlation_id(message)
             if correlation_id in sent_at:
                 seen[correlation_id] += 1
     consumer.close()

@@ -1,59 +1,156 @@
-"""The device-control job: telemetry keyed by device id through the keyed stages, out to Kafka.
+"""The device-control job: every input topic through the safety interlocks to the output topics.
 
-Foundation version: every telemetry record is counted per device (audited to `grid.audit`)
-and a device silent past its timeout raises one `TELEMETRY_LOSS` alert. The safety interlocks
-of DESIGN.md build on this topology.
+    inputs ─ decode ─┬─ dead letters ───────────────────────────────────────────────┐
+                     └─ event time ─┬─ region stage (by region) ─┬─ activations ──┐  │
+                                    │   weather, roster, DR      └─ context ─┐    │  │
+                                    ├─ heartbeats ─ pipeline watch ─ context ┤    │  │
+                                    └─ telemetry, registry, approvals ───────┼────┤  │
+                                       device stage (by device) ◄─ broadcast ┘ ◄──┘  │
+                                       └─ requests ─ budget (by region) ─────────────┤
+                                                                        encode ─ sinks
+
+The trade-offs are in jobs/DISCUSSION.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from pyflink.common import Duration, WatermarkStrategy
+from pyflink.common import Duration, Types, WatermarkStrategy
 from pyflink.common.watermark_strategy import TimestampAssigner
 from pyflink.datastream import StreamExecutionEnvironment
 
-from functions.operators import TelemetryWatch
+from functions import budget, device, operators, pipeline
+from functions.wetbulb import WetBulbPolicy
 from gridstream import config, topics
 from jobs import environment
 from jobs.io import OUTPUT_RECORD, KafkaConnection, KafkaSinks, KafkaSources, Sinks, Sources
+from jobs.records import (
+    DEAD_LETTERS,
+    Decode,
+    Encode,
+    Heartbeats,
+    MirrorLastGood,
+    SchemaAccess,
+    is_device_input,
+    is_region_input,
+    region_of,
+)
+from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-TELEMETRY_TOPICS = (topics.SCADA_TELEMETRY, topics.IOT_TELEMETRY)
-SILENCE_MS = 15 * 60 * 1000
-RETENTION_MS = 7 * 24 * 3600 * 1000
+JOB_VERSION = "0.4.0"
+PICKLED = operators.PICKLED
 
 
-class _RecordTime(TimestampAssigner):  # type: ignore[misc]
-    def extract_timestamp(self, value, record_timestamp: int) -> int:  # type: ignore[no-untyped-def]
-        return int(value[3])
+@dataclasses.dataclass(frozen=True)
+class Policies:
+    """Every tunable of the decisions, with DESIGN.md's defaults."""
+
+    device: device.DevicePolicy = dataclasses.field(default_factory=device.DevicePolicy)
+    wetbulb: WetBulbPolicy = dataclasses.field(default_factory=WetBulbPolicy)
+    pipeline: pipeline.PipelinePolicy = dataclasses.field(default_factory=pipeline.PipelinePolicy)
+    budget: budget.BudgetPolicy = dataclasses.field(default_factory=budget.BudgetPolicy)
+    out_of_orderness_ms: int = 5_000
+    idleness_ms: int = 30_000
 
 
-def build(env: StreamExecutionEnvironment, sources: Sources, sinks: Sinks) -> None:
-    """Wire sources → watermarks → keyed telemetry watch → sinks."""
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(Duration.of_seconds(5))
-        .with_timestamp_assigner(_RecordTime())
-        .with_idleness(Duration.of_seconds(30))
-    )
-    outputs = (
+class _EventTime(TimestampAssigner):  # type: ignore[misc]
+    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
+        return int(value.ts_ms)
+
+
+def build(
+    env: StreamExecutionEnvironment,
+    sources: Sources,
+    sinks: Sinks,
+    schemas: SchemaAccess | None = None,
+    policies: Policies | None = None,
+    redis_url: str | None = None,
+) -> None:
+    """Wire the stages between `sources` and `sinks` (the drawing in the module docstring).
+
+    Without `schemas` the catalog's own numbering is used; without `redis_url`, no mirror.
+    """
+    schemas = schemas or SchemaAccess()
+    policies = policies or Policies()
+    decoded = (
         sources.records(env)
-        .assign_timestamps_and_watermarks(watermarks)
-        .uid("telemetry-watermarks")
-        .key_by(lambda record: bytes(record[4] or b"").decode("utf-8", "replace"))
-        .process(TelemetryWatch(SILENCE_MS, RETENTION_MS), output_type=OUTPUT_RECORD)
-        .name("telemetry watch")
-        .uid("telemetry-watch")
+        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=PICKLED)
+        .name("decode")
+        .uid("decode")
     )
-    sinks.write(env, outputs)
+    watermarks = (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(policies.out_of_orderness_ms)
+        )
+        .with_timestamp_assigner(_EventTime())
+        .with_idleness(Duration.of_millis(policies.idleness_ms))
+    )
+    events = decoded.assign_timestamps_and_watermarks(watermarks).uid("event-time")
+    regions = (
+        events.filter(is_region_input)
+        .key_by(region_of, key_type=Types.STRING())
+        .process(operators.RegionStage(policies.wetbulb), output_type=PICKLED)
+        .name("region stage")
+        .uid("region-stage")
+    )
+    watch = (
+        events.process(Heartbeats(), output_type=PICKLED)
+        .uid("heartbeats")
+        .key_by(lambda beat: 0, key_type=Types.INT())
+        .process(operators.PipelineWatch(policies.pipeline), output_type=PICKLED)
+        .name("pipeline watch")
+        .uid("pipeline-watch")
+    )
+    context = regions.union(watch).filter(operators.is_context).broadcast(operators.CONTEXT)
+    devices = (
+        events.filter(is_device_input)
+        .union(regions.filter(operators.is_device_event))
+        .key_by(lambda event: event.device_id, key_type=Types.STRING())
+        .connect(context)
+        .process(
+            operators.DeviceStage(policies.device, policies.wetbulb, mirror=redis_url is not None),
+            output_type=PICKLED,
+        )
+        .name("device stage")
+        .uid("device-stage")
+    )
+    commands = (
+        devices.filter(operators.is_request)
+        .key_by(lambda request: request.region_id, key_type=Types.STRING())
+        .connect(context)
+        .process(operators.BudgetStage(policies.budget, policies.wetbulb), output_type=PICKLED)
+        .name("region budget")
+        .uid("region-budget")
+    )
+    outputs = [decoded.get_side_output(DEAD_LETTERS), regions, watch, devices, commands]
+    if redis_url is not None:
+        outputs.append(
+            devices.filter(operators.is_last_good)
+            .key_by(lambda good: good.device_id, key_type=Types.STRING())
+            .process(MirrorLastGood(redis_url), output_type=PICKLED)
+            .name("redis mirror")
+            .uid("redis-mirror")
+        )
+    records = (
+        outputs[0]
+        .union(*outputs[1:])
+        .filter(operators.is_output)
+        .map(Encode(schemas), output_type=OUTPUT_RECORD)
+        .name("encode")
+        .uid("encode")
+    )
+    sinks.write(env, records)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run against the Kafka of the settings (file + environment)."""
-    args = argparse.ArgumentParser(description=__doc__).parse_args(argv)
-    del args
+    """Run against the Kafka, registry and Redis of the settings (file + environment)."""
+    argparse.ArgumentParser(description=__doc__).parse_args(argv)
     settings = config.load()
     env = environment.create(settings)
     connection = KafkaConnection(
@@ -63,7 +160,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         transactional_id_prefix=JOB_NAME,
         transaction_timeout_ms=settings.job.transaction_timeout_ms,
     )
-    build(env, KafkaSources(connection, TELEMETRY_TOPICS), KafkaSinks(connection, topics.OUTPUTS))
+    build(
+        env,
+        KafkaSources(connection, topics.INPUTS),
+        KafkaSinks(connection, topics.OUTPUTS),
+        SchemaAccess(settings.stack.registry_url),
+        redis_url=settings.stack.redis_url,
+    )
     env.execute(JOB_NAME)
 
 

@@ -151,6 +151,8 @@ class AlertKind(enum.StrEnum):
     WET_BULB_RESUME = "WET_BULB_RESUME"
     ANOMALY = "ANOMALY"
     MODEL_DEGRADED = "MODEL_DEGRADED"
+    MIRROR_DOWN = "MIRROR_DOWN"
+    MIRROR_RESTORED = "MIRROR_RESTORED"
 
 
 class Severity(enum.StrEnum):

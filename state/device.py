@@ -49,7 +49,12 @@ class LastGood:
 
 @dataclasses.dataclass(frozen=True)
 class Participation:
-    """The device's part in one DR event; `curtailed` once its load-reducing command went out."""
+    """The device's part in one DR event.
+
+    `attempted` once the start was decided (emitted, blocked or recommended): a blocked start
+    is not retried on every timer, only when the device returns from silence.
+    `curtailed` once its load-reducing command went out.
+    """
 
     event_id: str
     action: Action
@@ -58,6 +63,7 @@ class Participation:
     priority: int
     curtailed: bool = False
     opted_out: bool = False
+    attempted: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +113,7 @@ _FIXED = struct.Struct("<BBBBdqqdqqqIIdd")
 _FLAG_INFO, _FLAG_SEEN, _FLAG_GOOD, _FLAG_STALE, _FLAG_PART, _FLAG_PENDING = (
     1 << i for i in range(6)
 )
-_PART_CURTAILED, _PART_OPTED_OUT, _GOOD_ON = 1, 2, 4
+_PART_CURTAILED, _PART_OPTED_OUT, _GOOD_ON, _PART_ATTEMPTED = 1, 2, 4, 8
 
 
 def _strings(values: Sequence[str]) -> bytes:
@@ -143,6 +149,7 @@ def encode(state: DeviceState) -> bytes:
         (_PART_CURTAILED if part and part.curtailed else 0)
         | (_PART_OPTED_OUT if part and part.opted_out else 0)
         | (_GOOD_ON if good and good.is_on else 0)
+        | (_PART_ATTEMPTED if part and part.attempted else 0)
     )
     fixed = _FIXED.pack(
         VERSION,
@@ -221,6 +228,7 @@ def _decode_v1(data: memoryview) -> DeviceState:
             dr_prio,
             bool(bits & _PART_CURTAILED),
             bool(bits & _PART_OPTED_OUT),
+            bool(bits & _PART_ATTEMPTED),
         )
         if flags & _FLAG_PART
         else None

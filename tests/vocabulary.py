@@ -1,12 +1,13 @@
-"""Shared test vocabulary: time constants and event builders."""
+"""Shared test vocabulary: time constants, record builders and encoded input rows."""
 
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from functions.telemetry_watch import Reading
-from gridstream import topics
+from schemas import catalog, models, serde
+from schemas.examples import example_data
 
 if TYPE_CHECKING:
     from pyflink.common import Row
@@ -16,33 +17,29 @@ MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
-DEVICE = "feeder-7/meter-42"
-
 _offsets = itertools.count()
 
 
-def reading(
-    device_id: str = DEVICE,
-    ts_ms: int = 0,
-    source: str = topics.SCADA_TELEMETRY,
-    correlation_id: str | None = None,
-) -> Reading:
-    """A telemetry reading; the correlation id defaults to one naming the device and time."""
-    return Reading(device_id, ts_ms, source, correlation_id or f"{device_id}@{ts_ms}")
+@functools.cache
+def catalog_schemas() -> serde.StaticSchemas:
+    """The catalog's own schema numbering, as the jobs use it without a registry."""
+    return serde.StaticSchemas.from_catalog(catalog.default())
 
 
-def input_row(
-    device_id: str = DEVICE,
-    ts_ms: int = 0,
-    *,
-    value: bytes = b"{}",
-    topic: str = topics.SCADA_TELEMETRY,
-    partition: int = 0,
-    offset: int | None = None,
-    correlation_id: str | None = None,
-) -> Row:
-    """An `INPUT_RECORD` keyed by `device_id`; offsets count up unless given."""
+def record(model: type[models.M], now_ms: int, **fields: Any) -> models.M:
+    """A validated record: the schema example with `fields` over it."""
+    return models.validate(model, example_data(model, **fields), now_ms)
+
+
+def encoded(rec: models.TopicRecord) -> bytes:
+    """`rec` in the Confluent wire format under the catalog numbering."""
+    return serde.serializer(type(rec), catalog_schemas()).encode(rec)
+
+
+def input_row(rec: models.TopicRecord, key: str, *, partition: int = 0) -> Row:
+    """An `INPUT_RECORD` carrying `rec` encoded, with a fresh offset."""
     from jobs.io import input_row as row  # pure tests need not load pyflink
 
-    offset = next(_offsets) if offset is None else offset
-    return row(topic, partition, offset, ts_ms, device_id.encode(), value, correlation_id)
+    value = encoded(rec)
+    corr = str(rec.correlation_id)
+    return row(rec.TOPIC, partition, next(_offsets), 0, key.encode(), value, corr)

@@ -1,44 +1,115 @@
-"""The device-control topology on a local MiniCluster, collection in, collection out."""
+"""The device-control job on a local MiniCluster: encoded records in, decoded outputs out."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from functions.pipeline import PipelinePolicy
 from gridstream import config, topics
 from jobs import device_control, environment
-from jobs.io import CollectingSinks, CollectionSources, input_row, json_rows
+from jobs.io import CollectingSinks, CollectionSources, input_row
+from schemas import models, serde
+from tests.vocabulary import MINUTE_MS, catalog_schemas, record
+from tests.vocabulary import input_row as encoded_row
 
 pytestmark = pytest.mark.flink
 
-DEVICES = 7
-READINGS = 60
-T0 = 1_790_000_000_000
+NOW = int(time.time() * 1000)
+T0 = NOW - 60 * MINUTE_MS  # an hour of history, played at once
+REGION = "north"
+ENROLLED = [f"thermostat-{i}" for i in range(4)]
+HOSPITAL = "hospital-chiller"
+UNREGISTERED = "thermostat-unknown"
 
 
-def _rows() -> list:
-    return [
-        input_row(
-            topics.IOT_TELEMETRY, 0, i, T0 + i * 1000, f"dev-{i % DEVICES}".encode(), b"{}", f"c{i}"
+def _registry(device_id: str, priority: str) -> models.DeviceRecord:
+    return record(
+        models.DeviceRecord, NOW, device_id=device_id, region_id=REGION, priority_level=priority,
+        programs=["summer-peak"], updated_ts_ms=T0, correlation_id=f"reg-{device_id}",
+    )  # fmt: skip
+
+
+def _telemetry(device_id: str, ts: int) -> models.IotTelemetry:
+    return record(
+        models.IotTelemetry, NOW, device_id=device_id, ts_ms=ts, correlation_id=f"{device_id}@{ts}"
+    )
+
+
+def _inputs() -> list[Any]:
+    rows = [encoded_row(_registry(d, "STANDARD"), d) for d in ENROLLED]
+    rows.append(encoded_row(_registry(HOSPITAL, "LIFE_SAFETY"), HOSPITAL))
+    rows += [
+        encoded_row(
+            record(
+                models.WeatherObservation, NOW, region_id=REGION, ts_ms=T0 + m * MINUTE_MS,
+                dry_bulb_temp_c=30.0, relative_humidity_pct=40.0, wbgt_temp_c=None,
+                correlation_id=f"wx-{m}",
+            ),
+            REGION,
         )
-        for i in range(READINGS)
-    ]
+        for m in range(0, 40, 10)
+    ]  # fmt: skip
+    dr = record(
+        models.DrEvent, NOW, event_id="dr-1", program_id="summer-peak", target_region_ids=[REGION],
+        start_ts_ms=T0 + 5 * MINUTE_MS, end_ts_ms=T0 + 20 * MINUTE_MS, issued_ts_ms=T0,
+        action="CURTAIL", setpoint_offset_c=None, correlation_id="dr-1",
+    )  # fmt: skip
+    rows.append(encoded_row(dr, "dr-1"))
+    for minute in range(30):
+        for d in [*ENROLLED, HOSPITAL, UNREGISTERED]:
+            rows.append(encoded_row(_telemetry(d, T0 + minute * MINUTE_MS), d))
+        if minute == 3:  # the same reading again: same msg_id
+            rows.append(encoded_row(_telemetry(ENROLLED[0], T0 + 3 * MINUTE_MS), ENROLLED[0]))
+    rows.append(
+        input_row(topics.IOT_TELEMETRY, 0, 99_999, 0, b"junk", b"\x07garbage-bytes", "bad-1")
+    )
+    return rows
+
+
+def _decoded(rows: list[Any]) -> list[dict[str, Any]]:
+    source = catalog_schemas()
+    out = []
+    for topic, _key, value, _corr in rows:
+        model = models.MODELS[topic]
+        raw = bytes(b & 0xFF for b in value)  # collected as Java's signed bytes
+        out.append({"topic": topic, **serde.deserializer(model, source).read(raw)[1]})
+    return out
 
 
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_each_reading_is_audited_once_and_each_silent_device_alerted_once(
+def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
     parallelism: int,
 ) -> None:
-    """One audit record per reading; at end of input every device is silent: one loss alert each."""
-    env = environment.create(config.load(env={}), {"parallelism.default": str(parallelism)})
+    """Enrolled devices get CURTAIL at start and RESTORE at end; the hospital and the
+    unregistered device get none; the duplicate is audited; junk goes to the DLQ."""
+    overlay = {"parallelism.default": str(parallelism), "restart-strategy.type": "none"}
+    env = environment.create(config.load(env={}), overlay)
     sinks = CollectingSinks()
-    device_control.build(env, CollectionSources(_rows()), sinks)
-    outputs = json_rows(sinks.collect())
+    # History is an hour old: no lag freeze; a short watchdog so the end of input ends the job.
+    watchdog = PipelinePolicy(freeze_enabled=False, silence_ms=1_000, tick_ms=500)
+    policies = device_control.Policies(pipeline=watchdog)
+    device_control.build(env, CollectionSources(_inputs()), sinks, policies=policies)
+    outputs = _decoded(sinks.collect())
 
+    commands = Counter(
+        (o["device_id"], o["action"]) for o in outputs if o["topic"] == topics.COMMANDS
+    )
+    expected = {(d, a): 1 for d in ENROLLED for a in ("CURTAIL", "RESTORE")}
+    assert commands == expected
     audits = [o for o in outputs if o["topic"] == topics.AUDIT]
-    assert sorted(o["correlation_id"] for o in audits) == sorted(f"c{i}" for i in range(READINGS))
-    per_device = Counter(o["device_id"] for o in audits)
-    assert per_device == {f"dev-{d}": len(range(d, READINGS, DEVICES)) for d in range(DEVICES)}
-    alerts = Counter((o["device_id"], o["alert"]) for o in outputs if o["topic"] == topics.ALERTS)
-    assert alerts == {(f"dev-{d}", "TELEMETRY_LOSS"): 1 for d in range(DEVICES)}
+    blocked = {o["device_id"] for o in audits if o["outcome"] == "BLOCKED"}
+    assert {HOSPITAL} <= blocked
+    assert [o["device_id"] for o in audits if o["outcome"] == "DUPLICATE"] == [ENROLLED[0]]
+    dead = [o for o in outputs if o["topic"] == topics.DLQ]
+    assert [(d["source_topic"], d["error_class"]) for d in dead] == [
+        (topics.IOT_TELEMETRY, "BadMagic")
+    ]
+    losses = Counter(
+        o["device_id"] for o in outputs if o["topic"] == topics.ALERTS
+        and o["kind"] == "TELEMETRY_LOSS"
+    )  # fmt: skip
+    assert losses == {d: 1 for d in [*ENROLLED, HOSPITAL, UNREGISTERED]}

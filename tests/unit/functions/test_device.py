@@ -53,13 +53,13 @@ def telemetry(ts: int, override: bool = False, good: bool = True) -> Telemetry:
 
 
 def registry(priority: PriorityLevel, cls: DeviceClass = DeviceClass.THERMOSTAT) -> RegistryUpdate:
-    return RegistryUpdate(DEVICE, DeviceInfo(cls, priority, "north", ("p1",), 5.0), "r", CAUSE)
+    return RegistryUpdate(DEVICE, DeviceInfo(cls, priority, "north", ("p1",), 5.0), "r", CAUSE, T0)
 
 
 def activation(
     start: int, end: int, action: Action = Action.CURTAIL, cancelled: bool = False
 ) -> Activation:
-    return Activation(DEVICE, "ev-1", action, start, end, 1, cancelled, "a", CAUSE)
+    return Activation(DEVICE, "north", "ev-1", action, start, end, 1, cancelled, "a", CAUSE, T0)
 
 
 @dataclasses.dataclass
@@ -169,7 +169,7 @@ def test_scada_switch_waits_for_approval_and_rechecks_interlocks() -> None:
     (rec,) = d.outputs(Recommendation)
     assert d.outputs(CommandRequest) == []
     d.region = RegionMode.SUSPENDED
-    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE))
+    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE, T0))
     assert d.outputs(CommandRequest) == []
     assert d.outputs(AuditDecision)[-1].outcome is AuditOutcome.BLOCKED
 
@@ -182,7 +182,7 @@ def test_approval_in_time_with_interlocks_clear_emits_the_switch() -> None:
     d.send(activation(T0, T0 + 60 * MINUTE_MS, Action.SWITCH_OPEN))
     (rec,) = d.outputs(Recommendation)
     d.send(telemetry(T0 + 5 * SECOND_MS), now=T0 + 5 * SECOND_MS)
-    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE))
+    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE, T0))
     assert [c.action for c in d.outputs(CommandRequest)] == [Action.SWITCH_OPEN]
 
 
@@ -222,11 +222,11 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
             start = d.watermark + args[0]
             d.send(activation(start, start + 30 * MINUTE_MS, args[1], cancelled=args[2]))
         elif op == "release":
-            d.send(Release(DEVICE, "rel", CAUSE))
+            d.send(Release(DEVICE, "rel", CAUSE, T0))
         elif op == "approve":
             pending = d.state.pending if d.state else None
             rec_id = pending.recommendation_id if pending else "nothing-pending"
-            d.send(Approval(DEVICE, rec_id, args[0], "op", "x", CAUSE))
+            d.send(Approval(DEVICE, rec_id, args[0], "op", "x", CAUSE, T0))
         elif op == "advance":
             clock = d.watermark + args[0]
             d.advance(clock)

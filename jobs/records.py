@@ -1,0 +1,230 @@
+"""The edges of a job: Kafka bytes to the stages' events (or dead letters), models to Avro bytes.
+
+`Decode` turns each `INPUT_RECORD` into the pure events of `functions/`, or into a dead
+letter on a side output: bad input never stalls a partition (DESIGN.md rule 9). `Encode`
+writes every output model in the Confluent wire format with the id the registry gives its
+newest schema. Both build their serdes once, in `open`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pyflink.common import Row
+from pyflink.datastream import (
+    KeyedProcessFunction,
+    MapFunction,
+    OutputTag,
+    ProcessFunction,
+    RuntimeContext,
+)
+
+from functions import device, pipeline, region
+from functions.operators import PICKLED
+from gridstream import topics
+from schemas import catalog, dead_letter, models, serde
+from schemas.registry import USER_INFO_ENV, Registry, RegistryConfig
+from state.device import DeviceInfo
+from state.mirror import LastGood, MirrorEvent, RedisMirror
+
+DEAD_LETTERS = OutputTag("dead-letters", PICKLED)
+HEARTBEAT_MS = 1_000
+
+
+@dataclasses.dataclass(frozen=True)
+class SchemaAccess:
+    """Where the job's serdes find schema ids: the registry at `registry_url`, or (None) the
+    catalog's own numbering (collection-source tests, which encode with the same numbering)."""
+
+    registry_url: str | None = None
+
+    def source(self) -> serde.SchemaSource:
+        """The schema source, built on the worker."""
+        if self.registry_url is None:
+            return serde.StaticSchemas.from_catalog(catalog.default())
+        user_info = os.environ.get(USER_INFO_ENV) or None
+        return Registry(RegistryConfig(self.registry_url, user_info)).schemas()
+
+
+def _telemetry(record: models.ScadaTelemetry | models.IotTelemetry, cause: models.Cause) -> Any:
+    if isinstance(record, models.ScadaTelemetry):
+        q = record.quality
+        good = not (q.invalid or q.not_topical or q.substituted or q.blocked or q.overflow)
+        is_on = record.switch_closed if record.switch_closed is not None else record.power_kw > 0
+        override = False
+    else:
+        good, is_on, override = True, record.is_on, record.customer_override
+    return device.Telemetry(
+        record.device_id, record.ts_ms, record.power_kw, is_on, good, override,
+        record.correlation_id, cause,
+    )  # fmt: skip
+
+
+def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
+    """The stage events one decoded input record stands for (a DR event: one per region)."""
+    if isinstance(record, models.ScadaTelemetry | models.IotTelemetry):
+        yield _telemetry(record, cause)
+    elif isinstance(record, models.DeviceRecord):
+        info = DeviceInfo(
+            record.device_class, record.priority_level, record.region_id, record.programs,
+            record.rated_power_kw,
+        )  # fmt: skip
+        yield device.RegistryUpdate(
+            record.device_id, info, record.correlation_id, cause, record.updated_ts_ms
+        )
+    elif isinstance(record, models.WeatherObservation):
+        yield region.WeatherInput(
+            record.region_id, record.ts_ms, record.dry_bulb_temp_c, record.relative_humidity_pct,
+            record.wbgt_temp_c, record.correlation_id, cause,
+        )  # fmt: skip
+    elif isinstance(record, models.DrEvent):
+        event = region.RegionEvent(
+            record.event_id, record.program_id, record.action, record.start_ts_ms,
+            record.end_ts_ms, record.priority, record.status is models.EventStatus.CANCELLED,
+            record.correlation_id, cause,
+        )  # fmt: skip
+        for region_id in record.target_region_ids:
+            yield region.EventForRegion(region_id, record.issued_ts_ms, event)
+    elif isinstance(record, models.OperatorApproval):
+        yield device.Approval(
+            record.device_id, record.recommendation_id, record.decision, record.operator_id,
+            record.correlation_id, cause, record.ts_ms,
+        )  # fmt: skip
+
+
+def is_region_input(event: Any) -> bool:
+    """Weather, registry records (the roster) and DR events go to the region stage."""
+    return isinstance(event, region.WeatherInput | region.EventForRegion | device.RegistryUpdate)
+
+
+def is_device_input(event: Any) -> bool:
+    """Telemetry, registry records and approvals go to the device stage."""
+    return isinstance(event, device.Telemetry | device.RegistryUpdate | device.Approval)
+
+
+def region_of(event: Any) -> str:
+    """The region-stage key of a region input."""
+    return str(
+        event.info.region_id if isinstance(event, device.RegistryUpdate) else event.region_id
+    )
+
+
+class Decode(ProcessFunction):  # type: ignore[misc]
+    """Input rows to stage events; what cannot be decoded or validated to `DEAD_LETTERS`."""
+
+    def __init__(self, schemas: SchemaAccess, job: dead_letter.JobInfo) -> None:
+        self.schemas = schemas
+        self.job = job
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        source = self.schemas.source()
+        self.deserializers = {
+            topic: serde.deserializer(models.MODELS[topic], source) for topic in topics.INPUTS
+        }
+
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        topic, partition, offset, ts_ms, key, raw, correlation_id = value
+        now_ms = int(time.time() * 1000)
+        source = dead_letter.SourceRecord(
+            topic, partition, offset, ts_ms, key, raw,
+            [(dead_letter.CORRELATION_HEADER, correlation_id)],
+        )  # fmt: skip
+        decoder = self.deserializers.get(topic)
+        if decoder is None:
+            error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
+            yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
+            return
+        record = dead_letter.decode_or_dead_letter(decoder, source, self.job, now_ms)
+        if isinstance(record, models.DeadLetter):
+            yield DEAD_LETTERS, record
+            return
+        cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
+        yield from events_of(record, cause)
+
+
+class Heartbeats(ProcessFunction):  # type: ignore[misc]
+    """At most one `Heartbeat` a second per subtask while telemetry flows (for the watchdog)."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        # Thread mode's runtime context has no subtask index; any id unique per instance will do.
+        self.subtask = random.getrandbits(31)
+        self.newest = 0
+        self.sent_ms = 0
+
+    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        if not isinstance(value, device.Telemetry):
+            return
+        self.newest = max(self.newest, value.ts_ms)
+        now = ctx.timer_service().current_processing_time()
+        if now - self.sent_ms >= HEARTBEAT_MS:
+            self.sent_ms = now
+            yield pipeline.Heartbeat(self.subtask, now, self.newest)
+
+
+def output_key(record: models.TopicRecord) -> bytes | None:
+    """The Kafka key of an output record (DESIGN.md "Topics")."""
+    if isinstance(record, models.DeadLetter):
+        return record.key
+    if isinstance(record, models.Alert):
+        return (record.device_id or record.region_id or "").encode()
+    return str(record.device_id).encode()
+
+
+class Encode(MapFunction):  # type: ignore[misc]
+    """Output models to `OUTPUT_RECORD` rows: topic, key, Avro value, correlation id."""
+
+    def __init__(self, schemas: SchemaAccess) -> None:
+        self.schemas = schemas
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        source = self.schemas.source()
+        self.serializers = {
+            models.MODELS[topic]: serde.serializer(models.MODELS[topic], source)
+            for topic in topics.OUTPUTS
+        }
+
+    def map(self, value: models.TopicRecord) -> Row:
+        value_bytes = self.serializers[type(value)].encode(value)
+        return Row(value.TOPIC, output_key(value), value_bytes, value.correlation_id)  # type: ignore[attr-defined]
+
+
+class MirrorLastGood(KeyedProcessFunction):  # type: ignore[misc]
+    """Each device's last good reading to Redis (`state.mirror`), alerting when Redis is away.
+
+    Keyed by device id only to get a processing-time timer, which flushes a quiet buffer.
+    """
+
+    def __init__(self, redis_url: str, flush_ms: int = 1_000) -> None:
+        self.redis_url = redis_url
+        self.flush_ms = flush_ms
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.mirror = RedisMirror(self.redis_url, max_delay_s=self.flush_ms / 1000)
+        self.poll_at: int | None = None
+
+    def close(self) -> None:
+        self.mirror.close()
+
+    def _alerts(self, events: list[MirrorEvent], now_ms: int) -> Iterator[models.Alert]:
+        for event in events:
+            kind = models.AlertKind(event.kind.replace("REDIS", "MIRROR"))
+            yield pipeline.pipeline_alert(kind, event.message, now_ms)
+
+    def process_element(self, value: LastGood, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        now = ctx.timer_service().current_processing_time()
+        yield from self._alerts(self.mirror.offer(value), now)
+        if self.poll_at is None and self.mirror.pending:
+            self.poll_at = now + self.flush_ms
+            ctx.timer_service().register_processing_time_timer(self.poll_at)
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
+        self.poll_at = None
+        yield from self._alerts(self.mirror.poll(), timestamp)
+        if self.mirror.pending:
+            self.poll_at = timestamp + self.flush_ms
+            ctx.timer_service().register_processing_time_timer(self.poll_at)
