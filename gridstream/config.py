@@ -57,13 +57,22 @@ class StackSettings:
 
 @dataclasses.dataclass(frozen=True)
 class JobSettings:
-    """How the jobs run: sink guarantee, parallelism, the artifacts the workers need."""
+    """How the jobs run: sink guarantee, parallelism, the artifacts the workers need, and the
+    decision thresholds that differ between deployments (the rest are DESIGN.md's defaults)."""
 
     delivery_guarantee: str = "exactly-once"
     parallelism: int = 1
     python_executable: str = str(PROJECT_ROOT / ".venv" / "bin" / "python")
     jvm_dir: Path = PROJECT_ROOT / ".jvm"
     transaction_timeout_ms: int = 600_000
+    out_of_orderness_ms: int = 5_000
+    idleness_ms: int = 30_000
+    wet_bulb_threshold_c: float = 28.0
+    freeze_lag_ms: int = 60_000
+    freeze_enabled: bool = True
+    source_silence_ms: int = 60_000
+    commands_per_window: int = 200
+    budget_window_ms: int = 10_000
 
 
 def worker_python_path(python_executable: str) -> str:

@@ -59,6 +59,22 @@ class Policies:
     idleness_ms: int = 30_000
 
 
+def policies_from(job: config.JobSettings) -> Policies:
+    """The policies the settings choose (file and environment)."""
+    return Policies(
+        wetbulb=WetBulbPolicy(threshold_c=job.wet_bulb_threshold_c),
+        pipeline=pipeline.PipelinePolicy(
+            freeze_lag_ms=job.freeze_lag_ms,
+            clear_lag_ms=job.freeze_lag_ms // 2,
+            silence_ms=job.source_silence_ms,
+            freeze_enabled=job.freeze_enabled,
+        ),
+        budget=budget.BudgetPolicy(job.commands_per_window, job.budget_window_ms),
+        out_of_orderness_ms=job.out_of_orderness_ms,
+        idleness_ms=job.idleness_ms,
+    )
+
+
 class _EventTime(TimestampAssigner):  # type: ignore[misc]
     def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
         return int(value.ts_ms)
@@ -165,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         KafkaSources(connection, topics.INPUTS),
         KafkaSinks(connection, topics.OUTPUTS),
         SchemaAccess(settings.stack.registry_url),
+        policies_from(settings.job),
         redis_url=settings.stack.redis_url,
     )
     env.execute(JOB_NAME)
