@@ -81,16 +81,27 @@ class _Context:
 
     def __init__(self, wetbulb: WetBulbPolicy) -> None:
         self.wetbulb = wetbulb
+        self._decoded: dict[bytes, Any] = {}  # context bytes -> decoded: once, not per record
+
+    def _decode(self, raw: bytes, decode: Any) -> Any:
+        if raw not in self._decoded:
+            if len(self._decoded) > 4096:  # superseded entries: forget them all, rebuild lazily
+                self._decoded.clear()
+            self._decoded[raw] = decode(raw)
+        return self._decoded[raw]
 
     def region_mode(self, ctx: Any, region_id: str | None, now_ms: int) -> RegionMode:
         if region_id is None:
             return RegionMode.GRID_FOLLOW
         raw = ctx.get_broadcast_state(CONTEXT).get(region_key(region_id))
-        return mode(None if raw is None else codec.decode_weather(raw), now_ms, self.wetbulb)
+        weather = None if raw is None else self._decode(raw, codec.decode_weather)
+        return mode(weather, now_ms, self.wetbulb)
 
     def pipeline(self, ctx: Any) -> PipelineFacts:
         raw = ctx.get_broadcast_state(CONTEXT).get(PIPELINE_KEY)
-        return PipelineFacts() if raw is None else codec.decode_pipeline(raw).facts
+        if raw is None:
+            return PipelineFacts()
+        return self._decode(raw, codec.decode_pipeline).facts  # type: ignore[no-any-return]
 
 
 def store_context(value: tuple[str, bytes], ctx: Any) -> None:
