@@ -92,6 +92,8 @@ def _emit(req: CommandRequest, now_ms: int) -> tuple[Output, ...]:
         device_id=req.device_id,
         correlation_id=req.correlation_id,
         action=req.action,
+        setpoint_offset_c=req.setpoint_offset_c,
+        curtailment_pct=req.curtailment_pct,
         issued_ts_ms=now_ms,
         cause=req.cause,
     )

@@ -112,6 +112,8 @@ class Activation:
     correlation_id: str
     cause: Cause
     ts_ms: int
+    setpoint_offset_c: float | None = None
+    curtailment_pct: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +165,8 @@ class CommandRequest:
     requested_ts_ms: int
     correlation_id: str
     cause: Cause
+    setpoint_offset_c: float | None = None
+    curtailment_pct: float | None = None
 
 
 Output = CommandRequest | Recommendation | AuditDecision | Alert
@@ -307,6 +311,8 @@ def _attempt(out: _Out, action: Action, priority: int, corr: str, cause: Cause) 
 
 def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) -> None:
     region = out.region_id or "unregistered"
+    part = out.state.participation
+    amounts = part if part is not None and part.action is action else None  # the event's sizes
     out.items.append(
         CommandRequest(
             command_id=ids.command_id(out.device_id, action, cause),
@@ -317,6 +323,8 @@ def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) 
             requested_ts_ms=out.ctx.now_ms,
             correlation_id=corr,
             cause=cause,
+            setpoint_offset_c=amounts.setpoint_offset_c if amounts else None,
+            curtailment_pct=amounts.curtailment_pct if amounts else None,
         )
     )
 
@@ -436,6 +444,7 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
         curtailed=part.curtailed if part and part.event_id == event.event_id else False,
         opted_out=part.opted_out if part and part.event_id == event.event_id else False,
         attempted=part.attempted if part and part.event_id == event.event_id else False,
+        setpoint_offset_c=event.setpoint_offset_c, curtailment_pct=event.curtailment_pct,
     )  # fmt: skip
     out.state = dataclasses.replace(state, participation=joined)
     _start_if_due(out, event.correlation_id, event.cause)

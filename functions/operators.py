@@ -228,6 +228,10 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         result = device.step(old, event, decision)
         new = result.state
+        if new == device_codec.DeviceState():
+            # Knows nothing (e.g. a Release for a device its retention forgot): keeping it
+            # would hold a state entry with no timer to ever clear it.
+            new = None
         if new is None:
             self.state.clear()
         else:

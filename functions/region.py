@@ -37,6 +37,8 @@ class RegionEvent:
     cancelled: bool
     correlation_id: str
     cause: Cause
+    setpoint_offset_c: float | None = None
+    curtailment_pct: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +127,7 @@ def activation(device_id: str, region_id: str, event: RegionEvent, ts_ms: int) -
     return Activation(
         device_id, region_id, event.event_id, event.action, event.start_ts_ms, event.end_ts_ms,
         event.priority, event.cancelled, event.correlation_id, event.cause, ts_ms,
+        event.setpoint_offset_c, event.curtailment_pct,
     )  # fmt: skip
 
 

@@ -86,7 +86,7 @@ def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
         event = region.RegionEvent(
             record.event_id, record.program_id, record.action, record.start_ts_ms,
             record.end_ts_ms, record.priority, record.status is models.EventStatus.CANCELLED,
-            record.correlation_id, cause,
+            record.correlation_id, cause, record.setpoint_offset_c, record.curtailment_pct,
         )  # fmt: skip
         for region_id in record.target_region_ids:
             yield region.EventForRegion(region_id, record.issued_ts_ms, event)

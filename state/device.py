@@ -64,6 +64,8 @@ class Participation:
     curtailed: bool = False
     opted_out: bool = False
     attempted: bool = False
+    setpoint_offset_c: float | None = None
+    curtailment_pct: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,11 +111,20 @@ class DeviceState:
     stats: PowerStats = PowerStats()
 
 
-_FIXED = struct.Struct("<BBBBdqqdqqqIIdd")
+_FIXED = struct.Struct("<BBBBdqqdqqqIIddff")  # ff: the event's sizes, NaN for none
 _FLAG_INFO, _FLAG_SEEN, _FLAG_GOOD, _FLAG_STALE, _FLAG_PART, _FLAG_PENDING = (
     1 << i for i in range(6)
 )
 _PART_CURTAILED, _PART_OPTED_OUT, _GOOD_ON, _PART_ATTEMPTED = 1, 2, 4, 8
+
+
+def _size(value: float | None) -> float:
+    return math.nan if value is None else value
+
+
+def _unsize(value: float) -> float | None:
+    # float32 keeps sizes like 2.5 °C or 30 % exactly enough; rounded to tame its noise
+    return None if math.isnan(value) else round(value, 3)
 
 
 def _strings(values: Sequence[str]) -> bytes:
@@ -167,6 +178,8 @@ def encode(state: DeviceState) -> bytes:
         state.stats.count,
         state.stats.mean,
         state.stats.m2,
+        _size(part.setpoint_offset_c if part else None),
+        _size(part.curtailment_pct if part else None),
     )
     actions = bytes(
         [
@@ -202,7 +215,7 @@ def decode(data: bytes) -> DeviceState:
 def _decode_v1(data: memoryview) -> DeviceState:
     (
         _, flags, cls, prio, rated, seen, good_ts, good_kw, start, end, expires, dr_prio,
-        count, mean, m2,
+        count, mean, m2, offset_c, curtail_pct,
     ) = _FIXED.unpack_from(data)  # fmt: skip
     at = _FIXED.size
     part_action, pending_action, bits = data[at], data[at + 1], data[at + 2]
@@ -229,6 +242,8 @@ def _decode_v1(data: memoryview) -> DeviceState:
             bool(bits & _PART_CURTAILED),
             bool(bits & _PART_OPTED_OUT),
             bool(bits & _PART_ATTEMPTED),
+            _unsize(offset_c),
+            _unsize(curtail_pct),
         )
         if flags & _FLAG_PART
         else None

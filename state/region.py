@@ -74,7 +74,7 @@ def encode_event(e: RegionEvent) -> bytes:
     return _pack(
         [
             e.event_id, e.program_id, e.action.value, e.start_ts_ms, e.end_ts_ms, e.priority,
-            e.cancelled, e.correlation_id, _cause(e.cause),
+            e.cancelled, e.correlation_id, _cause(e.cause), e.setpoint_offset_c, e.curtailment_pct,
         ]
     )  # fmt: skip
 
@@ -84,7 +84,17 @@ def decode_event(data: bytes) -> RegionEvent:
     return _unpack(
         data,
         lambda f: RegionEvent(
-            f[0], f[1], Action(f[2]), f[3], f[4], f[5], bool(f[6]), f[7], _read_cause(f[8])
+            f[0],
+            f[1],
+            Action(f[2]),
+            f[3],
+            f[4],
+            f[5],
+            bool(f[6]),
+            f[7],
+            _read_cause(f[8]),
+            f[9],
+            f[10],
         ),
     )
 
@@ -94,7 +104,7 @@ def encode_request(r: CommandRequest) -> bytes:
     return _pack(
         [
             r.command_id, r.device_id, r.region_id, r.action.value, r.priority, r.requested_ts_ms,
-            r.correlation_id, _cause(r.cause),
+            r.correlation_id, _cause(r.cause), r.setpoint_offset_c, r.curtailment_pct,
         ]
     )  # fmt: skip
 
@@ -104,7 +114,7 @@ def decode_request(data: bytes) -> CommandRequest:
     return _unpack(
         data,
         lambda f: CommandRequest(
-            f[0], f[1], f[2], Action(f[3]), f[4], f[5], f[6], _read_cause(f[7])
+            f[0], f[1], f[2], Action(f[3]), f[4], f[5], f[6], _read_cause(f[7]), f[8], f[9]
         ),
     )
 

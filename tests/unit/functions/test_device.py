@@ -136,6 +136,19 @@ def test_enrolled_device_is_curtailed_at_start_and_restored_at_end() -> None:
     assert d.state.participation is None
 
 
+def test_the_events_setpoint_offset_travels_with_its_command_and_not_with_the_restore() -> None:
+    """A SETPOINT_OFFSET event's offset is in the command request; RESTORE carries none."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    event = activation(T0, T0 + 5 * MINUTE_MS, Action.SETPOINT_OFFSET)
+    d.send(dataclasses.replace(event, setpoint_offset_c=2.5))
+    d.send(telemetry(T0 + 4 * MINUTE_MS))
+    d.advance(T0 + 5 * MINUTE_MS)
+    sizes = [(c.action, c.setpoint_offset_c) for c in d.outputs(CommandRequest)]
+    assert sizes == [(Action.SETPOINT_OFFSET, 2.5), (Action.RESTORE, None)]
+
+
 def test_silent_device_is_stale_gets_one_loss_alert_and_no_command() -> None:
     """Silence past the timeout: one TELEMETRY_LOSS, and the DR start is TELEMETRY_STALE."""
     d = Driver()
