@@ -106,10 +106,19 @@ def on_request(
     waiting: int,
     req: CommandRequest,
     now_ms: int,
+    region: RegionMode,
+    pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """Release the request now if the window has room and nothing waits; else defer it."""
+    """Release the request now if the window has room and nothing waits; else defer it.
+
+    The region's interlocks are checked again here, on this stage's own copy of the context:
+    the device stage decided on its copy, and the two may see a change at different moments.
+    """
     win = current(window, now_ms, policy)
+    reasons = region_reasons(req.action, region, pipeline)
+    if reasons:
+        return BudgetStep(win, (_audit(req, now_ms, AuditOutcome.BLOCKED, reasons),))
     if req.action not in LOAD_REDUCING_ACTIONS:
         return BudgetStep(win, _emit(req, now_ms))
     if waiting == 0 and win.used < policy.commands_per_window:

@@ -534,7 +534,18 @@ def on_timer(state: DeviceState, event: Timer, ctx: Context) -> Step:
 
 
 def step(state: DeviceState | None, event: Event, ctx: Context) -> Step:
-    """Dispatch one input to its transition; a device starts from an empty state."""
+    """Dispatch one input to its transition; a device starts from an empty state.
+
+    A state that knows nothing (e.g. after a Release for a device its retention forgot) is
+    cleared: kept, it would hold an entry with no timer ever to clear it.
+    """
+    result = _dispatch(state, event, ctx)
+    if result.state == DeviceState():
+        return Step(None, result.outputs)
+    return result
+
+
+def _dispatch(state: DeviceState | None, event: Event, ctx: Context) -> Step:
     current = state or DeviceState()
     if isinstance(event, Telemetry):
         return on_telemetry(current, event, ctx)

@@ -228,10 +228,6 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         )
         result = device.step(old, event, decision)
         new = result.state
-        if new == device_codec.DeviceState():
-            # Knows nothing (e.g. a Release for a device its retention forgot): keeping it
-            # would hold a state entry with no timer to ever clear it.
-            new = None
         if new is None:
             self.state.clear()
         else:
@@ -300,9 +296,11 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         waiting = 0 if self.waiting.is_empty() else 1
         now = value.requested_ts_ms
-        yield from self._apply(
-            budget.on_request(self._window(), waiting, value, now, self.policy), ctx
+        region = self.context.region_mode(ctx, ctx.get_current_key(), now)
+        step = budget.on_request(
+            self._window(), waiting, value, now, region, self.context.pipeline(ctx), self.policy
         )
+        yield from self._apply(step, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         store_context(value, ctx)

@@ -1,9 +1,11 @@
 """A pure-Python test harness for KeyedProcessFunctions (PyFlink ships none).
 
 Fake keyed state (value, list, map) and a fake timer service, both scoped to the current key,
-and a watermark you advance. Semantics follow Flink's heap backend: a key holds at most one
-timer per timestamp, event-time timers fire once the watermark reaches them (timers registered
-while firing fire in the same advance if due), and empty state is no state.
+and a watermark you advance. A KeyedBroadcastProcessFunction also gets a broadcast state shared
+by every key (`process_broadcast` feeds its broadcast side). Semantics follow Flink's heap
+backend: a key holds at most one timer per timestamp, event-time timers fire once the watermark
+reaches them (timers registered while firing fire in the same advance if due), and empty state
+is no state.
 """
 
 from __future__ import annotations
@@ -114,6 +116,43 @@ class FakeMapState(_Keyed):
         return iter(self.keys())
 
 
+class FakeBroadcastState:
+    """`BroadcastState` of one descriptor: a map shared by every key, never cleared by keys."""
+
+    def __init__(self, harness: Harness, name: str) -> None:
+        self._map = harness.broadcast.setdefault(name, {})
+
+    def get(self, key: Any) -> Any:
+        return self._map.get(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        self._map[key] = value
+
+    def put_all(self, values: dict[Any, Any]) -> None:
+        self._map.update(values)
+
+    def remove(self, key: Any) -> None:
+        self._map.pop(key, None)
+
+    def contains(self, key: Any) -> bool:
+        return key in self._map
+
+    def items(self) -> list[tuple[Any, Any]]:
+        return list(self._map.items())
+
+    def keys(self) -> list[Any]:
+        return list(self._map)
+
+    def values(self) -> list[Any]:
+        return list(self._map.values())
+
+    def is_empty(self) -> bool:
+        return not self._map
+
+    def clear(self) -> None:
+        self._map.clear()
+
+
 class FakeRuntimeContext:
     """What `open()` receives: state handles bound to the harness's current key."""
 
@@ -177,16 +216,42 @@ class FakeContext:
     def timestamp(self) -> int | None:
         return self._timestamp
 
+    def get_broadcast_state(self, descriptor: Any) -> FakeBroadcastState:
+        """Read-only in Flink's keyed contexts; the harness does not enforce that."""
+        return FakeBroadcastState(self._harness, descriptor.name)
+
     def time_domain(self) -> TimeDomain | None:
         return self._domain
 
 
+class FakeBroadcastContext:
+    """`KeyedBroadcastProcessFunction.Context`: the broadcast state, times, no current key."""
+
+    def __init__(self, harness: Harness, timestamp: int | None) -> None:
+        self._harness = harness
+        self._timestamp = timestamp
+
+    def get_broadcast_state(self, descriptor: Any) -> FakeBroadcastState:
+        return FakeBroadcastState(self._harness, descriptor.name)
+
+    def timestamp(self) -> int | None:
+        return self._timestamp
+
+    def current_watermark(self) -> int:
+        return self._harness.watermark
+
+    def current_processing_time(self) -> int:
+        return self._harness.processing_time
+
+
 class Harness:
-    """Drives one KeyedProcessFunction: `open()`, then `process`, `advance_watermark`, asserts."""
+    """Drives one KeyedProcessFunction or KeyedBroadcastProcessFunction: `open()`, then
+    `process`, `process_broadcast`, `advance_watermark`, asserts."""
 
     def __init__(self, fn: Any) -> None:
         self.fn = fn
         self.store: dict[_StateKey, Any] = {}
+        self.broadcast: dict[str, dict[Any, Any]] = {}  # descriptor name -> broadcast map
         # (domain, key, timestamp) -> registration order, which breaks timestamp ties.
         self.timers: dict[tuple[TimeDomain, Any, int], int] = {}
         self.current_key: Any = None
@@ -209,6 +274,11 @@ class Harness:
         """One element for `key`; returns what the function yields."""
         self.current_key = key
         return list(self.fn.process_element(value, FakeContext(self, timestamp)) or ())
+
+    def process_broadcast(self, value: Any, timestamp: int | None = None) -> list[Any]:
+        """One element of the broadcast side; returns what the function yields."""
+        ctx = FakeBroadcastContext(self, timestamp)
+        return list(self.fn.process_broadcast_element(value, ctx) or ())
 
     def advance_watermark(self, timestamp: int) -> list[Any]:
         """Move the watermark (never back) and fire due event-time timers in timestamp order."""
@@ -241,12 +311,16 @@ class Harness:
         return sorted(ts for d, k, ts in self.timers if d == domain and (key is None or k == key))
 
     def state_entries(self) -> int:
-        """Non-empty keyed state entries, across all keys and descriptors."""
+        """Non-empty keyed state entries, across all keys and descriptors (broadcast excluded)."""
         return len(self.store)
 
     def state_value(self, key: Any, name: str) -> Any:
         """What descriptor `name` holds for `key` (None when empty)."""
         return self.store.get((name, key))
+
+    def broadcast_value(self, name: str, key: Any) -> Any:
+        """What broadcast descriptor `name` holds under `key` (None when absent)."""
+        return self.broadcast.get(name, {}).get(key)
 
     def state_bytes(self, key: Any, name: str) -> bytes | None:
         """The bytes descriptor `name` holds for `key` (None when empty)."""

@@ -1,0 +1,317 @@
+"""The Flink adapters on the harness: state written and cleared, timers set and gone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from functions.budget import BudgetPolicy
+from functions.device import (
+    Activation,
+    CommandRequest,
+    DevicePolicy,
+    RegistryUpdate,
+    Release,
+    Telemetry,
+)
+from functions.operators import (
+    CONTEXT,
+    PIPELINE_KEY,
+    BudgetStage,
+    DeviceStage,
+    PipelineWatch,
+    RegionStage,
+    region_key,
+)
+from functions.pipeline import Heartbeat, PipelinePolicy, PipelineState
+from functions.region import EventForRegion, RegionEvent, WeatherInput
+from functions.wetbulb import RegionWeather, WetBulbPolicy
+from schemas.models import (
+    Action,
+    Alert,
+    AlertKind,
+    AuditDecision,
+    AuditOutcome,
+    Cause,
+    DeviceClass,
+    DeviceCommand,
+    PriorityLevel,
+    ReasonCode,
+)
+from state import region as codec
+from state.device import DeviceInfo
+from tests.harness import Harness
+from tests.vocabulary import DAY_MS, MINUTE_MS, SECOND_MS
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_790_000_000_000  # a budget-window boundary
+REGION = "north"
+DEV = "dev-1"
+CAUSE = Cause(source_topic="test", event_id="e")
+WETBULB = WetBulbPolicy()
+
+
+def info(cls: DeviceClass = DeviceClass.THERMOSTAT, programs: tuple[str, ...] = ("p1",)) -> Any:
+    return DeviceInfo(cls, PriorityLevel.STANDARD, REGION, programs, 4.5)
+
+
+def registry(device_id: str, ts: int = T0, **kw: Any) -> RegistryUpdate:
+    return RegistryUpdate(device_id, info(**kw), f"r-{device_id}", CAUSE, ts)
+
+
+def weather_entry(ts: int = T0, wet_bulb_c: float = 20.0, suspended: bool = False) -> Any:
+    """A broadcast context entry: the region's weather as the region stage publishes it."""
+    return region_key(REGION), codec.encode_weather(RegionWeather(suspended, ts, wet_bulb_c))
+
+
+def of(kind: type, outputs: list[Any]) -> list[Any]:
+    return [o for o in outputs if isinstance(o, kind)]
+
+
+# DeviceStage ----------------------------------------------------------------------------------
+
+
+def test_device_stage_curtails_at_the_start_restores_at_the_end_and_forgets_the_device() -> None:
+    """A registered thermostat with fresh weather gets CURTAIL when the watermark passes the
+    start, RESTORE at the end; after retention no state entry and no timer is left."""
+    policy = DevicePolicy(retention_ms=DAY_MS)
+    h = Harness(DeviceStage(policy, WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    h.process_broadcast((PIPELINE_KEY, codec.encode_pipeline(PipelineState())))
+    start, end = T0 + 5 * MINUTE_MS, T0 + 10 * MINUTE_MS
+
+    ahead = h.process(DEV, registry(DEV))
+    ahead += h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
+    ahead += h.process(
+        DEV, Activation(DEV, REGION, "ev-1", Action.CURTAIL, start, end, 1, False, "a", CAUSE, T0)
+    )
+    assert of(CommandRequest, ahead) == []
+    silence = T0 + policy.iot_silence_ms
+    assert h.pending_timers(DEV) == [start, end, silence, T0 + policy.retention_ms]
+
+    assert of(CommandRequest, h.advance_watermark(start - 1)) == []
+    (curtail,) = of(CommandRequest, h.advance_watermark(start))
+    assert (curtail.device_id, curtail.region_id, curtail.action) == (DEV, REGION, Action.CURTAIL)
+    (restore,) = of(CommandRequest, h.advance_watermark(end))
+    assert restore.action is Action.RESTORE
+
+    later = h.advance_watermark(T0 + policy.retention_ms)
+    assert [a.kind for a in of(Alert, later)] == [AlertKind.TELEMETRY_LOSS]
+    assert h.state_entries() == 0
+    assert h.pending_timers() == []
+
+
+def test_device_stage_without_weather_blocks_the_start_as_weather_unknown() -> None:
+    """No weather in the broadcast context is Grid-Follow: the DR start is BLOCKED."""
+    h = Harness(DeviceStage(DevicePolicy(), WETBULB)).open()
+    h.process(DEV, registry(DEV))
+    h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
+    act = Activation(
+        DEV, REGION, "ev-1", Action.CURTAIL, T0, T0 + MINUTE_MS, 1, False, "a", CAUSE, T0
+    )
+    out = h.process(DEV, act)
+    assert of(CommandRequest, out) == []
+    (blocked,) = of(AuditDecision, out)
+    assert blocked.outcome is AuditOutcome.BLOCKED
+    assert ReasonCode.WEATHER_UNKNOWN in blocked.reason_codes
+
+
+def test_device_stage_keeps_no_state_for_a_forgotten_device_that_a_region_still_names() -> None:
+    """After retention, a Release or an event from the region's roster leaves no state entry
+    (regression: an empty device state with no timer used to stay forever)."""
+    policy = DevicePolicy(retention_ms=DAY_MS)
+    h = Harness(DeviceStage(policy, WETBULB)).open()
+    h.process(DEV, registry(DEV))
+    h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
+    h.advance_watermark(T0 + DAY_MS)
+    assert h.state_entries() == 0
+
+    later = T0 + DAY_MS + MINUTE_MS
+    assert h.process(DEV, Release(DEV, "rel", CAUSE, later)) == []
+    assert h.state_entries() == 0
+    act = Activation(
+        DEV, REGION, "ev-2", Action.CURTAIL, later, later + MINUTE_MS, 1, False, "a", CAUSE, later
+    )
+    (blocked,) = h.process(DEV, act)  # unknown again: protected
+    assert ReasonCode.UNKNOWN_DEVICE in blocked.reason_codes
+    h.advance_watermark(later + MINUTE_MS)
+    assert h.state_entries() == 0
+    assert h.pending_timers() == []
+
+
+# RegionStage ----------------------------------------------------------------------------------
+
+
+def test_region_stage_keeps_the_roster_expands_events_and_forgets_them_at_their_end() -> None:
+    """Registrations fill the roster; an event reaches enrolled devices, a late one joins, a
+    suspension releases the cooling loads; at the event's end its state and timer are gone."""
+    h = Harness(RegionStage(WETBULB)).open()
+    assert h.process(REGION, registry("a")) == []
+    assert h.process(REGION, registry("b", cls=DeviceClass.EV_CHARGER, programs=("p2",))) == []
+    assert sorted(h.state_value(REGION, "roster")) == ["a", "b"]
+
+    start, end = T0 + 5 * MINUTE_MS, T0 + 65 * MINUTE_MS
+    event = RegionEvent("ev-1", "p1", Action.CURTAIL, start, end, 1, False, "c", CAUSE)
+    acts = h.process(REGION, EventForRegion(REGION, T0, event))
+    assert [(a.device_id, a.event_id) for a in acts] == [("a", "ev-1")]
+    assert h.pending_timers(REGION) == [end]
+
+    (late,) = h.process(REGION, registry("c", ts=T0 + 10 * MINUTE_MS))
+    assert isinstance(late, Activation)
+    assert (late.device_id, late.event_id, late.ts_ms) == ("c", "ev-1", T0 + 10 * MINUTE_MS)
+
+    hot = WeatherInput(REGION, T0 + 20 * MINUTE_MS, 35.0, 90.0, None, "w", CAUSE)
+    out = h.process(REGION, hot)
+    ((key, raw),) = [o for o in out if isinstance(o, tuple)]
+    assert key == region_key(REGION)
+    assert codec.decode_weather(raw).suspended
+    assert [a.kind for a in of(Alert, out)] == [AlertKind.WET_BULB_SUSPEND]
+    assert sorted(r.device_id for r in of(Release, out)) == ["a", "c"]
+
+    assert h.advance_watermark(end) == []
+    assert h.state_value(REGION, "dr-events") is None
+    assert h.pending_timers() == []
+    assert sorted(h.state_value(REGION, "roster")) == ["a", "b", "c"]
+    assert h.state_entries() == 2  # the roster and the weather, which live as long as the region
+
+
+def test_region_stage_sends_a_cancellation_and_drops_the_event() -> None:
+    """A cancelled event reaches enrolled devices as a cancellation and leaves the event map."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, registry("a"))
+    event = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, T0 + MINUTE_MS, 1, False, "c", CAUSE)
+    h.process(REGION, EventForRegion(REGION, T0, event))
+    cancel = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, T0 + MINUTE_MS, 1, True, "x", CAUSE)
+    (act,) = h.process(REGION, EventForRegion(REGION, T0 + 1, cancel))
+    assert act.cancelled
+    assert h.state_value(REGION, "dr-events") is None
+    assert h.advance_watermark(T0 + MINUTE_MS) == []
+    assert h.pending_timers() == []
+
+
+# BudgetStage ----------------------------------------------------------------------------------
+
+
+def budget_request(n: int, ts: int = T0, priority: int = 1) -> CommandRequest:
+    return CommandRequest(f"cmd-{n}", f"dev-{n}", REGION, Action.CURTAIL, priority, ts, "c", CAUSE)
+
+
+def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> None:
+    """Two per window: the third waits (DEFERRED) and goes out at the next window's timer;
+    then nothing waits and no timer is left."""
+    h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    out = [o for n in range(3) for o in h.process(REGION, budget_request(n, T0 + n))]
+    assert [c.command_id for c in of(DeviceCommand, out)] == ["cmd-0", "cmd-1"]
+    assert [a.outcome for a in of(AuditDecision, out)][-1] is AuditOutcome.DEFERRED
+    assert sorted(h.state_value(REGION, "waiting")) == ["cmd-2"]
+    assert h.pending_timers(REGION) == [T0 + 10_000]
+
+    assert h.advance_watermark(T0 + 9_999) == []
+    released = h.advance_watermark(T0 + 10_000)
+    assert [c.command_id for c in of(DeviceCommand, released)] == ["cmd-2"]
+    assert h.state_value(REGION, "waiting") is None
+    assert h.state_value(REGION, "timer") is None
+    assert h.pending_timers() == []
+
+
+def test_budget_stage_blocks_a_waiting_request_when_the_region_is_suspended_at_release() -> None:
+    """The broadcast weather turns to suspension while a request waits: it is BLOCKED."""
+    h = Harness(BudgetStage(BudgetPolicy(commands_per_window=1, window_ms=10_000), WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    h.process(REGION, budget_request(0))
+    h.process(REGION, budget_request(1))
+    h.process_broadcast(weather_entry(T0 + 5_000, 29.0, suspended=True))
+    released = h.advance_watermark(T0 + 10_000)
+    assert of(DeviceCommand, released) == []
+    (blocked,) = of(AuditDecision, released)
+    assert blocked.outcome is AuditOutcome.BLOCKED
+    assert blocked.reason_codes == (ReasonCode.WET_BULB_SUSPEND,)
+    assert h.state_value(REGION, "waiting") is None
+    assert h.pending_timers() == []
+    assert h.broadcast_value(CONTEXT.name, region_key(REGION)) is not None
+
+
+budget_script = st.lists(
+    st.one_of(
+        st.tuples(st.just("request"), st.integers(-3_000, 6_000), st.integers(0, 3)),
+        st.tuples(st.just("advance"), st.integers(0, 15_000)),
+        st.tuples(st.just("weather"), st.booleans()),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(budget_script)
+def test_budget_stage_never_sends_into_a_suspended_region_and_ends_clean(
+    script: list[tuple],
+) -> None:
+    """Property: with requests (some late), watermarks and weather in any order, no load-reducing
+    command leaves while the broadcast weather suspends the region, every request ends EMITTED
+    or BLOCKED once, and at the end nothing waits and no timer is left."""
+    h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
+    clock = T0
+    h.process_broadcast(weather_entry(clock))
+    suspended = False
+    sent: list[str] = []
+    out: list[Any] = []
+
+    def advance(to: int) -> None:
+        if to > h.watermark:
+            for o in h.advance_watermark(to):
+                assert not (isinstance(o, DeviceCommand) and suspended)
+                out.append(o)
+
+    for n, (op, *args) in enumerate(script):
+        if op == "request":
+            req = budget_request(n, max(T0, clock + args[0]), priority=args[1])
+            sent.append(req.device_id)
+            out += h.process(REGION, req)
+        elif op == "advance":
+            clock += args[0]
+            advance(clock)
+        else:
+            suspended = args[0]
+            h.process_broadcast(weather_entry(max(T0, h.watermark), 29.0, suspended=suspended))
+    h.process_broadcast(weather_entry(clock + DAY_MS))  # fresh and cool: let everything drain
+    suspended = False
+    advance(clock + DAY_MS)
+
+    finished = [
+        o.device_id
+        for o in of(AuditDecision, out)
+        if o.outcome in {AuditOutcome.EMITTED, AuditOutcome.BLOCKED}
+    ]
+    assert sorted(finished) == sorted(sent)
+    assert h.state_value(REGION, "waiting") is None
+    assert h.state_value(REGION, "timer") is None
+    assert h.pending_timers() == []
+
+
+# PipelineWatch --------------------------------------------------------------------------------
+
+
+def test_pipeline_watch_publishes_a_freeze_and_stops_ticking_once_the_source_is_silent() -> None:
+    """A laggy heartbeat publishes frozen facts; silence publishes Grid-Follow, then no ticks."""
+    policy = PipelinePolicy()
+    h = Harness(PipelineWatch(policy)).open()
+    h.processing_time = T0
+    out = h.process("*", Heartbeat(0, T0, T0 - 61 * SECOND_MS))
+    ((key, raw),) = [o for o in out if isinstance(o, tuple)]
+    assert key == PIPELINE_KEY
+    assert codec.decode_pipeline(raw).facts.frozen
+    assert [a.kind for a in of(Alert, out)] == [AlertKind.SAFETY_FREEZE]
+    assert h.pending_timers(processing=True) == [T0 + policy.tick_ms]
+
+    fired: list[Any] = []
+    for t in range(T0, T0 + 2 * policy.silence_ms, policy.tick_ms):
+        fired += h.advance_processing_time(t)
+    kinds = [a.kind for a in of(Alert, fired)]
+    assert kinds == [AlertKind.SAFETY_FREEZE_CLEARED, AlertKind.GRID_FOLLOW]
+    assert h.pending_timers(processing=True) == []
+    assert h.state_value("*", "tick") is None
