@@ -141,8 +141,7 @@ class Kafka:
                 self._java(
                     "kafka.tools.StorageTool",
                     "format",
-                    "-t",
-                    cluster_id,
+                    f"--cluster-id={cluster_id}",  # an id may start with "-": not a separate arg
                     "-c",
                     str(properties),
                     "--standalone",
@@ -255,6 +254,7 @@ class Flink:
     def env(self) -> dict[str, str]:
         """What `bin/flink` and the cluster scripts need to find this cluster's conf, logs, pids."""
         return {
+            "FLINK_LIB_DIR": str(self.home / "lib"),
             "FLINK_CONF_DIR": str(self.home / "conf"),
             "FLINK_LOG_DIR": str(self.home / "log"),
             "FLINK_PID_DIR": str(self.home / "pid"),
@@ -276,6 +276,9 @@ class Flink:
             "execution.checkpointing.dir": (self.home / "checkpoints").as_uri(),
             "execution.checkpointing.savepoint-dir": (self.home / "savepoints").as_uri(),
             "io.tmp.dirs": str(self.home / "tmp"),
+            # pemja (the embedded interpreter) loads libpython once per JVM: from the cluster's
+            # own classpath, not from each job's class loader (see `_link_lib`).
+            "classloader.parent-first-patterns.additional": "pemja.",
         }
 
     def answers(self) -> bool:
@@ -331,9 +334,25 @@ class Flink:
     def _pids(self) -> list[Path]:
         return sorted((self.home / "pid").glob("*.pid"))
 
+    def _link_lib(self) -> None:
+        """The cluster's `lib/`: the distribution's, plus `flink-python` from its `opt/`.
+
+        A job that brings pemja in its own jars loads libpython in its own class loader; the
+        JVM refuses a native library to a second loader, so the next job submitted to the same
+        session cluster failed (`NoSuchFieldException: loadedLibraryNames` on Java 17).
+        """
+        lib = self.home / "lib"
+        lib.mkdir(parents=True, exist_ok=True)
+        for old in lib.iterdir():  # links to a previous venv's distribution
+            old.unlink()
+        dist = flinkconf.flink_home()
+        for jar in [*(dist / "lib").glob("*.jar"), *(dist / "opt").glob("flink-python-*.jar")]:
+            (lib / jar.name).symlink_to(jar)
+
     def start(self) -> None:
         for folder in ("log", "pid", "tmp", "checkpoints", "savepoints"):
             (self.home / folder).mkdir(parents=True, exist_ok=True)
+        self._link_lib()
         flinkconf.write_conf_dir(self.home / "conf", self.overlay())
         self._script("start-cluster.sh")
         if not wait_until(self.answers, self.settings.stack.start_timeout_s, 0.5):
