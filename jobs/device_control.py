@@ -80,6 +80,22 @@ class _EventTime(TimestampAssigner):  # type: ignore[misc]
         return int(value.ts_ms)
 
 
+def watermarks(policies: Policies) -> WatermarkStrategy:
+    """Bounded out-of-orderness over each event's own time, with idleness.
+
+    `with_idleness` must come before `with_timestamp_assigner`: PyFlink's `with_idleness`
+    returns a new strategy without the Python assigner, and then no element has a timestamp
+    and the watermark never leaves Long.MIN_VALUE (no event-time timer would ever fire).
+    """
+    return (
+        WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(policies.out_of_orderness_ms)
+        )
+        .with_idleness(Duration.of_millis(policies.idleness_ms))
+        .with_timestamp_assigner(_EventTime())
+    )
+
+
 def build(
     env: StreamExecutionEnvironment,
     sources: Sources,
@@ -100,14 +116,7 @@ def build(
         .name("decode")
         .uid("decode")
     )
-    watermarks = (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(policies.out_of_orderness_ms)
-        )
-        .with_timestamp_assigner(_EventTime())
-        .with_idleness(Duration.of_millis(policies.idleness_ms))
-    )
-    events = decoded.assign_timestamps_and_watermarks(watermarks).uid("event-time")
+    events = decoded.assign_timestamps_and_watermarks(watermarks(policies)).uid("event-time")
     regions = (
         events.filter(is_region_input)
         .key_by(region_of, key_type=Types.STRING())

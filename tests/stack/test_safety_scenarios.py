@@ -331,3 +331,33 @@ def test_a_customer_override_after_the_start_opts_the_device_out(settings: Setti
     assert opt_out["reason_codes"] == ["OPT_OUT"]
     assert opt_out["action"] == "SETPOINT_OFFSET"
     assert len(_of(found, topics.COMMANDS, device)) == 1  # the start's, nothing after
+
+
+def test_a_silent_scada_point_raises_one_loss_alert_and_one_restored_when_it_reports(
+    settings: Settings,
+) -> None:
+    """Rule 3: no reading for longer than the SCADA timeout (15 s of event time, pushed by
+    another device's later readings) gives one TELEMETRY_LOSS; its next reading one RESTORED.
+
+    Last in the module: it moves the shared job's event time 25 s ahead of the wall clock.
+    """
+    feeder, other = _unique("feeder"), _unique("thermostat")
+    silent = Scenario().registry(device_id=feeder, device_class="FEEDER_BREAKER")
+    silent = silent.telemetry_scada(device_id=feeder)
+    for seconds in (10, 20, 25):  # event time moves on while the feeder says nothing
+        silent = silent.telemetry_iot(device_id=other, ts_ms=f"now+{seconds}s")
+    play(settings, silent, _quiet)
+    found = _until(
+        settings, [feeder], lambda f: bool(_of(f, topics.ALERTS, feeder)), "TELEMETRY_LOSS alert"
+    )
+    assert [a["kind"] for a in _of(found, topics.ALERTS, feeder)] == ["TELEMETRY_LOSS"]
+
+    play(settings, Scenario().telemetry_scada(device_id=feeder, ts_ms="now+26s"), _quiet)
+    found = _until(
+        settings,
+        [feeder],
+        lambda f: len(_of(f, topics.ALERTS, feeder)) >= 2,
+        "TELEMETRY_RESTORED alert",
+    )
+    kinds = [a["kind"] for a in _of(found, topics.ALERTS, feeder)]
+    assert kinds == ["TELEMETRY_LOSS", "TELEMETRY_RESTORED"]
