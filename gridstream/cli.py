@@ -44,7 +44,7 @@ def _doctor(args: argparse.Namespace, settings: config.Settings) -> int:
 def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     from gridstream.demo import run_demo
 
-    return run_demo(settings, events=args.events)
+    return run_demo(settings, events=args.events, roundtrip_only=args.roundtrip)
 
 
 def _state(args: argparse.Namespace, settings: config.Settings) -> int:
@@ -88,7 +88,14 @@ def parser() -> argparse.ArgumentParser:
     add_scenario_commands(sub)
 
     demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
-    demo.add_argument("--events", type=int, default=2000, help="telemetry records to play")
+    demo.add_argument(
+        "--roundtrip",
+        action="store_true",
+        help="the telemetry round trip (exactly-once check) instead of the heatwave afternoon",
+    )
+    demo.add_argument(
+        "--events", type=int, default=2000, help="telemetry records to play (--roundtrip)"
+    )
     demo.set_defaults(run=_demo)
 
     state = sub.add_parser("state", help="print a device's last known good reading from Redis")

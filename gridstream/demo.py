@@ -1,4 +1,5 @@
-"""`make run`: the main job on the local stack, fed a burst of telemetry, and what happened."""
+"""`make run`: the main job on the local stack, fed a heatwave afternoon (or, with
+`gridstream demo --roundtrip`, a burst of telemetry), and what happened."""
 
 from __future__ import annotations
 
@@ -26,8 +27,13 @@ def ensure_job(stack: LocalStack) -> str:
     return job_id
 
 
-def run_demo(settings: Settings, events: int) -> int:
-    """Submit the job if needed, play `events` records, print the round trip's report."""
+def run_demo(settings: Settings, events: int, roundtrip_only: bool = False) -> int:
+    """The heatwave afternoon (gridstream/heatwave.py); with `roundtrip_only`, the round trip:
+    submit the job if needed, play `events` records, print the round trip's report."""
+    if not roundtrip_only:
+        from gridstream.heatwave import run_heatwave
+
+        return run_heatwave(settings)
     stack = LocalStack(settings)
     down = [s.name for s in stack.status() if not s.answers]
     if down:
