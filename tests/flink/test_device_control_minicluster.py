@@ -103,7 +103,14 @@ def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
     audits = [o for o in outputs if o["topic"] == topics.AUDIT]
     blocked = {o["device_id"] for o in audits if o["outcome"] == "BLOCKED"}
     assert {HOSPITAL} <= blocked
-    assert [o["device_id"] for o in audits if o["outcome"] == "DUPLICATE"] == [ENROLLED[0]]
+    duplicates = [o["device_id"] for o in audits if o["outcome"] == "DUPLICATE"]
+    if parallelism == 1:
+        assert duplicates == [ENROLLED[0]]
+    else:
+        # The collection source deals rows round robin to the decoders, so a device's readings
+        # lose their order (Kafka's key partitioning keeps it): the copy may come after more
+        # than the dedupe window of newer readings and pass as a late one. Never twice.
+        assert duplicates in ([], [ENROLLED[0]])
     dead = [o for o in outputs if o["topic"] == topics.DLQ]
     assert [(d["source_topic"], d["error_class"]) for d in dead] == [
         (topics.IOT_TELEMETRY, "BadMagic")
