@@ -39,27 +39,25 @@ def _telemetry(device_id: str, ts: int) -> models.IotTelemetry:
     )
 
 
+def _weather(ts: int) -> models.WeatherObservation:
+    return record(
+        models.WeatherObservation, NOW, region_id=REGION, ts_ms=ts, dry_bulb_temp_c=30.0,
+        relative_humidity_pct=40.0, wbgt_temp_c=None, correlation_id=f"wx-{ts}",
+    )  # fmt: skip
+
+
 def _inputs() -> list[Any]:
     rows = [encoded_row(_registry(d, "STANDARD"), d) for d in ENROLLED]
     rows.append(encoded_row(_registry(HOSPITAL, "LIFE_SAFETY"), HOSPITAL))
-    rows += [
-        encoded_row(
-            record(
-                models.WeatherObservation, NOW, region_id=REGION, ts_ms=T0 + m * MINUTE_MS,
-                dry_bulb_temp_c=30.0, relative_humidity_pct=40.0, wbgt_temp_c=None,
-                correlation_id=f"wx-{m}",
-            ),
-            REGION,
-        )
-        for m in range(0, 40, 10)
-    ]  # fmt: skip
     dr = record(
         models.DrEvent, NOW, event_id="dr-1", program_id="summer-peak", target_region_ids=[REGION],
         start_ts_ms=T0 + 5 * MINUTE_MS, end_ts_ms=T0 + 20 * MINUTE_MS, issued_ts_ms=T0,
         action="CURTAIL", setpoint_offset_c=None, correlation_id="dr-1",
     )  # fmt: skip
     rows.append(encoded_row(dr, "dr-1"))
-    for minute in range(30):
+    for minute in range(30):  # in event-time order, as a live feed would be
+        if minute % 10 == 0:
+            rows.append(encoded_row(_weather(T0 + minute * MINUTE_MS), REGION))
         for d in [*ENROLLED, HOSPITAL, UNREGISTERED]:
             rows.append(encoded_row(_telemetry(d, T0 + minute * MINUTE_MS), d))
         if minute == 3:  # the same reading again: same msg_id
