@@ -37,6 +37,7 @@ from typing import Any
 
 from gridstream import scenario, topics
 from gridstream.config import Settings
+from gridstream.roundtrip import percentile
 from gridstream.scenario import RawStep, RecordStep, Scenario, SleepStep, Step
 from schemas.models import LOAD_REDUCING_ACTIONS
 
@@ -370,14 +371,6 @@ def _kafka_ts(record: Mapping[str, Any]) -> int | None:
     return int(ts) if isinstance(ts, int) and ts > 0 else None
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (nearest rank) of `values`; NaN when there are none."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
 def latencies_ms(
     inputs: Mapping[str, Sequence[Mapping[str, Any]]],
     outputs: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -495,17 +488,9 @@ def _say(line: str) -> None:
 
 def run_heatwave(settings: Settings, devices: int = 3000, seed: int = DEFAULT_SEED) -> int:
     """Play the heatwave against the device-control job on the local stack; print the report."""
-    from gridstream.demo import ensure_job
-    from gridstream.stack import ComponentError, LocalStack
-    from jobs.device_control import JOB_NAME
+    from gridstream.demo import running_job
 
-    stack = LocalStack(settings)
-    down = [s.name for s in stack.status() if not s.answers]
-    if down:
-        raise ComponentError(f"the local stack is not up ({', '.join(down)}): run `make stack-up`")
-    job_id = ensure_job(stack)
-    _say(f"job {JOB_NAME} running as {job_id} (Flink UI: {settings.stack.flink_rest_url})")
-    time.sleep(2)  # let the source's first partition discovery finish
+    running_job(settings)
     tag = f"hw{uuid.uuid4().hex[:6]}"  # this run's own devices, regions and events
     out_dir = Path(tempfile.mkdtemp(prefix=f"gridstream-heatwave-{tag}-"))
     start_ms = int(time.time() * 1000)

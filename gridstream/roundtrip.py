@@ -10,7 +10,7 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, Message, Producer
 
@@ -20,6 +20,14 @@ from gridstream.scenario import end_offsets, produce
 from schemas import models, serde
 from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of `values`; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +47,7 @@ class RoundTripReport:
 
     def percentile(self, q: float) -> float:
         """The q-th percentile of produce → committed-output latency."""
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+        return percentile(self.latencies_ms, q)
 
     def lines(self) -> list[str]:
         """The report as a person reads it."""
