@@ -185,13 +185,12 @@ class Step:
 
 def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int]:
     """The event-time timers a device in `state` must hold; the adapter keeps exactly these."""
+    del policy  # every timer of the state is in the state (the watch is armed by `step`)
     if state is None:
         return frozenset()
     wanted: set[int] = set()
-    if state.last_seen_ms is not None:
-        if not state.stale:
-            wanted.add(state.last_seen_ms + policy.silence_ms(state.info))
-        wanted.add(state.last_seen_ms + policy.retention_ms)
+    if state.watch_ms is not None:
+        wanted.add(state.watch_ms)
     part = state.participation
     if part is not None:
         if not part.attempted and not part.opted_out:
@@ -200,6 +199,30 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
     if state.pending is not None:
         wanted.add(state.pending.expires_ts_ms)
     return frozenset(wanted)
+
+
+def _deadline(state: DeviceState, policy: DevicePolicy) -> int | None:
+    """When the device next goes silent, or (already silent) is forgotten."""
+    seen = state.last_seen_ms
+    if seen is None:
+        return None
+    return seen + (policy.retention_ms if state.stale else policy.silence_ms(state.info))
+
+
+def _armed(state: DeviceState, ctx: Context) -> DeviceState:
+    """`state` with its watch timer armed no later than its next deadline.
+
+    A reading pushes the deadline back but leaves the armed timer where it is: moving it would
+    cost a timer deletion and registration per reading. When the early timer fires, `on_timer`
+    finds nothing due and the watch is armed again at the new deadline, so a silence is still
+    noticed exactly at its deadline. A device never seen is forgotten after the retention time.
+    """
+    due = _deadline(state, ctx.policy)
+    if due is None:
+        due = ctx.now_ms + ctx.policy.retention_ms if state.watch_ms is None else state.watch_ms
+    if state.watch_ms is None or state.watch_ms > due:
+        return dataclasses.replace(state, watch_ms=due)
+    return state
 
 
 # Transitions ----------------------------------------------------------------------------------
@@ -261,13 +284,17 @@ class _Out:
         return Step(self.state, tuple(self.items))
 
 
-def _facts(state: DeviceState) -> DeviceFacts:
+def _facts(state: DeviceState, ctx: Context) -> DeviceFacts:
+    """The interlocks' view of the device at `ctx.now_ms`: silent past its timeout is stale,
+    whether or not its loss timer has fired yet."""
     info = state.info
     part = state.participation
+    seen = state.last_seen_ms
     return DeviceFacts(
         priority=info.priority if info else None,
         device_class=info.device_class if info else None,
-        stale=state.stale,
+        stale=state.stale
+        or (seen is not None and ctx.now_ms >= seen + ctx.policy.silence_ms(info)),
         opted_out=part is not None and part.opted_out,
     )
 
@@ -275,7 +302,7 @@ def _facts(state: DeviceState) -> DeviceFacts:
 def _attempt(out: _Out, action: Action, priority: int, corr: str, cause: Cause) -> bool:
     """Try one command through the interlocks; True when it was requested (not blocked)."""
     state, ctx = out.state, out.ctx
-    reasons = blocking_reasons(action, _facts(state), ctx.region, ctx.pipeline)
+    reasons = blocking_reasons(action, _facts(state, ctx), ctx.region, ctx.pipeline)
     if reasons:
         out.audit(AuditOutcome.BLOCKED, action, reasons, corr, cause)
         return False
@@ -413,7 +440,7 @@ def on_registry(state: DeviceState, event: RegistryUpdate, ctx: Context) -> Step
     """Adopt the CIS record; a device that became LIFE_SAFETY mid-event is released."""
     out = _Out(event.device_id, dataclasses.replace(state, info=event.info), ctx)
     if out.state.participation is not None and out.state.participation.curtailed:
-        facts = _facts(out.state)
+        facts = _facts(out.state, ctx)
         reasons = blocking_reasons(out.state.participation.action, facts, ctx.region, ctx.pipeline)
         if ReasonCode.LIFE_SAFETY_EXCLUSION in reasons:
             _restore(out, event.correlation_id, event.cause)
@@ -481,7 +508,7 @@ def on_approval(state: DeviceState, event: Approval, ctx: Context) -> Step:
             AuditOutcome.REJECTED, pending.action, (), event.correlation_id, event.cause, **rec
         )
     else:
-        reasons = blocking_reasons(pending.action, _facts(out.state), ctx.region, ctx.pipeline)
+        reasons = blocking_reasons(pending.action, _facts(out.state, ctx), ctx.region, ctx.pipeline)
         if reasons:
             out.audit(
                 AuditOutcome.BLOCKED,
@@ -508,11 +535,16 @@ def on_approval(state: DeviceState, event: Approval, ctx: Context) -> Step:
 
 def on_timer(state: DeviceState, event: Timer, ctx: Context) -> Step:
     """Whatever is due at `event.ts_ms`: silence, a DR start or end, an expiry, forgetting."""
+    watched = state.watch_ms is not None and event.ts_ms >= state.watch_ms
+    if watched:  # the watch fired: `step` arms it again at the next deadline
+        state = dataclasses.replace(state, watch_ms=None)
     out = _Out(event.device_id, state, ctx)
     cause = Cause(source_topic="timer", event_id=f"{event.device_id}@{event.ts_ms}")
     corr = f"{event.device_id}-timer-{event.ts_ms}"
     seen = state.last_seen_ms
-    if seen is not None and event.ts_ms >= seen + ctx.policy.retention_ms:
+    if (seen is None and watched) or (
+        seen is not None and event.ts_ms >= seen + ctx.policy.retention_ms
+    ):
         return Step(None)
     silence = ctx.policy.silence_ms(state.info)
     if seen is not None and not state.stale and event.ts_ms >= seen + silence:
@@ -540,9 +572,9 @@ def step(state: DeviceState | None, event: Event, ctx: Context) -> Step:
     cleared: kept, it would hold an entry with no timer ever to clear it.
     """
     result = _dispatch(state, event, ctx)
-    if result.state == DeviceState():
+    if result.state is None or dataclasses.replace(result.state, watch_ms=None) == DeviceState():
         return Step(None, result.outputs)
-    return result
+    return Step(_armed(result.state, ctx), result.outputs)
 
 
 def _dispatch(state: DeviceState | None, event: Event, ctx: Context) -> Step:

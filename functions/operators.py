@@ -8,8 +8,7 @@ Records travel between stages as pickled Python objects; only the sinks see Avro
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from pyflink.common import Types
@@ -67,47 +66,53 @@ def _bytes_state(rc: RuntimeContext, name: str) -> Any:
     return rc.get_state(ValueStateDescriptor(name, PICKLED))
 
 
-def _timers(raw: bytes | None) -> set[int]:
-    return set() if not raw else set(struct.unpack(f"<{len(raw) // 8}q", raw))
-
-
-def _pack_timers(timers: Iterable[int]) -> bytes:
-    ordered = sorted(timers)
-    return struct.pack(f"<{len(ordered)}q", *ordered)
+def _reconcile(held: frozenset[int], wanted: frozenset[int], ctx: Any) -> None:
+    """Move a key's event-time timers from those its old state held to those its new one wants."""
+    service = ctx.timer_service()
+    for ts in held - wanted:
+        service.delete_event_time_timer(ts)
+    for ts in wanted - held:
+        service.register_event_time_timer(ts)
 
 
 class _Context:
-    """What the keyed stages read from the broadcast context: region weather, pipeline facts."""
+    """What the keyed stages read from the broadcast context: region weather, pipeline facts.
+
+    Each instance keeps its own decoded copy of the broadcast state: every instance receives
+    every broadcast element (`store`), so the copy stays exact, and a decision reads a dict
+    instead of crossing into Java's broadcast state twice per record. The copy is loaded on
+    the first read after `open`, which after a restore holds the checkpointed entries.
+    """
 
     def __init__(self, wetbulb: WetBulbPolicy) -> None:
         self.wetbulb = wetbulb
-        self._decoded: dict[bytes, Any] = {}  # context bytes -> decoded: once, not per record
+        self._entries: dict[str, Any] | None = None
 
-    def _decode(self, raw: bytes, decode: Any) -> Any:
-        if raw not in self._decoded:
-            if len(self._decoded) > 4096:  # superseded entries: forget them all, rebuild lazily
-                self._decoded.clear()
-            self._decoded[raw] = decode(raw)
-        return self._decoded[raw]
+    def _get(self, ctx: Any, key: str) -> Any:
+        if self._entries is None:
+            stored = ctx.get_broadcast_state(CONTEXT).items()
+            self._entries = {k: _decode_entry(k, raw) for k, raw in stored}
+        return self._entries.get(key)
+
+    def store(self, value: tuple[str, bytes], ctx: Any) -> None:
+        """Keep one broadcast context entry (a region's weather or the pipeline's facts)."""
+        key, raw = value
+        ctx.get_broadcast_state(CONTEXT).put(key, raw)
+        if self._entries is not None:
+            self._entries[key] = _decode_entry(key, raw)
 
     def region_mode(self, ctx: Any, region_id: str | None, now_ms: int) -> RegionMode:
         if region_id is None:
             return RegionMode.GRID_FOLLOW
-        raw = ctx.get_broadcast_state(CONTEXT).get(region_key(region_id))
-        weather = None if raw is None else self._decode(raw, codec.decode_weather)
-        return mode(weather, now_ms, self.wetbulb)
+        return mode(self._get(ctx, region_key(region_id)), now_ms, self.wetbulb)
 
     def pipeline(self, ctx: Any) -> PipelineFacts:
-        raw = ctx.get_broadcast_state(CONTEXT).get(PIPELINE_KEY)
-        if raw is None:
-            return PipelineFacts()
-        return self._decode(raw, codec.decode_pipeline).facts  # type: ignore[no-any-return]
+        state = self._get(ctx, PIPELINE_KEY)
+        return PipelineFacts() if state is None else state.facts
 
 
-def store_context(value: tuple[str, bytes], ctx: Any) -> None:
-    """Keep one broadcast context entry (a region's weather or the pipeline's facts)."""
-    key, raw = value
-    ctx.get_broadcast_state(CONTEXT).put(key, raw)
+def _decode_entry(key: str, raw: bytes) -> Any:
+    return codec.decode_pipeline(raw) if key == PIPELINE_KEY else codec.decode_weather(raw)
 
 
 class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
@@ -214,7 +219,6 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = _bytes_state(runtime_context, "device")
-        self.held = _bytes_state(runtime_context, "timers")
 
     def _run(self, event: device.Event, ctx: Any, now_ms: int) -> Iterator[Any]:
         raw = self.state.value()
@@ -232,24 +236,12 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.state.clear()
         else:
             self.state.update(device_codec.encode(new))
-        self._reconcile(device.timers_for(new, self.policy), ctx)
+        _reconcile(device.timers_for(old, self.policy), device.timers_for(new, self.policy), ctx)
         yield from result.outputs
         good = new.last_good if new is not None and self.mirror else None
         if new is not None and good is not None and (old is None or old.last_good != good):
             region_id = new.info.region_id if new.info else None
             yield LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
-
-    def _reconcile(self, wanted: frozenset[int], ctx: Any) -> None:
-        held = _timers(self.held.value())
-        service = ctx.timer_service()
-        for ts in held - wanted:
-            service.delete_event_time_timer(ts)
-        for ts in wanted - held:
-            service.register_event_time_timer(ts)
-        if wanted:
-            self.held.update(_pack_timers(wanted))
-        else:
-            self.held.clear()
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         # Each event carries its own event time: thread mode can lose element timestamps
@@ -257,7 +249,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         yield from self._run(value, ctx, value.ts_ms)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
-        store_context(value, ctx)
+        self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx, timestamp)
@@ -303,7 +295,7 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         yield from self._apply(step, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
-        store_context(value, ctx)
+        self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         self.timer.clear()

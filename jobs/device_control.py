@@ -1,13 +1,13 @@
 """The device-control job: every input topic through the safety interlocks to the output topics.
 
-    inputs ─ decode ─┬─ dead letters ───────────────────────────────────────────────┐
-                     └─ event time ─┬─ region stage (by region) ─┬─ activations ──┐  │
-                                    │   weather, roster, DR      └─ context ─┐    │  │
-                                    ├─ heartbeats ─ pipeline watch ─ context ┤    │  │
-                                    └─ telemetry, registry, approvals ───────┼────┤  │
-                                       device stage (by device) ◄─ broadcast ┘ ◄──┘  │
-                                       └─ requests ─ budget (by region) ─────────────┤
-                                                                        encode ─ sinks
+    inputs ─ decode ─┬─ dead letters ──────────────────────────────────────────────────┐
+                     ├─ control: event time ─┬─ region stage (by region) ─┬─ activations ─┐
+                     │                       │   weather, roster, DR       └─ context ─┐   │
+                     │                       └─ heartbeats ─ pipeline watch ─ context ┤   │
+                     └─ telemetry, registry, approvals: event time ───────────────────┼───┤
+                        device stage (by device) ◄─ broadcast ────────────────────────┘ ◄─┘
+                        └─ requests ─ budget (by region) ──────────────────────────────────┤
+                                                                           encode ─ sinks
 
 The trade-offs are in jobs/DISCUSSION.md.
 """
@@ -18,11 +18,10 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
-from typing import Any
 
 from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.common.watermark_strategy import TimestampAssigner
-from pyflink.datastream import StreamExecutionEnvironment
+from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.java_gateway import get_gateway
 
 from functions import budget, device, operators, pipeline
 from functions.wetbulb import WetBulbPolicy
@@ -30,20 +29,21 @@ from gridstream import config, topics
 from jobs import environment
 from jobs.io import OUTPUT_RECORD, KafkaConnection, KafkaSinks, KafkaSources, Sinks, Sources
 from jobs.records import (
+    CONTROL,
     DEAD_LETTERS,
+    TIMED,
     Decode,
     Encode,
-    Heartbeats,
     MirrorLastGood,
     SchemaAccess,
-    is_device_input,
+    is_heartbeat,
     is_region_input,
     region_of,
 )
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.4.0"
+JOB_VERSION = "0.5.0"
 PICKLED = operators.PICKLED
 
 
@@ -75,24 +75,27 @@ def policies_from(job: config.JobSettings) -> Policies:
     )
 
 
-class _EventTime(TimestampAssigner):  # type: ignore[misc]
-    def extract_timestamp(self, value: Any, record_timestamp: int) -> int:
-        return int(value.ts_ms)
-
-
 def watermarks(policies: Policies) -> WatermarkStrategy:
-    """Bounded out-of-orderness over each event's own time, with idleness.
+    """Bounded out-of-orderness with idleness; the timestamps come from `event_time`."""
+    return WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(policies.out_of_orderness_ms)
+    ).with_idleness(Duration.of_millis(policies.idleness_ms))
 
-    `with_idleness` must come before `with_timestamp_assigner`: PyFlink's `with_idleness`
-    returns a new strategy without the Python assigner, and then no element has a timestamp
-    and the watermark never leaves Long.MIN_VALUE (no event-time timer would ever fire).
+
+def event_time(timed: DataStream, policies: Policies, uid: str) -> DataStream:
+    """`(event, ts_ms)` pairs to events stamped with `ts_ms`, watermarks following them.
+
+    PyFlink's own `assign_timestamps_and_watermarks` with a Python assigner adds one more
+    Python operator that sees every record; the decoder already knows each event's time, so
+    it emits pairs and this uses the same Java assigner and projection PyFlink uses behind it.
     """
-    return (
-        WatermarkStrategy.for_bounded_out_of_orderness(
-            Duration.of_millis(policies.out_of_orderness_ms)
-        )
-        .with_idleness(Duration.of_millis(policies.idleness_ms))
-        .with_timestamp_assigner(_EventTime())
+    python_eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
+    strategy = watermarks(policies)._j_watermark_strategy.withTimestampAssigner(
+        python_eventtime.CustomTimestampAssigner()
+    )
+    stamped = timed._j_data_stream.assignTimestampsAndWatermarks(strategy).uid(uid)
+    return DataStream(
+        stamped.map(python_eventtime.RemoveTimestampMapFunction(), PICKLED.get_java_type_info())
     )
 
 
@@ -112,21 +115,20 @@ def build(
     policies = policies or Policies()
     decoded = (
         sources.records(env)
-        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=PICKLED)
+        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=TIMED)
         .name("decode")
         .uid("decode")
     )
-    events = decoded.assign_timestamps_and_watermarks(watermarks(policies)).uid("event-time")
+    control = event_time(decoded.get_side_output(CONTROL), policies, "control-time")
     regions = (
-        events.filter(is_region_input)
+        control.filter(is_region_input)
         .key_by(region_of, key_type=Types.STRING())
         .process(operators.RegionStage(policies.wetbulb), output_type=PICKLED)
         .name("region stage")
         .uid("region-stage")
     )
     watch = (
-        events.process(Heartbeats(), output_type=PICKLED)
-        .uid("heartbeats")
+        control.filter(is_heartbeat)
         .key_by(lambda beat: 0, key_type=Types.INT())
         .process(operators.PipelineWatch(policies.pipeline), output_type=PICKLED)
         .name("pipeline watch")
@@ -134,7 +136,7 @@ def build(
     )
     context = regions.union(watch).filter(operators.is_context).broadcast(operators.CONTEXT)
     devices = (
-        events.filter(is_device_input)
+        event_time(decoded, policies, "event-time")
         .union(regions.filter(operators.is_device_event))
         .key_by(lambda event: event.device_id, key_type=Types.STRING())
         .connect(context)

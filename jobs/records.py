@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from pyflink.common import Row
+from pyflink.common import Row, Types
 from pyflink.datastream import (
     KeyedProcessFunction,
     MapFunction,
@@ -33,6 +33,8 @@ from state.device import DeviceInfo
 from state.mirror import LastGood, MirrorEvent, RedisMirror
 
 DEAD_LETTERS = OutputTag("dead-letters", PICKLED)
+TIMED = Types.TUPLE([PICKLED, Types.LONG()])
+CONTROL = OutputTag("control", TIMED)
 HEARTBEAT_MS = 1_000
 
 
@@ -107,6 +109,11 @@ def is_device_input(event: Any) -> bool:
     return isinstance(event, device.Telemetry | device.RegistryUpdate | device.Approval)
 
 
+def is_heartbeat(event: Any) -> bool:
+    """A decoder's heartbeat, for the pipeline watch."""
+    return isinstance(event, pipeline.Heartbeat)
+
+
 def region_of(event: Any) -> str:
     """The region-stage key of a region input."""
     return str(
@@ -115,7 +122,13 @@ def region_of(event: Any) -> str:
 
 
 class Decode(ProcessFunction):  # type: ignore[misc]
-    """Input rows to stage events; what cannot be decoded or validated to `DEAD_LETTERS`."""
+    """Input rows to `(event, event time)` pairs for the stages, in one pass per record.
+
+    Device inputs leave on the main output; region inputs and the watchdog's heartbeats (at
+    most one a second per subtask, while telemetry flows) on `CONTROL`; what cannot be decoded
+    or validated on `DEAD_LETTERS`. Routing here, with side outputs, keeps each record on one
+    path: a filter per branch would make every branch's Python operator see every record.
+    """
 
     def __init__(self, schemas: SchemaAccess, job: dead_letter.JobInfo) -> None:
         self.schemas = schemas
@@ -126,6 +139,10 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         self.deserializers = {
             topic: serde.deserializer(models.MODELS[topic], source) for topic in topics.INPUTS
         }
+        # Thread mode's runtime context has no subtask index; any id unique per instance will do.
+        self.subtask = random.getrandbits(31)
+        self.newest = 0
+        self.beat_ms = 0
 
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         topic, partition, offset, ts_ms, key, raw, correlation_id = value
@@ -144,26 +161,19 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             yield DEAD_LETTERS, record
             return
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
-        yield from events_of(record, cause)
+        for event in events_of(record, cause):
+            if is_device_input(event):
+                yield event, event.ts_ms
+            if is_region_input(event):
+                yield CONTROL, (event, event.ts_ms)
+            if isinstance(event, device.Telemetry):
+                yield from self._heartbeat(event.ts_ms, now_ms)
 
-
-class Heartbeats(ProcessFunction):  # type: ignore[misc]
-    """At most one `Heartbeat` a second per subtask while telemetry flows (for the watchdog)."""
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        # Thread mode's runtime context has no subtask index; any id unique per instance will do.
-        self.subtask = random.getrandbits(31)
-        self.newest = 0
-        self.sent_ms = 0
-
-    def process_element(self, value: Any, ctx: ProcessFunction.Context) -> Iterator[Any]:
-        if not isinstance(value, device.Telemetry):
-            return
-        self.newest = max(self.newest, value.ts_ms)
-        now = ctx.timer_service().current_processing_time()
-        if now - self.sent_ms >= HEARTBEAT_MS:
-            self.sent_ms = now
-            yield pipeline.Heartbeat(self.subtask, now, self.newest)
+    def _heartbeat(self, event_ms: int, now_ms: int) -> Iterator[Any]:
+        self.newest = max(self.newest, event_ms)
+        if now_ms - self.beat_ms >= HEARTBEAT_MS:
+            self.beat_ms = now_ms
+            yield CONTROL, (pipeline.Heartbeat(self.subtask, now_ms, self.newest), self.newest)
 
 
 def output_key(record: models.TopicRecord) -> bytes | None:

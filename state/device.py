@@ -1,8 +1,9 @@
 """Per-device state of the device-control stage, and its versioned compact codec.
 
-Layout v1 (little-endian): a version byte, a flags byte, fixed numeric fields, then
+Layout v2 (little-endian): a version byte, a flags byte, fixed numeric fields, then
 length-prefixed UTF-8 strings for the variable parts. A typical enrolled IoT device is well
-under the 256-byte budget (see `tests/unit/state/test_device_codec.py`).
+under the 256-byte budget (see `tests/unit/state/test_device_codec.py`). v1 (a savepoint of
+job 0.4) is read too: it lacks the armed watch timer, which the next transition arms.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 
-VERSION = 1
+VERSION = 2
 DEDUPE_WINDOW = 8  # recent reading times kept to spot duplicates (msg_id = device + time)
 
 _CLASSES = tuple(DeviceClass)
@@ -109,11 +110,13 @@ class DeviceState:
     participation: Participation | None = None
     pending: PendingRecommendation | None = None
     stats: PowerStats = PowerStats()
+    watch_ms: int | None = None  # the armed silence-or-retention timer (`functions.device`)
 
 
-_FIXED = struct.Struct("<BBBBdqqdqqqIIddff")  # ff: the event's sizes, NaN for none
-_FLAG_INFO, _FLAG_SEEN, _FLAG_GOOD, _FLAG_STALE, _FLAG_PART, _FLAG_PENDING = (
-    1 << i for i in range(6)
+_FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")  # ff: the event's sizes, NaN for none
+_FIXED = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
+_FLAG_INFO, _FLAG_SEEN, _FLAG_GOOD, _FLAG_STALE, _FLAG_PART, _FLAG_PENDING, _FLAG_WATCH = (
+    1 << i for i in range(7)
 )
 _PART_CURTAILED, _PART_OPTED_OUT, _GOOD_ON, _PART_ATTEMPTED = 1, 2, 4, 8
 
@@ -146,7 +149,7 @@ def _read_strings(data: memoryview, at: int) -> tuple[tuple[str, ...], int]:
 
 
 def encode(state: DeviceState) -> bytes:
-    """The state as version-1 bytes."""
+    """The state as version-2 bytes."""
     info, good, part, pending = state.info, state.last_good, state.participation, state.pending
     flags = (
         (_FLAG_INFO if info else 0)
@@ -155,6 +158,7 @@ def encode(state: DeviceState) -> bytes:
         | (_FLAG_STALE if state.stale else 0)
         | (_FLAG_PART if part else 0)
         | (_FLAG_PENDING if pending else 0)
+        | (_FLAG_WATCH if state.watch_ms is not None else 0)
     )
     bits = (
         (_PART_CURTAILED if part and part.curtailed else 0)
@@ -180,6 +184,7 @@ def encode(state: DeviceState) -> bytes:
         state.stats.m2,
         _size(part.setpoint_offset_c if part else None),
         _size(part.curtailment_pct if part else None),
+        state.watch_ms or 0,
     )
     actions = bytes(
         [
@@ -204,20 +209,21 @@ def encode(state: DeviceState) -> bytes:
 
 def decode(data: bytes) -> DeviceState:
     """Read bytes written by `encode` (this version or an earlier one)."""
-    if not data or data[0] != VERSION:
+    fixed = {1: _FIXED_V1, VERSION: _FIXED}.get(data[0]) if data else None
+    if fixed is None:
         raise DeviceStateError(f"device state: unknown version byte {data[:1]!r}")
     try:
-        return _decode_v1(memoryview(data))
+        return _decode(memoryview(data), fixed)
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as err:
-        raise DeviceStateError(f"device state v1 is corrupt: {err}") from err
+        raise DeviceStateError(f"device state v{data[0]} is corrupt: {err}") from err
 
 
-def _decode_v1(data: memoryview) -> DeviceState:
+def _decode(data: memoryview, fixed: struct.Struct) -> DeviceState:
     (
         _, flags, cls, prio, rated, seen, good_ts, good_kw, start, end, expires, dr_prio,
-        count, mean, m2, offset_c, curtail_pct,
-    ) = _FIXED.unpack_from(data)  # fmt: skip
-    at = _FIXED.size
+        count, mean, m2, offset_c, curtail_pct, *watch,
+    ) = fixed.unpack_from(data)  # fmt: skip
+    at = fixed.size
     part_action, pending_action, bits = data[at], data[at + 1], data[at + 2]
     at += 3
     n_recent = data[at]
@@ -259,4 +265,5 @@ def _decode_v1(data: memoryview) -> DeviceState:
         if flags & _FLAG_PENDING
         else None,
         stats=PowerStats(count, mean, m2),
+        watch_ms=watch[0] if flags & _FLAG_WATCH else None,
     )

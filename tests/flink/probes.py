@@ -20,13 +20,14 @@ CAUSE = Cause(source_topic="test", source_partition=0, source_offset=0)
 
 
 class Slowly(ProcessFunction):  # type: ignore[misc]
-    """Readings from (device, time) pairs, letting wall-clock time pass between them so
-    periodic watermarks are emitted."""
+    """`(reading, time)` pairs, as the decoder emits them, from (device, time) pairs, letting
+    wall-clock time pass between them so periodic watermarks are emitted."""
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         time.sleep(0.001)
         device_id, ts_ms = value
-        yield Telemetry(device_id, ts_ms, 1.0, True, True, False, f"{device_id}@{ts_ms}", CAUSE)
+        reading = Telemetry(device_id, ts_ms, 1.0, True, True, False, f"{device_id}@{ts_ms}", CAUSE)
+        yield reading, ts_ms
 
 
 class Probe(KeyedProcessFunction):  # type: ignore[misc]

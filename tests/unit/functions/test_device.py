@@ -163,6 +163,51 @@ def test_silent_device_is_stale_gets_one_loss_alert_and_no_command() -> None:
     assert [c.action for c in d.outputs(CommandRequest)] == [Action.CURTAIL]
 
 
+def test_readings_leave_the_armed_watch_timer_in_place_and_the_loss_comes_at_its_deadline() -> None:
+    """Readings do not move the device's one watch timer; when it fires early it re-arms at the
+    new deadline, and TELEMETRY_LOSS is raised exactly at last reading + timeout."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    armed = timers_for(d.state, POLICY)
+    assert armed == {T0 + POLICY.iot_silence_ms}
+    last = T0 + 10 * MINUTE_MS
+    for minute in range(1, 11):
+        d.send(telemetry(T0 + minute * MINUTE_MS), now=T0 + minute * MINUTE_MS)
+        assert timers_for(d.state, POLICY) == armed
+    assert d.advance(T0 + POLICY.iot_silence_ms)[0].outputs == ()  # early: nothing is due
+    assert timers_for(d.state, POLICY) == {last + POLICY.iot_silence_ms}
+    (fired,) = d.advance(last + POLICY.iot_silence_ms)
+    (loss,) = fired.outputs
+    assert (loss.kind, loss.raised_ts_ms) == (
+        AlertKind.TELEMETRY_LOSS,
+        last + POLICY.iot_silence_ms,
+    )
+    assert timers_for(d.state, POLICY) == {last + POLICY.retention_ms}
+
+
+def test_a_device_silent_past_its_timeout_is_stale_before_its_loss_timer_fires() -> None:
+    """An activation decided after the timeout, before the watermark fired the loss timer, is
+    still BLOCKED as TELEMETRY_STALE."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    late = T0 + POLICY.iot_silence_ms
+    d.send(activation(late, late + 30 * MINUTE_MS), now=late)
+    assert d.outputs(CommandRequest) == []
+    (blocked,) = d.outputs(AuditDecision)
+    assert "TELEMETRY_STALE" in blocked.reason_codes
+
+
+def test_a_registered_device_that_never_reports_is_forgotten_after_the_retention_time() -> None:
+    """A registry record alone arms the watch at retention; then no state and no timer remain."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    assert timers_for(d.state, POLICY) == {T0 + POLICY.retention_ms}
+    d.advance(T0 + POLICY.retention_ms)
+    assert d.state is None
+
+
 def test_duplicate_reading_changes_nothing() -> None:
     """The same msg_id twice: DUPLICATE audited, state unchanged."""
     d = Driver()
@@ -249,7 +294,6 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
             d.pipeline = PipelineFacts(frozen=args[0])
 
     seen_ids: set[str] = set()
-    state = None
     for ctx, result in d.log:
         for out in result.outputs:
             if not isinstance(out, CommandRequest):
@@ -265,6 +309,8 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
             assert not ctx.pipeline.frozen
             assert result.state is not None
             assert not result.state.stale
+            seen = result.state.last_seen_ms
+            assert seen is None or ctx.now_ms < seen + POLICY.silence_ms(info)
             part = result.state.participation
             assert part is None or not part.opted_out or out.action is Action.SWITCH_OPEN
             if out.action is Action.SWITCH_OPEN and info.device_class in SCADA_CLASSES:
@@ -272,5 +318,3 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
                     isinstance(o, AuditDecision) and o.outcome is AuditOutcome.APPROVED
                     for o in result.outputs
                 )
-        state = result.state
-    del state

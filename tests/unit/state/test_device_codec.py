@@ -71,6 +71,7 @@ def states(draw: st.DrawFn) -> DeviceState:
             st.none() | st.builds(PendingRecommendation, ids, st.sampled_from(Action), times)
         ),
         stats=draw(st.builds(PowerStats, st.integers(0, 2**32 - 1), finite, finite)),
+        watch_ms=draw(st.none() | times),
     )
 
 
@@ -91,8 +92,45 @@ def test_a_typical_enrolled_iot_device_fits_in_256_bytes() -> None:
         recent_ts_ms=tuple(T0 - i * 60_000 for i in range(DEDUPE_WINDOW)),
         participation=Participation("dr-2026-07-14-pm", Action.CURTAIL, T0, T0 + 3_600_000, 1),
         stats=PowerStats(1000, 3.1, 42.0),
+        watch_ms=T0 + 900_000,
     )
     assert len(encode(state)) <= 256
+
+
+# A curtailed thermostat as job 0.4 (state v1, no watch timer) wrote it into its savepoints.
+V1_THERMOSTAT = bytes.fromhex(
+    "011703020000000000001240006c50c4a0010000006c50c4a001000000000000"
+    "00000a40006c50c4a0010000805a87c4a0010000000000000000000002000000"
+    "030000000000000000000840000000000000e03f0000c07f0000a04101ff0d02"
+    "60ea0000000000000305006e6f727468040064722d31000001060073756d6d65"
+    "72"
+)
+
+
+def test_a_v1_state_from_an_old_savepoint_is_read_and_written_back_as_v2() -> None:
+    """Upgrade path: v1 bytes decode field for field (no watch timer yet) and re-encode as v2."""
+    state = decode(V1_THERMOSTAT)
+    assert state == DeviceState(
+        info=DeviceInfo(DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, "north", ("summer",), 4.5),
+        last_seen_ms=T0,
+        last_good=LastGood(T0, 3.25, True),
+        recent_ts_ms=(T0 - 60_000, T0),
+        participation=Participation(
+            "dr-1",
+            Action.CURTAIL,
+            T0,
+            T0 + 3_600_000,
+            2,
+            curtailed=True,
+            attempted=True,
+            curtailment_pct=20.0,
+        ),
+        stats=PowerStats(3, 3.0, 0.5),
+        watch_ms=None,
+    )
+    upgraded = encode(state)
+    assert upgraded[0] == 2
+    assert decode(upgraded) == state
 
 
 @given(st.binary(max_size=300))
