@@ -12,16 +12,21 @@ from collections.abc import Iterator
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedBroadcastProcessFunction, KeyedProcessFunction, RuntimeContext
+from pyflink.datastream import (
+    KeyedBroadcastProcessFunction,
+    KeyedProcessFunction,
+    RuntimeContext,
+    TimeDomain,
+)
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
 from functions import budget, device, pipeline, region
 from functions.interlocks import PipelineFacts
 from functions.wetbulb import RegionMode, WetBulbPolicy, mode
-from schemas.models import TopicRecord
+from schemas.models import Alert, AlertKind, TopicRecord
 from state import device as device_codec
 from state import region as codec
-from state.mirror import LastGood
+from state.mirror import LastGood, MirrorEvent, RedisMirror
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 CONTEXT = MapStateDescriptor("context", Types.STRING(), PICKLED)
@@ -50,11 +55,6 @@ def is_device_event(value: Any) -> bool:
 def is_request(value: Any) -> bool:
     """A command request for the budget stage."""
     return isinstance(value, device.CommandRequest)
-
-
-def is_last_good(value: Any) -> bool:
-    """A reading for the Redis mirror."""
-    return isinstance(value, LastGood)
 
 
 def region_key(region_id: str) -> str:
@@ -206,19 +206,66 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
         yield from self._apply(pipeline.evaluate(state, timestamp, self.policy), ctx)
 
 
+class _MirrorWriter:
+    """The device stage's Redis last-good writes (`state.mirror`), alerting when Redis is away.
+
+    A processing-time timer (on whichever device key is current) flushes a quiet buffer.
+    """
+
+    def __init__(self, redis_url: str, flush_ms: int) -> None:
+        self.mirror = RedisMirror(redis_url, max_delay_s=flush_ms / 1000)
+        self.flush_ms = flush_ms
+        self.poll_at: int | None = None
+
+    def _alerts(self, events: list[MirrorEvent], now_ms: int) -> Iterator[Alert]:
+        for event in events:
+            kind = AlertKind(event.kind.replace("REDIS", "MIRROR"))
+            yield pipeline.pipeline_alert(kind, event.message, now_ms)
+
+    def _schedule(self, now_ms: int, ctx: Any) -> None:
+        if self.poll_at is None and self.mirror.pending:
+            self.poll_at = now_ms + self.flush_ms
+            ctx.timer_service().register_processing_time_timer(self.poll_at)
+
+    def offer(self, good: LastGood, ctx: Any) -> Iterator[Alert]:
+        now = ctx.timer_service().current_processing_time()
+        yield from self._alerts(self.mirror.offer(good), now)
+        self._schedule(now, ctx)
+
+    def poll(self, timestamp: int, ctx: Any) -> Iterator[Alert]:
+        self.poll_at = None
+        yield from self._alerts(self.mirror.poll(), timestamp)
+        self._schedule(timestamp, ctx)
+
+
 class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
-    """Keyed by device id: `functions.device.step` over the device state and its timers."""
+    """Keyed by device id: `functions.device.step` over the device state and its timers.
+
+    With a `redis_url`, each device's new last good reading also goes to the Redis mirror,
+    here rather than in an operator of its own: that one would see every reading again.
+    """
 
     def __init__(
-        self, policy: device.DevicePolicy, wetbulb: WetBulbPolicy, mirror: bool = False
+        self,
+        policy: device.DevicePolicy,
+        wetbulb: WetBulbPolicy,
+        redis_url: str | None = None,
+        flush_ms: int = 1_000,
     ) -> None:
-        """`mirror`: also emit each device's new last good reading (`state.mirror.LastGood`)."""
         self.policy = policy
         self.context = _Context(wetbulb)
-        self.mirror = mirror
+        self.redis_url = redis_url
+        self.flush_ms = flush_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = _bytes_state(runtime_context, "device")
+        self.mirror = (
+            None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
+        )
+
+    def close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.mirror.close()
 
     def _run(self, event: device.Event, ctx: Any, now_ms: int) -> Iterator[Any]:
         raw = self.state.value()
@@ -238,10 +285,11 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.state.update(device_codec.encode(new))
         _reconcile(device.timers_for(old, self.policy), device.timers_for(new, self.policy), ctx)
         yield from result.outputs
-        good = new.last_good if new is not None and self.mirror else None
-        if new is not None and good is not None and (old is None or old.last_good != good):
-            region_id = new.info.region_id if new.info else None
-            yield LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
+        good = new.last_good if new is not None else None
+        if self.mirror is not None and good is not None and (old is None or old.last_good != good):
+            region_id = new.info.region_id if new is not None and new.info else None
+            reading = LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
+            yield from self.mirror.offer(reading, ctx)
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         # Each event carries its own event time: thread mode can lose element timestamps
@@ -252,6 +300,10 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # only the mirror's flush uses it
+            if self.mirror is not None:
+                yield from self.mirror.poll(timestamp, ctx)
+            return
         yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx, timestamp)
 
 

@@ -34,7 +34,6 @@ from jobs.records import (
     TIMED,
     Decode,
     Encode,
-    MirrorLastGood,
     SchemaAccess,
     is_heartbeat,
     is_region_input,
@@ -141,7 +140,7 @@ def build(
         .key_by(lambda event: event.device_id, key_type=Types.STRING())
         .connect(context)
         .process(
-            operators.DeviceStage(policies.device, policies.wetbulb, mirror=redis_url is not None),
+            operators.DeviceStage(policies.device, policies.wetbulb, redis_url),
             output_type=PICKLED,
         )
         .name("device stage")
@@ -156,14 +155,6 @@ def build(
         .uid("region-budget")
     )
     outputs = [decoded.get_side_output(DEAD_LETTERS), regions, watch, devices, commands]
-    if redis_url is not None:
-        outputs.append(
-            devices.filter(operators.is_last_good)
-            .key_by(lambda good: good.device_id, key_type=Types.STRING())
-            .process(MirrorLastGood(redis_url), output_type=PICKLED)
-            .name("redis mirror")
-            .uid("redis-mirror")
-        )
     records = (
         outputs[0]
         .union(*outputs[1:])

@@ -17,7 +17,6 @@ from typing import Any
 
 from pyflink.common import Row, Types
 from pyflink.datastream import (
-    KeyedProcessFunction,
     MapFunction,
     OutputTag,
     ProcessFunction,
@@ -30,7 +29,6 @@ from gridstream import topics
 from schemas import catalog, dead_letter, models, serde
 from schemas.registry import USER_INFO_ENV, Registry, RegistryConfig
 from state.device import DeviceInfo
-from state.mirror import LastGood, MirrorEvent, RedisMirror
 
 DEAD_LETTERS = OutputTag("dead-letters", PICKLED)
 TIMED = Types.TUPLE([PICKLED, Types.LONG()])
@@ -201,40 +199,3 @@ class Encode(MapFunction):  # type: ignore[misc]
     def map(self, value: models.TopicRecord) -> Row:
         value_bytes = self.serializers[type(value)].encode(value)
         return Row(value.TOPIC, output_key(value), value_bytes, value.correlation_id)  # type: ignore[attr-defined]
-
-
-class MirrorLastGood(KeyedProcessFunction):  # type: ignore[misc]
-    """Each device's last good reading to Redis (`state.mirror`), alerting when Redis is away.
-
-    Keyed by device id only to get a processing-time timer, which flushes a quiet buffer.
-    """
-
-    def __init__(self, redis_url: str, flush_ms: int = 1_000) -> None:
-        self.redis_url = redis_url
-        self.flush_ms = flush_ms
-
-    def open(self, runtime_context: RuntimeContext) -> None:
-        self.mirror = RedisMirror(self.redis_url, max_delay_s=self.flush_ms / 1000)
-        self.poll_at: int | None = None
-
-    def close(self) -> None:
-        self.mirror.close()
-
-    def _alerts(self, events: list[MirrorEvent], now_ms: int) -> Iterator[models.Alert]:
-        for event in events:
-            kind = models.AlertKind(event.kind.replace("REDIS", "MIRROR"))
-            yield pipeline.pipeline_alert(kind, event.message, now_ms)
-
-    def process_element(self, value: LastGood, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
-        now = ctx.timer_service().current_processing_time()
-        yield from self._alerts(self.mirror.offer(value), now)
-        if self.poll_at is None and self.mirror.pending:
-            self.poll_at = now + self.flush_ms
-            ctx.timer_service().register_processing_time_timer(self.poll_at)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        self.poll_at = None
-        yield from self._alerts(self.mirror.poll(), timestamp)
-        if self.mirror.pending:
-            self.poll_at = timestamp + self.flush_ms
-            ctx.timer_service().register_processing_time_timer(self.poll_at)
