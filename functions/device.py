@@ -98,6 +98,16 @@ class RegistryUpdate:
 
 
 @dataclasses.dataclass(frozen=True)
+class Deregistration:
+    """The CIS deleted the device's record (a tombstone on the compacted registry topic)."""
+
+    device_id: str
+    correlation_id: str
+    cause: Cause
+    ts_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Activation:
     """A DR event as it concerns this enrolled device (expanded upstream by region)."""
 
@@ -147,7 +157,7 @@ class Timer:
     ts_ms: int
 
 
-Event = Telemetry | RegistryUpdate | Activation | Release | Approval | Timer
+Event = Telemetry | RegistryUpdate | Deregistration | Activation | Release | Approval | Timer
 
 
 # Outputs --------------------------------------------------------------------------------------
@@ -436,9 +446,11 @@ def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
     return out.step()
 
 
-def on_registry(state: DeviceState, event: RegistryUpdate, ctx: Context) -> Step:
-    """Adopt the CIS record; a device that became LIFE_SAFETY mid-event is released."""
-    out = _Out(event.device_id, dataclasses.replace(state, info=event.info), ctx)
+def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx: Context) -> Step:
+    """Adopt the CIS record, or forget it (unknown again: protected); a device that became
+    LIFE_SAFETY or unknown mid-event is released."""
+    info = event.info if isinstance(event, RegistryUpdate) else None
+    out = _Out(event.device_id, dataclasses.replace(state, info=info), ctx)
     if out.state.participation is not None and out.state.participation.curtailed:
         facts = _facts(out.state, ctx)
         reasons = blocking_reasons(out.state.participation.action, facts, ctx.region, ctx.pipeline)
@@ -581,7 +593,7 @@ def _dispatch(state: DeviceState | None, event: Event, ctx: Context) -> Step:
     current = state or DeviceState()
     if isinstance(event, Telemetry):
         return on_telemetry(current, event, ctx)
-    if isinstance(event, RegistryUpdate):
+    if isinstance(event, RegistryUpdate | Deregistration):
         return on_registry(current, event, ctx)
     if isinstance(event, Activation):
         return on_activation(current, event, ctx)

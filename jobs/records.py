@@ -103,8 +103,11 @@ def is_region_input(event: Any) -> bool:
 
 
 def is_device_input(event: Any) -> bool:
-    """Telemetry, registry records and approvals go to the device stage."""
-    return isinstance(event, device.Telemetry | device.RegistryUpdate | device.Approval)
+    """Telemetry, registry records (and their deletions) and approvals go to the device stage."""
+    return isinstance(
+        event,
+        device.Telemetry | device.RegistryUpdate | device.Deregistration | device.Approval,
+    )
 
 
 def is_heartbeat(event: Any) -> bool:
@@ -122,7 +125,8 @@ def region_of(event: Any) -> str:
 class Decode(ProcessFunction):  # type: ignore[misc]
     """Input rows to `(event, event time)` pairs for the stages, in one pass per record.
 
-    Device inputs leave on the main output; region inputs and the watchdog's heartbeats (at
+    A tombstone on the compacted registry (null value) is the deletion of the device's
+    record. Device inputs leave on the main output; region inputs and the watchdog's heartbeats (at
     most one a second per subtask, while telemetry flows) on `CONTROL`; what cannot be decoded
     or validated on `DEAD_LETTERS`. Routing here, with side outputs, keeps each record on one
     path: a filter per branch would make every branch's Python operator see every record.
@@ -149,6 +153,11 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             topic, partition, offset, ts_ms, key, raw,
             [(dead_letter.CORRELATION_HEADER, correlation_id)],
         )  # fmt: skip
+        cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
+        if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
+            device_id = bytes(key).decode("utf-8", "replace")
+            yield device.Deregistration(device_id, correlation_id, cause, ts_ms), ts_ms
+            return
         decoder = self.deserializers.get(topic)
         if decoder is None:
             error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
@@ -158,7 +167,6 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         if isinstance(record, models.DeadLetter):
             yield DEAD_LETTERS, record
             return
-        cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
         for event in events_of(record, cause):
             if is_device_input(event):
                 yield event, event.ts_ms

@@ -24,6 +24,7 @@ REGION = "north"
 ENROLLED = [f"thermostat-{i}" for i in range(4)]
 HOSPITAL = "hospital-chiller"
 UNREGISTERED = "thermostat-unknown"
+DELETED = "thermostat-deleted"  # registered, then its CIS record deleted (a tombstone)
 
 
 def _registry(device_id: str, priority: str) -> models.DeviceRecord:
@@ -47,7 +48,7 @@ def _weather(ts: int) -> models.WeatherObservation:
 
 
 def _inputs() -> list[Any]:
-    rows = [encoded_row(_registry(d, "STANDARD"), d) for d in ENROLLED]
+    rows = [encoded_row(_registry(d, "STANDARD"), d) for d in [*ENROLLED, DELETED]]
     rows.append(encoded_row(_registry(HOSPITAL, "LIFE_SAFETY"), HOSPITAL))
     dr = record(
         models.DrEvent, NOW, event_id="dr-1", program_id="summer-peak", target_region_ids=[REGION],
@@ -58,8 +59,11 @@ def _inputs() -> list[Any]:
     for minute in range(30):  # in event-time order, as a live feed would be
         if minute % 10 == 0:
             rows.append(encoded_row(_weather(T0 + minute * MINUTE_MS), REGION))
-        for d in [*ENROLLED, HOSPITAL, UNREGISTERED]:
+        for d in [*ENROLLED, HOSPITAL, UNREGISTERED, DELETED]:
             rows.append(encoded_row(_telemetry(d, T0 + minute * MINUTE_MS), d))
+        if minute == 2:  # well after its record (at p2 two decoders share the rows)
+            tombstone = (topics.DEVICE_REGISTRY, 0, 99_998, T0 + 2 * MINUTE_MS, DELETED.encode())
+            rows.append(input_row(*tombstone, None, "del-1"))
         if minute == 3:  # the same reading again: same msg_id
             rows.append(encoded_row(_telemetry(ENROLLED[0], T0 + 3 * MINUTE_MS), ENROLLED[0]))
     rows.append(
@@ -82,8 +86,9 @@ def _decoded(rows: list[Any]) -> list[dict[str, Any]]:
 def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
     parallelism: int,
 ) -> None:
-    """Enrolled devices get CURTAIL at start and RESTORE at end; the hospital and the
-    unregistered device get none; the duplicate is audited; junk goes to the DLQ."""
+    """Enrolled devices get CURTAIL at start and RESTORE at end; the hospital, the
+    unregistered device and the deleted one get none; the duplicate is audited; junk goes to
+    the DLQ (the registry tombstone does not)."""
     overlay = {"parallelism.default": str(parallelism), "restart-strategy.type": "none"}
     env = environment.create(config.load(env={}), overlay)
     sinks = CollectingSinks()
@@ -100,7 +105,7 @@ def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
     assert commands == expected
     audits = [o for o in outputs if o["topic"] == topics.AUDIT]
     blocked = {o["device_id"] for o in audits if o["outcome"] == "BLOCKED"}
-    assert {HOSPITAL} <= blocked
+    assert {HOSPITAL, DELETED} <= blocked
     duplicates = [o["device_id"] for o in audits if o["outcome"] == "DUPLICATE"]
     if parallelism == 1:
         assert duplicates == [ENROLLED[0]]
@@ -117,4 +122,4 @@ def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
         o["device_id"] for o in outputs if o["topic"] == topics.ALERTS
         and o["kind"] == "TELEMETRY_LOSS"
     )  # fmt: skip
-    assert losses == {d: 1 for d in [*ENROLLED, HOSPITAL, UNREGISTERED]}
+    assert losses == {d: 1 for d in [*ENROLLED, HOSPITAL, UNREGISTERED, DELETED]}

@@ -13,6 +13,7 @@ from functions.device import (
     Approval,
     CommandRequest,
     Context,
+    Deregistration,
     DevicePolicy,
     Event,
     RegistryUpdate,
@@ -208,6 +209,27 @@ def test_a_registered_device_that_never_reports_is_forgotten_after_the_retention
     assert d.state is None
 
 
+def test_a_deleted_registry_record_restores_a_curtailed_device_and_protects_it_again() -> None:
+    """A tombstone mid-event: RESTORE goes out, and the next event's start is blocked as an
+    unknown device."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    d.send(activation(T0, T0 + 60 * MINUTE_MS))
+    d.send(Deregistration(DEVICE, "gone", CAUSE, T0 + MINUTE_MS), now=T0 + MINUTE_MS)
+    assert [c.action for c in d.outputs(CommandRequest)] == [Action.CURTAIL, Action.RESTORE]
+    assert d.state is not None
+    assert d.state.info is None
+    later = T0 + 2 * MINUTE_MS
+    next_event = Activation(
+        DEVICE, "north", "ev-2", Action.CURTAIL, later, later + MINUTE_MS, 1, False, "a2", CAUSE,
+        later,
+    )  # fmt: skip
+    d.send(next_event, now=later)
+    assert len(d.outputs(CommandRequest)) == 2
+    assert "UNKNOWN_DEVICE" in d.outputs(AuditDecision)[-1].reason_codes
+
+
 def test_duplicate_reading_changes_nothing() -> None:
     """The same msg_id twice: DUPLICATE audited, state unchanged."""
     d = Driver()
@@ -256,6 +278,7 @@ events = st.one_of(
         st.booleans(),
     ),
     st.tuples(st.just("release")),
+    st.tuples(st.just("deregister")),
     st.tuples(st.just("approve"), st.sampled_from(ApprovalDecision)),
     st.tuples(st.just("advance"), st.integers(0, 30 * MINUTE_MS)),
     st.tuples(st.just("region"), st.sampled_from(RegionMode)),
@@ -281,6 +304,8 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
             d.send(activation(start, start + 30 * MINUTE_MS, args[1], cancelled=args[2]))
         elif op == "release":
             d.send(Release(DEVICE, "rel", CAUSE, T0))
+        elif op == "deregister":
+            d.send(Deregistration(DEVICE, "gone", CAUSE, T0))
         elif op == "approve":
             pending = d.state.pending if d.state else None
             rec_id = pending.recommendation_id if pending else "nothing-pending"
