@@ -138,11 +138,15 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         region_id = ctx.get_current_key()
         if isinstance(value, region.WeatherInput):
             raw = self.weather.value()
-            step = region.on_weather(
-                None if raw is None else codec.decode_weather(raw), value, self.wetbulb
-            )
+            old = None if raw is None else codec.decode_weather(raw)
+            step = region.on_weather(old, value, value.ts_ms, self.wetbulb)
             encoded = codec.encode_weather(step.weather)
             self.weather.update(encoded)
+            self._move_weather_timer(
+                region.weather_timers(old, self.wetbulb),
+                region.weather_timers(step.weather, self.wetbulb),
+                ctx,
+            )
             yield region_key(region_id), encoded
             yield from step.alerts
             if step.suspended_now:
@@ -161,12 +165,28 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
                 ctx.timer_service().register_event_time_timer(event.end_ts_ms)
             yield from region.activations(value, self._roster())
 
+    def _move_weather_timer(self, held: frozenset[int], wanted: frozenset[int], ctx: Any) -> None:
+        """Move the age-out timer, keeping a timestamp that a kept DR event's end also uses."""
+        if held != wanted:
+            ends = {codec.decode_event(raw).end_ts_ms for raw in self.events.values()}
+            _reconcile(held - ends, wanted, ctx)
+
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
-        """Forget the DR events that are over."""
+        """Forget the DR events that are over; raise GRID_FOLLOW if the weather has aged out."""
         for event_id, raw in list(self.events.items()):
             if codec.decode_event(raw).end_ts_ms <= timestamp:
                 self.events.remove(event_id)
-        return iter(())
+        raw = self.weather.value()
+        if raw is None:
+            return
+        weather = codec.decode_weather(raw)
+        step = region.on_weather_timer(weather, ctx.get_current_key(), timestamp, self.wetbulb)
+        if step.weather != weather:
+            self.weather.update(codec.encode_weather(step.weather))
+        for at in region.weather_timers(step.weather, self.wetbulb):
+            # A no-op when armed; re-arms a deadline that a changed max age moved.
+            ctx.timer_service().register_event_time_timer(at)
+        yield from step.alerts
 
 
 class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]

@@ -2,8 +2,10 @@
 
 Keyed by region id. PyFlink cannot reach every device's state from one element, so a DR event
 is expanded here into one `Activation` per enrolled device of the region's roster (DESIGN.md
-"Topology hints"); the device stage's timers then act at the event's start and end. Pure:
-the adapter holds the roster and the events in map state and passes them in.
+"Topology hints"); the device stage's timers then act at the event's start and end. It also
+raises one `GRID_FOLLOW` when a region's newest weather ages out (an event-time timer at its
+deadline) and `GRID_FOLLOW_CLEARED` when newer weather returns. Pure: the adapter holds the
+roster, the events and the weather in state and passes them in with the time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator
 
 from functions.device import COOLING_CLASSES, Activation, Release
-from functions.wetbulb import RegionWeather, WetBulbPolicy, heat_index_c, observe
+from functions.wetbulb import RegionWeather, WetBulbPolicy, heat_index_c, observe, stale_from_ms
 from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, Severity
 
 
@@ -73,25 +75,77 @@ class WeatherStep:
 
 
 def on_weather(
-    weather: RegionWeather | None, obs: WeatherInput, policy: WetBulbPolicy
+    weather: RegionWeather | None, obs: WeatherInput, now_ms: int, policy: WetBulbPolicy
 ) -> WeatherStep:
-    """Fold an observation in; alert when DR is suspended or resumes in the region."""
+    """Fold an observation in at `now_ms`; alert on a suspension, a resumption, and on newer
+    weather ending a Grid-Follow episode (or starting one, if it is already too old)."""
+    if weather is not None and obs.ts_ms <= weather.observed_ts_ms:
+        return WeatherStep(weather)  # not newer: changes nothing, raises nothing
     value = heat_index_c(obs.dry_bulb_c, obs.relative_humidity_pct, obs.wbgt_c, policy)
     new = observe(weather, obs.ts_ms, value, policy)
+    aged = now_ms >= stale_from_ms(new, policy)
+    new = dataclasses.replace(new, aged_out=aged)
+    alerts: list[Alert] = []
+    if aged != (weather is not None and weather.aged_out):
+        kind = AlertKind.GRID_FOLLOW if aged else AlertKind.GRID_FOLLOW_CLEARED
+        alerts.append(
+            _age_alert(obs.region_id, kind, new, now_ms, policy, obs.correlation_id, obs.cause)
+        )
     was = weather is not None and weather.suspended
-    if new.suspended == was:
-        return WeatherStep(new)
-    kind, severity, text = (
-        (AlertKind.WET_BULB_SUSPEND, Severity.CRITICAL, "DR suspended: wet-bulb")
-        if new.suspended
-        else (AlertKind.WET_BULB_RESUME, Severity.INFO, "DR resumes: wet-bulb")
-    )
-    alert = region_alert(
-        obs.region_id, kind, severity,
-        f"{text} {value:.1f} °C (threshold {policy.threshold_c} °C)",
-        obs.ts_ms, obs.correlation_id, obs.cause,
-    )  # fmt: skip
-    return WeatherStep(new, (alert,), suspended_now=new.suspended)
+    if new.suspended != was:
+        kind, severity, text = (
+            (AlertKind.WET_BULB_SUSPEND, Severity.CRITICAL, "DR suspended: wet-bulb")
+            if new.suspended
+            else (AlertKind.WET_BULB_RESUME, Severity.INFO, "DR resumes: wet-bulb")
+        )
+        alerts.append(
+            region_alert(
+                obs.region_id, kind, severity,
+                f"{text} {value:.1f} °C (threshold {policy.threshold_c} °C)",
+                obs.ts_ms, obs.correlation_id, obs.cause,
+            )
+        )  # fmt: skip
+    return WeatherStep(new, tuple(alerts), suspended_now=new.suspended and not was)
+
+
+def on_weather_timer(
+    weather: RegionWeather, region_id: str, now_ms: int, policy: WetBulbPolicy
+) -> WeatherStep:
+    """A region timer at `now_ms`: raise `GRID_FOLLOW` once if the newest weather has aged out."""
+    if weather.aged_out or now_ms < stale_from_ms(weather, policy):
+        return WeatherStep(weather)  # already raised, or newer weather moved the deadline
+    aged = dataclasses.replace(weather, aged_out=True)
+    corr = f"{region_id}-weather-timer-{now_ms}"
+    cause = Cause(source_topic="timer", event_id=f"{region_id}@{now_ms}")
+    alert = _age_alert(region_id, AlertKind.GRID_FOLLOW, aged, now_ms, policy, corr, cause)
+    return WeatherStep(aged, (alert,))
+
+
+def weather_timers(weather: RegionWeather | None, policy: WetBulbPolicy) -> frozenset[int]:
+    """The event-time timer the weather wants: its age-out deadline, until it has aged out."""
+    if weather is None or weather.aged_out:
+        return frozenset()
+    return frozenset({stale_from_ms(weather, policy)})
+
+
+def _age_alert(
+    region_id: str,
+    kind: AlertKind,
+    weather: RegionWeather,
+    now_ms: int,
+    policy: WetBulbPolicy,
+    correlation_id: str,
+    cause: Cause,
+) -> Alert:
+    age_s = (now_ms - weather.observed_ts_ms) // 1000
+    max_age_s = policy.max_age_ms // 1000
+    if kind is AlertKind.GRID_FOLLOW:
+        severity = Severity.CRITICAL
+        text = f"Grid-Follow: weather {age_s} s old (max age {max_age_s} s), DR blocked"
+    else:
+        severity = Severity.INFO
+        text = f"Grid-Follow cleared: weather {age_s} s old (max age {max_age_s} s)"
+    return region_alert(region_id, kind, severity, text, now_ms, correlation_id, cause)
 
 
 def region_alert(

@@ -50,13 +50,15 @@ class RegionWeather:
     """The interlock's memory of one region.
 
     `below_since_ms` is when the value last went under threshold - hysteresis while suspended
-    (None while it is not under); `observed_ts_ms` is the newest observation's event time.
+    (None while it is not under); `observed_ts_ms` is the newest observation's event time;
+    `aged_out` is set once that observation has aged out and `GRID_FOLLOW` was raised for it.
     """
 
     suspended: bool
     observed_ts_ms: int
     wet_bulb_c: float
     below_since_ms: int | None = None
+    aged_out: bool = False
 
 
 def heat_index_c(
@@ -85,8 +87,13 @@ def observe(
     return RegionWeather(not resumed, ts_ms, value_c, None if resumed else below_since)
 
 
+def stale_from_ms(state: RegionWeather, policy: WetBulbPolicy) -> int:
+    """The first instant at which the newest observation is older than the max age."""
+    return state.observed_ts_ms + policy.max_age_ms + 1
+
+
 def mode(state: RegionWeather | None, now_ms: int, policy: WetBulbPolicy) -> RegionMode:
     """The region's mode at `now_ms`: missing or stale weather is Grid-Follow (fail-open)."""
-    if state is None or now_ms - state.observed_ts_ms > policy.max_age_ms:
+    if state is None or now_ms >= stale_from_ms(state, policy):
         return RegionMode.GRID_FOLLOW
     return RegionMode.SUSPENDED if state.suspended else RegionMode.NORMAL

@@ -8,8 +8,9 @@ binary codec of `state.device`.
 
 from __future__ import annotations
 
+import enum
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from functions.budget import Window
@@ -20,43 +21,158 @@ from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
 from schemas.models import Action, Cause, DeviceClass
 
-VERSION = 1
+VERSION = 1  # every record here but the weather
+WEATHER_VERSION = 2  # v2 added `aged_out`; v1 (without it) still reads, as not aged out
 T = TypeVar("T")
+E = TypeVar("E", bound=enum.Enum)
+
+_FIX = "drop the key's state or restore a savepoint this version wrote"
 
 
 class RegionStateError(ValueError):
     """State bytes this version cannot read."""
 
 
-def _pack(fields: list[Any]) -> bytes:
-    return bytes([VERSION]) + json.dumps(fields, separators=(",", ":")).encode()
+class RegionStateFieldError(RegionStateError):
+    """A state field holding a value of the wrong type or out of its enumeration."""
+
+    def __init__(self, record: str, field: str, value: Any, expected: str) -> None:
+        super().__init__(
+            f"region state {record}: field {field!r} holds {value!r:.80}, expected {expected}"
+            f" ({_FIX})"
+        )
+        self.record = record
+        self.field = field
+        self.value = value
 
 
-def _unpack(data: bytes, build: Callable[[list[Any]], T]) -> T:
-    if not data or data[0] != VERSION:
-        raise RegionStateError(f"region state: unknown version byte {data[:1]!r}")
+class _Fields:
+    """One record's JSON field list, read by name with its type checked (JSON has no schema)."""
+
+    def __init__(self, record: str, raw: Any, names: Sequence[str]) -> None:
+        if not isinstance(raw, list) or len(raw) != len(names):
+            raise RegionStateError(
+                f"region state {record}: expected a list of {len(names)} fields"
+                f" ({', '.join(names)}), got {raw!r:.80} ({_FIX})"
+            )
+        self.record = record
+        self.values = dict(zip(names, raw, strict=True))
+
+    def _bad(self, name: str, expected: str) -> RegionStateFieldError:
+        return RegionStateFieldError(self.record, name, self.values[name], expected)
+
+    def integer(self, name: str) -> int:
+        value = self.values[name]
+        if type(value) is not int:  # bool is an int subclass: refused too
+            raise self._bad(name, "an integer")
+        return value
+
+    def integer_or_none(self, name: str) -> int | None:
+        return None if self.values[name] is None else self.integer(name)
+
+    def number(self, name: str) -> float:
+        value = self.values[name]
+        if type(value) not in (int, float):
+            raise self._bad(name, "a number")
+        return float(value)
+
+    def number_or_none(self, name: str) -> float | None:
+        return None if self.values[name] is None else self.number(name)
+
+    def flag(self, name: str) -> bool:
+        value = self.values[name]
+        if type(value) is not bool:
+            raise self._bad(name, "true or false")
+        return value
+
+    def text(self, name: str) -> str:
+        value = self.values[name]
+        if not isinstance(value, str):
+            raise self._bad(name, "a string")
+        return value
+
+    def text_or_none(self, name: str) -> str | None:
+        return None if self.values[name] is None else self.text(name)
+
+    def texts(self, name: str) -> tuple[str, ...]:
+        value = self.values[name]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self._bad(name, "a list of strings")
+        return tuple(value)
+
+    def choice(self, name: str, kind: type[E]) -> E:
+        try:
+            return kind(self.text(name))
+        except ValueError:
+            raise self._bad(name, f"one of {', '.join(str(m.value) for m in kind)}") from None
+
+    def nested(self, name: str, names: Sequence[str]) -> _Fields:
+        return _Fields(f"{self.record}.{name}", self.values[name], names)
+
+
+def _pack(fields: list[Any], version: int = VERSION) -> bytes:
+    return bytes([version]) + json.dumps(fields, separators=(",", ":")).encode()
+
+
+def _unpack(
+    data: bytes, record: str, build: Callable[[int, Any], T], versions: Sequence[int] = (VERSION,)
+) -> T:
+    if not data or data[0] not in versions:
+        raise RegionStateError(
+            f"region state {record}: unknown version byte {data[:1]!r} (reads {list(versions)})"
+        )
     try:
-        return build(json.loads(data[1:]))
-    except (ValueError, TypeError, KeyError, IndexError) as err:
-        raise RegionStateError(f"region state v{VERSION} is corrupt: {err}") from err
+        raw = json.loads(data[1:])
+    except ValueError as err:  # JSON and UTF-8 errors
+        raise RegionStateError(f"region state {record} v{data[0]} is corrupt: {err}") from err
+    try:
+        return build(data[0], raw)
+    except RegionStateError:
+        raise
+    except (ValueError, TypeError) as err:  # e.g. a Cause that fails its own validation
+        raise RegionStateError(f"region state {record} v{data[0]} is corrupt: {err}") from err
+
+
+_CAUSE = ("source_topic", "source_partition", "source_offset", "event_id")
 
 
 def _cause(c: Cause) -> list[Any]:
     return [c.source_topic, c.source_partition, c.source_offset, c.event_id]
 
 
-def _read_cause(f: list[Any]) -> Cause:
-    return Cause(source_topic=f[0], source_partition=f[1], source_offset=f[2], event_id=f[3])
+def _read_cause(f: _Fields) -> Cause:
+    return Cause(
+        source_topic=f.text("source_topic"),
+        source_partition=f.integer_or_none("source_partition"),
+        source_offset=f.integer_or_none("source_offset"),
+        event_id=f.text_or_none("event_id"),
+    )
+
+
+_WEATHER_V1 = ("suspended", "observed_ts_ms", "wet_bulb_c", "below_since_ms")
+_WEATHER = (*_WEATHER_V1, "aged_out")
 
 
 def encode_weather(w: RegionWeather) -> bytes:
     """A region's wet-bulb memory as bytes."""
-    return _pack([w.suspended, w.observed_ts_ms, w.wet_bulb_c, w.below_since_ms])
+    fields = [w.suspended, w.observed_ts_ms, w.wet_bulb_c, w.below_since_ms, w.aged_out]
+    return _pack(fields, WEATHER_VERSION)
 
 
 def decode_weather(data: bytes) -> RegionWeather:
-    """Read `encode_weather`'s bytes."""
-    return _unpack(data, lambda f: RegionWeather(bool(f[0]), int(f[1]), float(f[2]), f[3]))
+    """Read `encode_weather`'s bytes, of this version or v1."""
+
+    def build(version: int, raw: Any) -> RegionWeather:
+        f = _Fields("weather", raw, _WEATHER if version == WEATHER_VERSION else _WEATHER_V1)
+        return RegionWeather(
+            f.flag("suspended"),
+            f.integer("observed_ts_ms"),
+            f.number("wet_bulb_c"),
+            f.integer_or_none("below_since_ms"),
+            version == WEATHER_VERSION and f.flag("aged_out"),
+        )
+
+    return _unpack(data, "weather", build, (1, WEATHER_VERSION))
 
 
 def encode_roster_entry(e: RosterEntry) -> bytes:
@@ -66,7 +182,12 @@ def encode_roster_entry(e: RosterEntry) -> bytes:
 
 def decode_roster_entry(data: bytes) -> RosterEntry:
     """Read `encode_roster_entry`'s bytes."""
-    return _unpack(data, lambda f: RosterEntry(DeviceClass(f[0]), tuple(f[1])))
+
+    def build(_: int, raw: Any) -> RosterEntry:
+        f = _Fields("roster_entry", raw, ("device_class", "programs"))
+        return RosterEntry(f.choice("device_class", DeviceClass), f.texts("programs"))
+
+    return _unpack(data, "roster_entry", build)
 
 
 def encode_event(e: RegionEvent) -> bytes:
@@ -79,24 +200,32 @@ def encode_event(e: RegionEvent) -> bytes:
     )  # fmt: skip
 
 
+_EVENT = (
+    "event_id", "program_id", "action", "start_ts_ms", "end_ts_ms", "priority", "cancelled",
+    "correlation_id", "cause", "setpoint_offset_c", "curtailment_pct",
+)  # fmt: skip
+
+
 def decode_event(data: bytes) -> RegionEvent:
     """Read `encode_event`'s bytes."""
-    return _unpack(
-        data,
-        lambda f: RegionEvent(
-            f[0],
-            f[1],
-            Action(f[2]),
-            f[3],
-            f[4],
-            f[5],
-            bool(f[6]),
-            f[7],
-            _read_cause(f[8]),
-            f[9],
-            f[10],
-        ),
-    )
+
+    def build(_: int, raw: Any) -> RegionEvent:
+        f = _Fields("event", raw, _EVENT)
+        return RegionEvent(
+            f.text("event_id"),
+            f.text("program_id"),
+            f.choice("action", Action),
+            f.integer("start_ts_ms"),
+            f.integer("end_ts_ms"),
+            f.integer("priority"),
+            f.flag("cancelled"),
+            f.text("correlation_id"),
+            _read_cause(f.nested("cause", _CAUSE)),
+            f.number_or_none("setpoint_offset_c"),
+            f.number_or_none("curtailment_pct"),
+        )
+
+    return _unpack(data, "event", build)
 
 
 def encode_request(r: CommandRequest) -> bytes:
@@ -109,14 +238,31 @@ def encode_request(r: CommandRequest) -> bytes:
     )  # fmt: skip
 
 
+_REQUEST = (
+    "command_id", "device_id", "region_id", "action", "priority", "requested_ts_ms",
+    "correlation_id", "cause", "setpoint_offset_c", "curtailment_pct",
+)  # fmt: skip
+
+
 def decode_request(data: bytes) -> CommandRequest:
     """Read `encode_request`'s bytes."""
-    return _unpack(
-        data,
-        lambda f: CommandRequest(
-            f[0], f[1], f[2], Action(f[3]), f[4], f[5], f[6], _read_cause(f[7]), f[8], f[9]
-        ),
-    )
+
+    def build(_: int, raw: Any) -> CommandRequest:
+        f = _Fields("request", raw, _REQUEST)
+        return CommandRequest(
+            f.text("command_id"),
+            f.text("device_id"),
+            f.text("region_id"),
+            f.choice("action", Action),
+            f.integer("priority"),
+            f.integer("requested_ts_ms"),
+            f.text("correlation_id"),
+            _read_cause(f.nested("cause", _CAUSE)),
+            f.number_or_none("setpoint_offset_c"),
+            f.number_or_none("curtailment_pct"),
+        )
+
+    return _unpack(data, "request", build)
 
 
 def encode_window(w: Window) -> bytes:
@@ -126,7 +272,15 @@ def encode_window(w: Window) -> bytes:
 
 def decode_window(data: bytes) -> Window:
     """Read `encode_window`'s bytes."""
-    return _unpack(data, lambda f: Window(int(f[0]), int(f[1])))
+
+    def build(_: int, raw: Any) -> Window:
+        f = _Fields("window", raw, ("start_ms", "used"))
+        return Window(f.integer("start_ms"), f.integer("used"))
+
+    return _unpack(data, "window", build)
+
+
+_BEAT = ("subtask", "proc_ms", "newest_event_ms")
 
 
 def encode_pipeline(p: PipelineState) -> bytes:
@@ -137,9 +291,19 @@ def encode_pipeline(p: PipelineState) -> bytes:
 
 def decode_pipeline(data: bytes) -> PipelineState:
     """Read `encode_pipeline`'s bytes."""
-    return _unpack(
-        data,
-        lambda f: PipelineState(
-            PipelineFacts(bool(f[0]), bool(f[1])), tuple(Heartbeat(*b) for b in f[2])
-        ),
-    )
+
+    def build(_: int, raw: Any) -> PipelineState:
+        f = _Fields("pipeline", raw, ("frozen", "source_silent", "beats"))
+        beats = f.values["beats"]
+        if not isinstance(beats, list):
+            raise RegionStateFieldError("pipeline", "beats", beats, "a list of heartbeats")
+        read = [_Fields(f"pipeline.beats[{i}]", b, _BEAT) for i, b in enumerate(beats)]
+        return PipelineState(
+            PipelineFacts(f.flag("frozen"), f.flag("source_silent")),
+            tuple(
+                Heartbeat(b.integer("subtask"), b.integer("proc_ms"), b.integer("newest_event_ms"))
+                for b in read
+            ),
+        )
+
+    return _unpack(data, "pipeline", build)

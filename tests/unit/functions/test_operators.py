@@ -173,7 +173,8 @@ def test_region_stage_keeps_the_roster_expands_events_and_forgets_them_at_their_
     assert [a.kind for a in of(Alert, out)] == [AlertKind.WET_BULB_SUSPEND]
     assert sorted(r.device_id for r in of(Release, out)) == ["a", "c"]
 
-    assert h.advance_watermark(end) == []
+    # The weather of minute 20 aged out at minute 50, before the event's end at minute 65.
+    assert [a.kind for a in h.advance_watermark(end)] == [AlertKind.GRID_FOLLOW]
     assert h.state_value(REGION, "dr-events") is None
     assert h.pending_timers() == []
     assert sorted(h.state_value(REGION, "roster")) == ["a", "b", "c"]
@@ -316,3 +317,84 @@ def test_pipeline_watch_publishes_a_freeze_and_stops_ticking_once_the_source_is_
     assert kinds == [AlertKind.SAFETY_FREEZE_CLEARED, AlertKind.GRID_FOLLOW]
     assert h.pending_timers(processing=True) == []
     assert h.state_value("*", "tick") is None
+
+
+# RegionStage: Grid-Follow when the weather ages out ------------------------------------------
+
+AGE_OUT = WETBULB.max_age_ms + 1  # from an observation to the instant it is too old
+
+
+def observation(ts: int) -> WeatherInput:
+    return WeatherInput(REGION, ts, 25.0, 40.0, None, f"w{ts}", CAUSE)
+
+
+def stored_weather(h: Harness) -> RegionWeather:
+    raw = h.state_bytes(REGION, "weather")
+    assert raw is not None
+    return codec.decode_weather(raw)
+
+
+def test_region_stage_raises_grid_follow_once_when_weather_ages_out_and_clears_on_return() -> None:
+    """One timer at the newest weather's deadline, moved by newer weather; it raises one
+    GRID_FOLLOW, newer weather raises GRID_FOLLOW_CLEARED; only the weather state remains."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, observation(T0))
+    assert h.pending_timers(REGION) == [T0 + AGE_OUT]
+    h.process(REGION, observation(T0 + 10 * MINUTE_MS))
+    assert h.pending_timers(REGION) == [T0 + 10 * MINUTE_MS + AGE_OUT]  # moved, none stray
+
+    assert h.advance_watermark(T0 + 10 * MINUTE_MS + AGE_OUT - 1) == []
+    (alert,) = h.advance_watermark(T0 + 10 * MINUTE_MS + AGE_OUT)
+    assert (alert.kind, alert.region_id) == (AlertKind.GRID_FOLLOW, REGION)
+    assert stored_weather(h).aged_out
+    assert h.pending_timers() == []
+    assert h.advance_watermark(T0 + DAY_MS) == []  # once per episode
+
+    back = T0 + DAY_MS + 1
+    out = h.process(REGION, observation(back))
+    assert [a.kind for a in of(Alert, out)] == [AlertKind.GRID_FOLLOW_CLEARED]
+    ((key, raw),) = [o for o in out if isinstance(o, tuple)]
+    assert key == region_key(REGION)
+    assert not codec.decode_weather(raw).aged_out
+    assert h.pending_timers(REGION) == [back + AGE_OUT]
+
+    assert [a.kind for a in h.advance_watermark(back + AGE_OUT)] == [AlertKind.GRID_FOLLOW]
+    assert h.pending_timers() == []
+    assert h.state_entries() == 1  # the weather, which lives as long as the region
+
+
+def test_region_stage_keeps_a_dr_end_timer_that_shares_the_weather_deadline() -> None:
+    """Moving the weather's timer leaves a DR event's end timer at the same instant in place;
+    that timer forgets the event and, the weather being fresh, raises nothing."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, observation(T0))
+    deadline = T0 + AGE_OUT
+    event = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, deadline, 1, False, "c", CAUSE)
+    h.process(REGION, EventForRegion(REGION, T0, event))
+    assert h.pending_timers(REGION) == [deadline]
+
+    h.process(REGION, observation(T0 + 5 * MINUTE_MS))
+    assert h.pending_timers(REGION) == [deadline, deadline + 5 * MINUTE_MS]
+    assert h.advance_watermark(deadline) == []
+    assert h.state_value(REGION, "dr-events") is None
+    assert h.pending_timers(REGION) == [deadline + 5 * MINUTE_MS]
+
+    (alert,) = h.advance_watermark(deadline + 5 * MINUTE_MS)
+    assert alert.kind is AlertKind.GRID_FOLLOW
+    assert h.pending_timers() == []
+    assert h.state_entries() == 1
+
+
+def test_region_stage_late_weather_clears_then_ages_out_again_at_the_next_watermark() -> None:
+    """Weather arriving after its own deadline ends the episode at its event time and starts a
+    new one at the next watermark (event-time exact, the same on replay); no timer is left."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, observation(T0))
+    h.advance_watermark(T0 + 2 * AGE_OUT)
+    late = T0 + AGE_OUT // 2  # newer than T0, already too old at the watermark
+    out = h.process(REGION, observation(late))
+    assert [a.kind for a in of(Alert, out)] == [AlertKind.GRID_FOLLOW_CLEARED]
+    assert [a.kind for a in h.advance_watermark(T0 + 2 * AGE_OUT)] == [AlertKind.GRID_FOLLOW]
+    assert stored_weather(h).aged_out
+    assert h.pending_timers() == []
+    assert h.state_entries() == 1

@@ -1,4 +1,5 @@
-"""The region stage: who an event reaches, who joins late, who is released, when DR is suspended."""
+"""The region stage: who an event reaches, who joins late, who is released, when DR is suspended,
+when the region falls into Grid-Follow for want of fresh weather."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from functions.region import (
     activations,
     joins,
     on_weather,
+    on_weather_timer,
     releases,
+    weather_timers,
 )
 from functions.wetbulb import RegionWeather, WetBulbPolicy
-from schemas.models import Action, AlertKind, Cause, DeviceClass
+from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, Severity
 from tests.vocabulary import MINUTE_MS
 
 pytestmark = pytest.mark.unit
@@ -137,7 +140,8 @@ def test_suspend_and_resume_alert_once_each() -> None:
         (52, 25.0, []),
     ]
     for minute, value, expected in script:
-        result = on_weather(state, weather(T0 + minute * MINUTE_MS, value), WBGT)
+        ts = T0 + minute * MINUTE_MS
+        result = on_weather(state, weather(ts, value), ts, WBGT)
         assert [a.kind for a in result.alerts] == expected, minute
         assert result.suspended_now == (expected == [AlertKind.WET_BULB_SUSPEND])
         assert all(a.region_id == REGION and a.device_id is None for a in result.alerts)
@@ -155,7 +159,7 @@ def test_weather_alerts_only_on_a_change_of_mode_and_alternate(
     ts = T0
     for minutes, value in script:
         ts += minutes * MINUTE_MS
-        result = on_weather(state, weather(ts, value), WBGT)
+        result = on_weather(state, weather(ts, value), ts, WBGT)
         was = state is not None and state.suspended
         flipped = result.weather.suspended != was
         assert len(result.alerts) == int(flipped)
@@ -164,3 +168,172 @@ def test_weather_alerts_only_on_a_change_of_mode_and_alternate(
         state = result.weather
     expected = [AlertKind.WET_BULB_SUSPEND, AlertKind.WET_BULB_RESUME] * len(kinds)
     assert kinds == expected[: len(kinds)]
+
+
+# Grid-Follow when the weather ages out ----------------------------------------------------------
+
+MAX_AGE = 30 * MINUTE_MS  # the default max age
+GRID = (AlertKind.GRID_FOLLOW, AlertKind.GRID_FOLLOW_CLEARED)
+
+
+def fresh(ts: int) -> RegionWeather:
+    """The weather memory after one ordinary observation at `ts`."""
+    return on_weather(None, weather(ts, 20.0), ts, WBGT).weather
+
+
+def test_weather_ages_out_one_millisecond_after_its_max_age() -> None:
+    """The timer wanted is the first instant the weather is older than its max age."""
+    assert weather_timers(fresh(T0), WBGT) == {T0 + MAX_AGE + 1}
+    assert weather_timers(None, WBGT) == frozenset()
+
+
+def test_the_age_out_timer_raises_one_grid_follow_for_the_region() -> None:
+    """At the deadline: one CRITICAL GRID_FOLLOW naming the region; not before, not again."""
+    state = fresh(T0)
+    assert on_weather_timer(state, REGION, T0 + MAX_AGE, WBGT).alerts == ()
+    step = on_weather_timer(state, REGION, T0 + MAX_AGE + 1, WBGT)
+    (alert,) = step.alerts
+    assert (alert.kind, alert.severity) == (AlertKind.GRID_FOLLOW, Severity.CRITICAL)
+    assert (alert.region_id, alert.device_id, alert.raised_ts_ms) == (
+        REGION,
+        None,
+        T0 + MAX_AGE + 1,
+    )
+    assert step.weather.aged_out
+    assert weather_timers(step.weather, WBGT) == frozenset()
+    assert on_weather_timer(step.weather, REGION, T0 + 5 * MAX_AGE, WBGT).alerts == ()
+
+
+def test_a_timer_firing_after_newer_weather_raises_nothing() -> None:
+    """Newer weather moved the deadline: the old timer (or any other) finds nothing due."""
+    state = on_weather(fresh(T0), weather(T0 + MINUTE_MS, 20.0), T0 + MINUTE_MS, WBGT).weather
+    step = on_weather_timer(state, REGION, T0 + MAX_AGE + 1, WBGT)
+    assert step.alerts == ()
+    assert step.weather == state
+    assert weather_timers(state, WBGT) == {T0 + MINUTE_MS + MAX_AGE + 1}
+
+
+def test_newer_weather_after_an_age_out_clears_grid_follow_and_rearms() -> None:
+    """The first newer observation raises GRID_FOLLOW_CLEARED (then any wet-bulb alert)."""
+    aged = on_weather_timer(fresh(T0), REGION, T0 + MAX_AGE + 1, WBGT).weather
+    back = T0 + 2 * MAX_AGE
+    step = on_weather(aged, weather(back, 29.0), back, WBGT)
+    assert [a.kind for a in step.alerts] == [
+        AlertKind.GRID_FOLLOW_CLEARED,
+        AlertKind.WET_BULB_SUSPEND,
+    ]
+    assert step.alerts[0].correlation_id == f"w{back}"
+    assert step.suspended_now
+    assert not step.weather.aged_out
+    assert weather_timers(step.weather, WBGT) == {back + MAX_AGE + 1}
+
+
+def test_an_older_observation_leaves_an_age_out_in_place() -> None:
+    """Weather older than the newest one neither clears Grid-Follow nor alerts."""
+    aged = on_weather_timer(fresh(T0), REGION, T0 + MAX_AGE + 1, WBGT).weather
+    step = on_weather(aged, weather(T0 - MINUTE_MS, 20.0), T0 + 2 * MAX_AGE, WBGT)
+    assert step.alerts == ()
+    assert step.weather == aged
+
+
+def test_weather_already_too_old_at_now_raises_grid_follow_at_once() -> None:
+    """A first observation older than the max age at `now` raises GRID_FOLLOW, wants no timer."""
+    now = T0 + MAX_AGE + 1
+    step = on_weather(None, weather(T0, 20.0), now, WBGT)
+    assert [(a.kind, a.raised_ts_ms) for a in step.alerts] == [(AlertKind.GRID_FOLLOW, now)]
+    assert weather_timers(step.weather, WBGT) == frozenset()
+
+
+SHORT = WetBulbPolicy(max_age_ms=10 * MINUTE_MS, use_wbgt=True)
+ops = st.one_of(
+    st.tuples(st.just("observe"), st.integers(0, 20 * MINUTE_MS)),  # at the watermark or ahead
+    st.tuples(st.just("advance"), st.integers(0, 25).map(lambda m: m * MINUTE_MS)),
+    st.tuples(st.just("advance"), st.integers(1, 25 * MINUTE_MS)),
+    st.tuples(st.just("to_deadline"), st.sampled_from([-1, 0, 1])),  # the boundary, exactly
+    st.tuples(st.just("dr_end"), st.integers(0, 40 * MINUTE_MS)),  # another timer of the key
+)
+
+
+class _Region:
+    """The pure functions driven as RegionStage drives them, with a fake event-time timer set;
+    `others` are the key's DR-end timers, which run the weather check too when they fire."""
+
+    def __init__(self) -> None:
+        self.state: RegionWeather | None = None
+        self.timers: set[int] = set()
+        self.others: set[int] = set()
+        self.watermark = T0
+
+    def _move(self, new: RegionWeather) -> None:
+        self.timers -= weather_timers(self.state, SHORT)
+        self.timers |= weather_timers(new, SHORT)
+        self.state = new
+
+    def observe(self, ts: int) -> list[Alert]:
+        step = on_weather(self.state, weather(ts, 20.0), ts, SHORT)
+        self._move(step.weather)
+        return list(step.alerts)
+
+    def advance(self, to: int) -> list[Alert]:
+        self.watermark = max(self.watermark, to)
+        out: list[Alert] = []
+        while due := sorted(t for t in self.timers | self.others if t <= self.watermark):
+            self.timers.discard(due[0])
+            self.others.discard(due[0])
+            if self.state is None:
+                continue
+            step = on_weather_timer(self.state, REGION, due[0], SHORT)
+            self.state = step.weather
+            self.timers |= weather_timers(step.weather, SHORT)
+            out += step.alerts
+        return out
+
+
+@settings(max_examples=300)
+@given(st.lists(ops, max_size=40))
+def test_one_grid_follow_per_age_out_episode_and_none_while_fresh(
+    script: list[tuple[str, int]],
+) -> None:
+    """Property: over observations (never late) and watermark advances, GRID_FOLLOW is raised
+    exactly when the newest weather goes from fresh to older than its max age, and
+    GRID_FOLLOW_CLEARED exactly when newer weather ends that; one timer at most, never stray."""
+    region = _Region()
+    newest: int | None = None
+    aged = False
+    episodes = 0
+    for op, arg in script:
+        if op == "observe":
+            ts = region.watermark + arg
+            alerts = region.observe(ts)
+            newest = ts if newest is None else max(newest, ts)
+        elif op == "dr_end":
+            region.others.add(region.watermark + arg)
+            alerts = []
+        elif op == "advance":
+            alerts = region.advance(region.watermark + arg)
+        else:
+            alerts = [] if newest is None else region.advance(newest + SHORT.max_age_ms + arg)
+        now_aged = newest is not None and region.watermark - newest > SHORT.max_age_ms
+        kinds = [a.kind for a in alerts if a.kind in GRID]
+        expected = (
+            [AlertKind.GRID_FOLLOW]
+            if now_aged and not aged
+            else [AlertKind.GRID_FOLLOW_CLEARED]
+            if aged and not now_aged
+            else []
+        )
+        assert kinds == expected
+        for alert in alerts:
+            if alert.kind is AlertKind.GRID_FOLLOW:
+                assert newest is not None
+                assert alert.raised_ts_ms - newest > SHORT.max_age_ms  # stale when raised
+                assert alert.raised_ts_ms <= region.watermark
+        episodes += kinds.count(AlertKind.GRID_FOLLOW)
+        aged = now_aged
+        wanted = set() if newest is None or aged else {newest + SHORT.max_age_ms + 1}
+        assert region.timers == wanted
+    assert region.state is None or region.state.aged_out == aged
+    final = region.advance(max(newest or T0, region.watermark) + SHORT.max_age_ms + 1)
+    episodes += [a.kind for a in final].count(AlertKind.GRID_FOLLOW)
+    assert region.timers == set()
+    assert (region.state is not None) == (episodes >= 1)

@@ -13,6 +13,7 @@ from functions.wetbulb import (
     heat_index_c,
     mode,
     observe,
+    stale_from_ms,
     stull_wet_bulb_c,
 )
 from tests.vocabulary import MINUTE_MS
@@ -101,3 +102,14 @@ def test_dr_never_resumes_before_a_full_hold_below_the_band(steps: list[tuple[in
             window = [v for t, v in accepted if t >= ts - POLICY.hold_ms]
             assert all(v < POLICY.threshold_c - POLICY.hysteresis_c for v in window)
             assert accepted[0][0] <= ts - POLICY.hold_ms
+
+
+@given(st.integers(T0 - 10**9, T0 + 10**9), st.integers(0, 10**8))
+def test_grid_follow_starts_exactly_at_stale_from(ts: int, max_age_ms: int) -> None:
+    """Property: `mode` turns Grid-Follow at `stale_from_ms` (older than max age), not before."""
+    policy = WetBulbPolicy(max_age_ms=max_age_ms)
+    state = RegionWeather(False, ts, 20.0)
+    at = stale_from_ms(state, policy)
+    assert at - ts > max_age_ms
+    assert mode(state, at - 1, policy) is RegionMode.NORMAL
+    assert mode(state, at, policy) is RegionMode.GRID_FOLLOW

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,7 @@ from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
 from schemas.models import Action, Cause, DeviceClass
 from state import region as codec
-from state.region import RegionStateError
+from state.region import RegionStateError, RegionStateFieldError
 
 pytestmark = pytest.mark.unit
 
@@ -43,6 +44,7 @@ weathers = st.builds(
     observed_ts_ms=times,
     wet_bulb_c=st.floats(-90.0, 100.0, allow_nan=False),
     below_since_ms=st.none() | times,
+    aged_out=st.booleans(),
 )
 roster_entries = st.builds(
     RosterEntry,
@@ -89,6 +91,7 @@ CODECS: dict[str, tuple[st.SearchStrategy[Any], Codec]] = {
     "pipeline": (pipelines, (codec.encode_pipeline, codec.decode_pipeline)),
 }
 DECODERS = [decode for _, (_, decode) in CODECS.values()]
+READS = {"weather": (1, codec.WEATHER_VERSION)}  # the version bytes a decoder accepts
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
@@ -108,9 +111,10 @@ def test_every_value_survives_the_round_trip(name: str) -> None:
 def test_another_version_byte_is_refused(name: str) -> None:
     """Bytes written by another codec version raise RegionStateError naming the version."""
     values, (encode, decode) = CODECS[name]
+    reads = READS.get(name, (codec.VERSION,))
 
     @settings(max_examples=20)
-    @given(values, st.integers(0, 255).filter(lambda v: v != codec.VERSION))
+    @given(values, st.integers(0, 255).filter(lambda v: v not in reads))
     def refused(value: Any, version: int) -> None:
         raw = encode(value)
         with pytest.raises(RegionStateError, match="version"):
@@ -161,3 +165,139 @@ def test_arbitrary_bytes_decode_or_raise_region_state_error(
             decode(data)
 
     tolerated()
+
+
+@settings(max_examples=60)
+@given(weathers)
+def test_v1_weather_without_the_aged_out_flag_still_decodes(w: RegionWeather) -> None:
+    """Property: a v1 weather (four fields, from before the flag) reads as not aged out."""
+    fields = [w.suspended, w.observed_ts_ms, w.wet_bulb_c, w.below_since_ms]
+    v1 = bytes([1]) + json.dumps(fields).encode()
+    assert codec.decode_weather(v1) == RegionWeather(*fields)
+
+
+def test_v2_weather_fields_under_the_v1_byte_are_refused() -> None:
+    """Five fields under version byte 1 do not pass for v1 weather."""
+    raw = codec.encode_weather(RegionWeather(False, T0, 20.0, None, True))
+    with pytest.raises(RegionStateError, match="4 fields"):
+        codec.decode_weather(bytes([1]) + raw[1:])
+
+
+def test_a_string_where_a_timestamp_belongs_is_refused_by_name() -> None:
+    """A quoted number in weather's observed_ts_ms raises RegionStateFieldError naming both."""
+    raw = bytes([codec.WEATHER_VERSION]) + b'[false,"1790000000000",20.0,null,false]'
+    with pytest.raises(RegionStateFieldError, match="observed_ts_ms") as caught:
+        codec.decode_weather(raw)
+    assert (caught.value.field, caught.value.value) == ("observed_ts_ms", "1790000000000")
+
+
+def test_the_string_false_is_not_read_as_a_true_freeze() -> None:
+    """Regression: bool("false") is True; a string in the pipeline's frozen flag is refused."""
+    with pytest.raises(RegionStateFieldError, match="frozen"):
+        codec.decode_pipeline(bytes([codec.VERSION]) + b'["false",false,[]]')
+
+
+# The JSON type each field must hold, in order, and values of every other JSON type.
+_ints = st.integers(-(2**63), 2**63)
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_lists = st.lists(st.integers(), max_size=3)
+WRONG: dict[str, st.SearchStrategy[Any]] = {
+    "int": st.one_of(texts, _floats, st.booleans(), st.none(), _lists),
+    "int?": st.one_of(texts, _floats, st.booleans(), _lists),
+    "number": st.one_of(texts, st.booleans(), st.none(), _lists),
+    "number?": st.one_of(texts, st.booleans(), _lists),
+    "bool": st.one_of(texts, _ints, _floats, st.none(), _lists),
+    "str": st.one_of(_ints, _floats, st.booleans(), st.none(), _lists),
+    "str?": st.one_of(_ints, _floats, st.booleans(), _lists),
+    "strs": st.one_of(texts, _ints, st.booleans(), st.lists(_ints, min_size=1, max_size=3)),
+    "enum": st.one_of(_ints, st.booleans(), st.none(), st.just("NOT_A_MEMBER")),
+    "list": st.one_of(texts, _ints, st.booleans(), st.none()),
+}
+CAUSE_FIELDS = [
+    ("source_topic", "str"),
+    ("source_partition", "int?"),
+    ("source_offset", "int?"),
+    ("event_id", "str?"),
+]
+FIELDS: dict[str, list[tuple[str, str]]] = {
+    "weather": [
+        ("suspended", "bool"),
+        ("observed_ts_ms", "int"),
+        ("wet_bulb_c", "number"),
+        ("below_since_ms", "int?"),
+        ("aged_out", "bool"),
+    ],
+    "roster_entry": [("device_class", "enum"), ("programs", "strs")],
+    "event": [
+        ("event_id", "str"),
+        ("program_id", "str"),
+        ("action", "enum"),
+        ("start_ts_ms", "int"),
+        ("end_ts_ms", "int"),
+        ("priority", "int"),
+        ("cancelled", "bool"),
+        ("correlation_id", "str"),
+        ("cause", "cause"),
+        ("setpoint_offset_c", "number?"),
+        ("curtailment_pct", "number?"),
+    ],
+    "request": [
+        ("command_id", "str"),
+        ("device_id", "str"),
+        ("region_id", "str"),
+        ("action", "enum"),
+        ("priority", "int"),
+        ("requested_ts_ms", "int"),
+        ("correlation_id", "str"),
+        ("cause", "cause"),
+        ("setpoint_offset_c", "number?"),
+        ("curtailment_pct", "number?"),
+    ],
+    "window": [("start_ms", "int"), ("used", "int")],
+    "pipeline": [("frozen", "bool"), ("source_silent", "bool"), ("beats", "list")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_wrong_typed_field_is_refused_naming_the_field_and_value(name: str) -> None:
+    """Property: any field (a cause's included) holding another JSON type, or an enum field
+    holding a non-member, raises RegionStateFieldError with that field's name and value."""
+    values, (encode, decode) = CODECS[name]
+
+    @settings(max_examples=80)
+    @given(values, st.data())
+    def refused(value: Any, data: st.DataObject) -> None:
+        raw = encode(value)
+        fields = json.loads(raw[1:])
+        i = data.draw(st.integers(0, len(FIELDS[name]) - 1))
+        field, kind = FIELDS[name][i]
+        target = fields
+        if kind == "cause":  # a field inside the nested cause
+            target = fields[i]
+            i = data.draw(st.integers(0, len(CAUSE_FIELDS) - 1))
+            field, kind = CAUSE_FIELDS[i]
+        bad = data.draw(WRONG[kind])
+        target[i] = bad
+        with pytest.raises(RegionStateFieldError) as caught:
+            decode(raw[:1] + json.dumps(fields).encode())
+        assert (caught.value.field, caught.value.value) == (field, bad)
+        assert field in str(caught.value)
+
+    refused()
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_a_field_list_of_the_wrong_length_is_refused(name: str) -> None:
+    """Property: a field missing or one too many raises RegionStateError."""
+    values, (encode, decode) = CODECS[name]
+
+    @settings(max_examples=30)
+    @given(values, st.booleans())
+    def refused(value: Any, longer: bool) -> None:
+        raw = encode(value)
+        fields = json.loads(raw[1:])
+        fields = [*fields, 0] if longer else fields[:-1]
+        with pytest.raises(RegionStateError, match="fields"):
+            decode(raw[:1] + json.dumps(fields).encode())
+
+    refused()
