@@ -4,8 +4,10 @@ Keyed by region, after the device stage. Each event-time window releases at most
 `commands_per_window` load-reducing commands; the rest wait (`DEFERRED`, not dropped) and go
 out at the next window, higher DR priority (lower number) first. A waiting command is
 re-checked against the region's interlocks when it is released: a region that went into
-suspension, Grid-Follow or a freeze meanwhile blocks it. RESTORE gives load back and is never
-held. Pure: the adapter keeps the waiting requests in map state and passes them in.
+suspension, Grid-Follow or a freeze meanwhile blocks it; and a device that stopped wanting it
+(LIFE_SAFETY or unknown now, stale, opted out, its event over) sends a `Withdrawal` that
+blocks it. RESTORE gives load back and is never held. Pure: the adapter keeps the waiting
+requests in map state and passes them in.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 
-from functions.device import CommandRequest
+from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts, region_reasons
 from functions.wetbulb import RegionMode
 from schemas.models import (
@@ -155,3 +157,20 @@ def on_window(
             break
         dequeued.append(req.command_id)
     return BudgetStep(win, tuple(outputs), dequeued=tuple(dequeued))
+
+
+def on_withdrawal(
+    window: Window | None,
+    waiting: Iterable[CommandRequest],
+    withdrawal: Withdrawal,
+    policy: BudgetPolicy,
+) -> BudgetStep:
+    """Block the device's requests that still wait (`waiting`: the device's own), with the
+    withdrawal's reasons."""
+    now = withdrawal.ts_ms
+    mine = [r for r in waiting if r.device_id == withdrawal.device_id]
+    return BudgetStep(
+        current(window, now, policy),
+        tuple(_audit(r, now, AuditOutcome.BLOCKED, withdrawal.reasons) for r in mine),
+        dequeued=tuple(r.command_id for r in mine),
+    )

@@ -42,6 +42,7 @@ from state.device import (
 )
 
 COOLING_CLASSES = frozenset({DeviceClass.THERMOSTAT})
+UNREGISTERED_REGION = "unregistered"  # the budget key of a device without a registry record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +180,20 @@ class CommandRequest:
     curtailment_pct: float | None = None
 
 
-Output = CommandRequest | Recommendation | AuditDecision | Alert
+@dataclasses.dataclass(frozen=True)
+class Withdrawal:
+    """The device no longer wants load reduced: a request of it still waiting for budget must
+    not go out (the budget stage blocks it with `reasons`)."""
+
+    device_id: str
+    region_id: str
+    reasons: tuple[ReasonCode, ...]
+    correlation_id: str
+    cause: Cause
+    ts_ms: int
+
+
+Output = CommandRequest | Withdrawal | Recommendation | AuditDecision | Alert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,6 +288,11 @@ class _Out:
             )
         )
 
+    def withdraw(self, reasons: tuple[ReasonCode, ...], corr: str, cause: Cause) -> None:
+        """Tell the budget stage to drop this device's waiting load-reducing request, if any."""
+        region = self.region_id or UNREGISTERED_REGION
+        self.items.append(Withdrawal(self.device_id, region, reasons, corr, cause, self.ctx.now_ms))
+
     def alert(
         self, kind: AlertKind, severity: Severity, message: str, corr: str, cause: Cause
     ) -> None:
@@ -347,7 +366,7 @@ def _attempt(out: _Out, action: Action, priority: int, corr: str, cause: Cause) 
 
 
 def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) -> None:
-    region = out.region_id or "unregistered"
+    region = out.region_id or UNREGISTERED_REGION
     part = out.state.participation
     amounts = part if part is not None and part.action is action else None  # the event's sizes
     out.items.append(
@@ -366,11 +385,13 @@ def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) 
     )
 
 
-def _restore(out: _Out, corr: str, cause: Cause) -> None:
-    """Give a curtailed device its load back (blocked only while its telemetry is stale)."""
+def _restore(out: _Out, corr: str, cause: Cause, why: tuple[ReasonCode, ...]) -> None:
+    """Give a curtailed device its load back (blocked only while its telemetry is stale); its
+    load-reducing request, if still waiting for budget, is withdrawn first (`why`)."""
     part = out.state.participation
     if part is None or not part.curtailed:
         return
+    out.withdraw(why, corr, cause)
     if _attempt(out, Action.RESTORE, part.priority, corr, cause):
         out.state = dataclasses.replace(
             out.state, participation=dataclasses.replace(part, curtailed=False)
@@ -401,7 +422,7 @@ def _finish_if_over(out: _Out, corr: str, cause: Cause) -> None:
     part = out.state.participation
     if part is None or out.ctx.now_ms < part.end_ts_ms:
         return
-    _restore(out, corr, cause)
+    _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
     if out.state.participation is not None and not out.state.participation.curtailed:
         out.state = dataclasses.replace(out.state, participation=None)
 
@@ -440,6 +461,8 @@ def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
             AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), event.correlation_id,
             event.cause,
         )  # fmt: skip
+        if part.curtailed:
+            out.withdraw((ReasonCode.OPT_OUT,), event.correlation_id, event.cause)
     if state.stale and newest:  # back from silence: do what was held back
         _finish_if_over(out, event.correlation_id, event.cause)
         _start_if_due(out, event.correlation_id, event.cause, retry=True)
@@ -455,7 +478,7 @@ def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx:
         facts = _facts(out.state, ctx)
         reasons = blocking_reasons(out.state.participation.action, facts, ctx.region, ctx.pipeline)
         if ReasonCode.LIFE_SAFETY_EXCLUSION in reasons:
-            _restore(out, event.correlation_id, event.cause)
+            _restore(out, event.correlation_id, event.cause, reasons)
     return out.step()
 
 
@@ -467,7 +490,7 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
         return out.step()  # the device moved: its old region's roster still named it
     if event.cancelled:
         if part is not None and part.event_id == event.event_id:
-            _restore(out, event.correlation_id, event.cause)
+            _restore(out, event.correlation_id, event.cause, (ReasonCode.DR_EVENT,))
             if out.state.participation is not None and not out.state.participation.curtailed:
                 out.state = dataclasses.replace(out.state, participation=None)
         return out.step()
@@ -495,7 +518,7 @@ def on_release(state: DeviceState, event: Release, ctx: Context) -> Step:
     """Wet-bulb suspension: a curtailed cooling load gets RESTORE."""
     out = _Out(event.device_id, state, ctx)
     if state.info is not None and state.info.device_class in COOLING_CLASSES:
-        _restore(out, event.correlation_id, event.cause)
+        _restore(out, event.correlation_id, event.cause, (ReasonCode.WET_BULB_SUSPEND,))
     return out.step()
 
 
@@ -561,6 +584,8 @@ def on_timer(state: DeviceState, event: Timer, ctx: Context) -> Step:
     silence = ctx.policy.silence_ms(state.info)
     if seen is not None and not state.stale and event.ts_ms >= seen + silence:
         out.state = dataclasses.replace(state, stale=True)
+        if state.participation is not None and state.participation.curtailed:
+            out.withdraw((ReasonCode.TELEMETRY_STALE,), corr, cause)
         out.alert(
             AlertKind.TELEMETRY_LOSS, Severity.WARNING,
             f"no telemetry for {(event.ts_ms - seen) // 1000} s", corr, cause,

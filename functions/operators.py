@@ -53,8 +53,8 @@ def is_device_event(value: Any) -> bool:
 
 
 def is_request(value: Any) -> bool:
-    """A command request for the budget stage."""
-    return isinstance(value, device.CommandRequest)
+    """A command request or a withdrawal, for the budget stage."""
+    return isinstance(value, device.CommandRequest | device.Withdrawal)
 
 
 def region_key(region_id: str) -> str:
@@ -328,7 +328,11 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
 
 class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
-    """Keyed by region: `functions.budget` over the window and the waiting requests."""
+    """Keyed by region: `functions.budget` over the window and the waiting requests.
+
+    `waiting` holds the requests by command id; `by-device` the waiting command ids of each
+    device, so a withdrawal finds its device's requests without scanning the queue.
+    """
 
     def __init__(self, policy: budget.BudgetPolicy, wetbulb: WetBulbPolicy) -> None:
         self.policy = policy
@@ -338,6 +342,9 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.window = _bytes_state(runtime_context, "window")
         self.waiting = runtime_context.get_map_state(
             MapStateDescriptor("waiting", Types.STRING(), PICKLED)
+        )
+        self.by_device = runtime_context.get_map_state(
+            MapStateDescriptor("by-device", Types.STRING(), Types.STRING())
         )
         self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
 
@@ -349,15 +356,35 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.window.update(codec.encode_window(step.window))
         for req in step.queued:
             self.waiting.put(req.command_id, codec.encode_request(req))
+            self._index(req.device_id, {*self._waiting_ids(req.device_id), req.command_id})
         for command_id in step.dequeued:
+            device_id = codec.decode_request(self.waiting.get(command_id)).device_id
             self.waiting.remove(command_id)
+            self._index(device_id, self._waiting_ids(device_id) - {command_id})
         if not self.waiting.is_empty() and self.timer.value() is None:
             at = budget.next_window_ms(step.window, self.policy)
             ctx.timer_service().register_event_time_timer(at)
             self.timer.update(at)
         yield from step.outputs
 
+    def _waiting_ids(self, device_id: str) -> set[str]:
+        ids = self.by_device.get(device_id)
+        return set(ids.split(",")) if ids else set()
+
+    def _index(self, device_id: str, command_ids: set[str]) -> None:
+        if command_ids:
+            self.by_device.put(device_id, ",".join(sorted(command_ids)))
+        else:
+            self.by_device.remove(device_id)
+
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if isinstance(value, device.Withdrawal):
+            ids = self._waiting_ids(value.device_id)
+            mine = [codec.decode_request(self.waiting.get(i)) for i in sorted(ids)]
+            yield from self._apply(
+                budget.on_withdrawal(self._window(), mine, value, self.policy), ctx
+            )
+            return
         waiting = 0 if self.waiting.is_empty() else 1
         now = value.requested_ts_ms
         region = self.context.region_mode(ctx, ctx.get_current_key(), now)

@@ -16,8 +16,9 @@ from functions.budget import (
     next_window_ms,
     on_request,
     on_window,
+    on_withdrawal,
 )
-from functions.device import CommandRequest
+from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts, region_reasons
 from functions.wetbulb import RegionMode
 from schemas.models import (
@@ -90,6 +91,11 @@ class Driver:
             fired.append(self._apply("window", step))
         return fired
 
+    def withdraw(self, device_id: str, ts: int, reasons: tuple[ReasonCode, ...]) -> BudgetStep:
+        w = Withdrawal(device_id, "north", reasons, "w", CAUSE, ts)
+        mine = [r for r in self.waiting.values() if r.device_id == device_id]
+        return self._apply("withdrawal", on_withdrawal(self.window, mine, w, self.policy))
+
     def outputs(self) -> list[object]:
         return [o for _, s, _ in self.steps for o in s.outputs]
 
@@ -115,6 +121,31 @@ def test_over_budget_requests_are_deferred_then_released_at_the_next_window() ->
     assert [c.command_id for c in commands(released.outputs)] == ["cmd-3", "cmd-4"]
     assert d.waiting == {}
     assert d.timer is None
+
+
+def test_a_withdrawn_waiting_request_is_blocked_with_its_reasons_and_never_released() -> None:
+    """A device that became LIFE_SAFETY while its CURTAIL waited: BLOCKED, not released later."""
+    d = Driver()
+    for n in range(5):
+        d.request(request(n, T0 + n))
+    step = d.withdraw("dev-4", T0 + 10, (ReasonCode.LIFE_SAFETY_EXCLUSION,))
+    (blocked,) = step.outputs
+    assert isinstance(blocked, AuditDecision)
+    assert (blocked.device_id, blocked.outcome) == ("dev-4", AuditOutcome.BLOCKED)
+    assert blocked.reason_codes == (ReasonCode.LIFE_SAFETY_EXCLUSION,)
+    d.advance(T0 + 3 * POLICY.window_ms)
+    assert [c.device_id for c in commands(d.outputs())] == ["dev-0", "dev-1", "dev-2", "dev-3"]
+    assert d.waiting == {}
+
+
+def test_a_withdrawal_of_a_command_already_sent_changes_nothing() -> None:
+    """Nothing of the device waits: no output, the window and the queue as they were."""
+    d = Driver()
+    d.request(request(0, T0))
+    before = d.window
+    step = d.withdraw("dev-0", T0 + 1, (ReasonCode.TELEMETRY_STALE,))
+    assert step.outputs == ()
+    assert (d.window, d.waiting) == (before, {})
 
 
 def test_a_request_waits_behind_earlier_deferred_ones_even_with_room() -> None:
@@ -219,15 +250,21 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     script: list[tuple], gaps: list[int], budget: int
 ) -> None:
     """Property: under any request stream and window timing, each request ends EMITTED exactly
-    once (deferred ones later, none dropped), each window within budget, in priority order."""
+    once (deferred ones later, none dropped) unless its device withdrew it while it waited
+    (then BLOCKED, never emitted); each window within budget, in priority order."""
     d = Driver(policy=BudgetPolicy(commands_per_window=budget, window_ms=10_000))
     clock = T0
     sent: list[CommandRequest] = []
+    withdrawn: set[str] = set()
     gap_iter = iter(gaps)
     for n, (_, dt, priority, action) in enumerate(script):
         clock += dt
         if n % 5 == 4:  # now and then the watermark catches up with the requests
             d.advance(clock - next(gap_iter, 0))
+        if n % 7 == 6 and sent:  # now and then an earlier device withdraws
+            victim = sent[(n * 3) % len(sent)]
+            withdrawn |= {victim.command_id} & set(d.waiting)
+            d.withdraw(victim.device_id, clock, (ReasonCode.TELEMETRY_STALE,))
         req = request(n, clock, priority, action)
         sent.append(req)
         d.request(req)
@@ -236,9 +273,14 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     assert d.waiting == {}
     assert d.timer is None
     ids = [c.command_id for c in commands(d.outputs())]
-    assert sorted(ids) == sorted(r.command_id for r in sent)
+    assert sorted(ids) == sorted(r.command_id for r in sent if r.command_id not in withdrawn)
     assert sorted(audits(d.outputs(), AuditOutcome.EMITTED)) == sorted(ids)
-    assert audits(d.outputs(), AuditOutcome.BLOCKED) == []
+    blocked = [
+        o.device_id
+        for o in d.outputs()
+        if isinstance(o, AuditDecision) and o.outcome is AuditOutcome.BLOCKED
+    ]
+    assert sorted(blocked) == sorted(r.device_id for r in sent if r.command_id in withdrawn)
     deferred = [o for o in d.outputs() if getattr(o, "outcome", None) is AuditOutcome.DEFERRED]
     assert all(o.action in LOAD_REDUCING_ACTIONS for o in deferred)
     _check_windows(d)

@@ -21,6 +21,7 @@ from functions.device import (
     Step,
     Telemetry,
     Timer,
+    Withdrawal,
     step,
     timers_for,
 )
@@ -36,6 +37,7 @@ from schemas.models import (
     Cause,
     DeviceClass,
     PriorityLevel,
+    ReasonCode,
     Recommendation,
 )
 from state.device import DeviceInfo, DeviceState
@@ -228,6 +230,30 @@ def test_a_deleted_registry_record_restores_a_curtailed_device_and_protects_it_a
     d.send(next_event, now=later)
     assert len(d.outputs(CommandRequest)) == 2
     assert "UNKNOWN_DEVICE" in d.outputs(AuditDecision)[-1].reason_codes
+
+
+def test_a_curtailed_device_withdraws_its_request_when_it_goes_silent_or_turns_life_safety() -> (
+    None
+):
+    """A load-reducing request may still wait for budget: silence withdraws it
+    (TELEMETRY_STALE); a LIFE_SAFETY record withdraws it before the RESTORE goes out."""
+    silent = Driver()
+    silent.send(registry(PriorityLevel.STANDARD))
+    silent.send(telemetry(T0))
+    silent.send(activation(T0, T0 + 60 * MINUTE_MS))
+    silent.advance(T0 + POLICY.iot_silence_ms)
+    (withdrawal,) = silent.outputs(Withdrawal)
+    assert withdrawal.reasons == (ReasonCode.TELEMETRY_STALE,)
+
+    hospital = Driver()
+    hospital.send(registry(PriorityLevel.STANDARD))
+    hospital.send(telemetry(T0))
+    hospital.send(activation(T0, T0 + 60 * MINUTE_MS))
+    result = hospital.send(registry(PriorityLevel.LIFE_SAFETY))
+    kinds = [type(o).__name__ for o in result.outputs]
+    assert kinds == ["Withdrawal", "CommandRequest"]
+    assert ReasonCode.LIFE_SAFETY_EXCLUSION in result.outputs[0].reasons
+    assert result.outputs[1].action is Action.RESTORE
 
 
 def test_duplicate_reading_changes_nothing() -> None:

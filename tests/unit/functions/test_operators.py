@@ -16,6 +16,7 @@ from functions.device import (
     RegistryUpdate,
     Release,
     Telemetry,
+    Withdrawal,
 )
 from functions.operators import (
     CONTEXT,
@@ -200,6 +201,25 @@ def test_region_stage_sends_a_cancellation_and_drops_the_event() -> None:
 
 def budget_request(n: int, ts: int = T0, priority: int = 1) -> CommandRequest:
     return CommandRequest(f"cmd-{n}", f"dev-{n}", REGION, Action.CURTAIL, priority, ts, "c", CAUSE)
+
+
+def test_budget_stage_blocks_a_withdrawn_waiting_request_and_keeps_no_index_of_it() -> None:
+    """The third request waits; its device withdraws (LIFE_SAFETY now): BLOCKED, never sent,
+    and neither the queue nor the per-device index keeps an entry."""
+    h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    for n in range(3):
+        h.process(REGION, budget_request(n, T0 + n))
+    assert h.state_value(REGION, "by-device") == {"dev-2": "cmd-2"}
+    why = (ReasonCode.LIFE_SAFETY_EXCLUSION,)
+    (blocked,) = h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 5))
+    assert (blocked.device_id, blocked.outcome, blocked.reason_codes) == (
+        "dev-2", AuditOutcome.BLOCKED, why,
+    )  # fmt: skip
+    assert h.state_value(REGION, "waiting") is None
+    assert h.state_value(REGION, "by-device") is None
+    assert of(DeviceCommand, h.advance_watermark(T0 + 20_000)) == []
+    assert h.pending_timers() == []
 
 
 def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> None:
