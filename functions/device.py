@@ -466,7 +466,27 @@ def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
     if state.stale and newest:  # back from silence: do what was held back
         _finish_if_over(out, event.correlation_id, event.cause)
         _start_if_due(out, event.correlation_id, event.cause, retry=True)
+    elif newest and _clear_to_resume(out):
+        _start_if_due(out, event.correlation_id, event.cause, retry=True)
     return out.step()
+
+
+def _clear_to_resume(out: _Out) -> bool:
+    """Whether a start that an interlock blocked may be taken now: the event is on and nothing
+    blocks it any more (a freeze lifted, weather came back, a suspension ended). Checked at the
+    device's readings, and silently: a start still blocked is not audited again each reading.
+    Operator actions are not resumed: a rejected or expired recommendation stays answered."""
+    part, ctx = out.state.participation, out.ctx
+    info = out.state.info
+    return (
+        part is not None
+        and part.attempted
+        and not part.curtailed
+        and not part.opted_out
+        and part.start_ts_ms <= ctx.now_ms < part.end_ts_ms
+        and not needs_operator(part.action, info.device_class if info else None)
+        and not blocking_reasons(part.action, _facts(out.state, ctx), ctx.region, ctx.pipeline)
+    )
 
 
 def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx: Context) -> Step:

@@ -256,6 +256,37 @@ def test_a_curtailed_device_withdraws_its_request_when_it_goes_silent_or_turns_l
     assert result.outputs[1].action is Action.RESTORE
 
 
+def test_a_start_blocked_by_a_freeze_is_taken_at_the_first_reading_after_it_lifts() -> None:
+    """Blocked SAFETY_FREEZE once; readings while still frozen add nothing; the first reading
+    after the freeze lifts requests the CURTAIL."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD))
+    d.send(telemetry(T0))
+    d.pipeline = PipelineFacts(frozen=True)
+    d.send(activation(T0, T0 + 60 * MINUTE_MS))
+    (blocked,) = d.outputs(AuditDecision)
+    assert blocked.reason_codes == ("SAFETY_FREEZE",)
+    assert d.send(telemetry(T0 + MINUTE_MS), now=T0 + MINUTE_MS).outputs == ()
+    d.pipeline = PipelineFacts()
+    resumed = d.send(telemetry(T0 + 2 * MINUTE_MS), now=T0 + 2 * MINUTE_MS)
+    assert [(type(o), o.action) for o in resumed.outputs] == [(CommandRequest, Action.CURTAIL)]
+    assert d.send(telemetry(T0 + 3 * MINUTE_MS), now=T0 + 3 * MINUTE_MS).outputs == ()
+
+
+def test_a_rejected_switch_is_not_recommended_again_at_the_next_reading() -> None:
+    """An operator's REJECT stands: later readings of the breaker raise no new recommendation."""
+    d = Driver()
+    d.send(registry(PriorityLevel.STANDARD, DeviceClass.FEEDER_BREAKER))
+    d.send(telemetry(T0))
+    d.send(activation(T0, T0 + 60 * MINUTE_MS, Action.SWITCH_OPEN))
+    (rec,) = d.outputs(Recommendation)
+    d.send(Approval(DEVICE, rec.recommendation_id, ApprovalDecision.REJECT, "op", "x", CAUSE, T0))
+    for minute in range(1, 4):
+        d.send(telemetry(T0 + minute * MINUTE_MS), now=T0 + minute * MINUTE_MS)
+    assert len(d.outputs(Recommendation)) == 1
+    assert d.outputs(CommandRequest) == []
+
+
 def test_duplicate_reading_changes_nothing() -> None:
     """The same msg_id twice: DUPLICATE audited, state unchanged."""
     d = Driver()
