@@ -13,120 +13,42 @@ weather and each device's registry record reach the device stage before the acti
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from gridstream import topics
 from gridstream.config import Settings
-from gridstream.demo import ensure_job
-from gridstream.scenario import Scenario, dump, play
+from gridstream.scenario import Scenario, play
 from gridstream.stack import LocalStack
 from schemas import catalog, models, serde
 from schemas.examples import encode_unvalidated, example_data
 from schemas.registry import Registry, RegistryConfig
 from state import mirror
+from tests.stack.scenarios_support import (
+    SETTLE_MS,
+    TIMEOUT_S,
+    add_device,
+    add_event,
+    add_weather,
+    audits,
+    job_running,
+    of,
+    quiet,
+    unique,
+    until,
+)
 
 pytestmark = pytest.mark.stack
-
-Records = dict[str, list[dict[str, Any]]]
-
-OUTPUTS = (topics.AUDIT, topics.COMMANDS, topics.RECOMMENDATIONS, topics.ALERTS, topics.DLQ)
-TIMEOUT_S = 60.0
-SETTLE_MS = 3_000  # between the set-up records and the DR event (see the module docstring)
-
-
-def _quiet(line: str) -> None:
-    del line
-
-
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def _mine(record: Mapping[str, Any], ids: set[str]) -> bool:
-    """A record about one of `ids`: its device, its region or its Kafka key."""
-    return bool(
-        {record.get("device_id"), record.get("region_id"), record["_kafka"].get("key")} & ids
-    )
-
-
-def _outputs(settings: Settings, ids: set[str]) -> Records:
-    return {topic: [r for r in dump(settings, topic) if _mine(r, ids)] for topic in OUTPUTS}
-
-
-def _until(
-    settings: Settings, ids: Sequence[str], done: Callable[[Records], bool], what: str
-) -> Records:
-    """The outputs about `ids` once `done` holds of them; fails after `TIMEOUT_S`."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while True:
-        found = _outputs(settings, set(ids))
-        if done(found):
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"no {what} within {TIMEOUT_S:.0f}s; outputs about {list(ids)}: {found}")
-        time.sleep(1.0)
-
-
-def _of(found: Records, topic: str, device_id: str) -> list[dict[str, Any]]:
-    return [r for r in found[topic] if r.get("device_id") == device_id]
-
-
-def _audits(found: Records, device_id: str, outcome: str) -> list[dict[str, Any]]:
-    return [r for r in _of(found, topics.AUDIT, device_id) if r["outcome"] == outcome]
-
-
-def _region(scenario: Scenario, region: str, **weather: Any) -> Scenario:
-    """The region's weather, observed now."""
-    return scenario.weather(region_id=region, **weather)
-
-
-def _device(
-    scenario: Scenario, device: str, region: str, program: str, **registry: Any
-) -> Scenario:
-    """A thermostat's registry record (enrolled in `program`) and a reading of it, now."""
-    return scenario.registry(
-        device_id=device, region_id=region, programs=[program], **registry
-    ).telemetry_iot(device_id=device)
-
-
-def _event(
-    scenario: Scenario, region: str, program: str, action: str, **overrides: Any
-) -> Scenario:
-    """A DR event in `region` that started 10 s ago and runs for an hour."""
-    return scenario.dr_event(
-        event_id=_unique("dr"),
-        program_id=program,
-        target_region_ids=[region],
-        action=action,
-        start_ts_ms="now-10s",
-        end_ts_ms="now+1h",
-        issued_ts_ms="now",
-        status="ACTIVE",
-        **overrides,
-    )
 
 
 @pytest.fixture(scope="module")
 def settings(local_stack: LocalStack) -> Iterator[Settings]:
-    """The stack's settings once the device-control job runs and has processed a first reading;
-    the job is cancelled at the end of the module."""
-    job_id = ensure_job(local_stack)
-    try:
-        warm_up = _unique("thermostat-warm-up")
-        play(local_stack.settings, Scenario().telemetry_iot(device_id=warm_up), progress=_quiet)
-        url = local_stack.settings.stack.redis_url
-        deadline = time.monotonic() + 120
-        while mirror.read(url, warm_up) is None:
-            if time.monotonic() > deadline:
-                pytest.fail(f"the job did not process a first reading within 120s (job {job_id})")
-            time.sleep(1.0)
-        yield local_stack.settings
-    finally:
-        local_stack.flink.cancel(job_id)
+    """The stack's settings once the device-control job runs with the default settings and has
+    processed a first reading; the job is cancelled at the end of the module."""
+    with job_running(local_stack) as running:
+        yield running
 
 
 def test_life_safety_and_unknown_devices_get_no_curtail_while_a_standard_one_does(
@@ -134,82 +56,82 @@ def test_life_safety_and_unknown_devices_get_no_curtail_while_a_standard_one_doe
 ) -> None:
     """Rule 1: in one CURTAIL event the hospital is BLOCKED (LIFE_SAFETY_EXCLUSION), the
     unregistered device gets nothing, the STANDARD device gets its command."""
-    region, program = _unique("region"), _unique("program")
-    hospital, unknown, standard = (_unique(p) for p in ("hospital", "unknown", "standard"))
-    setup = _region(Scenario(), region)
-    setup = _device(setup, hospital, region, program, priority_level="LIFE_SAFETY")
-    setup = _device(setup, standard, region, program, priority_level="STANDARD")
+    region, program = unique("region"), unique("program")
+    hospital, unknown, standard = (unique(p) for p in ("hospital", "unknown", "standard"))
+    setup = add_weather(Scenario(), region)
+    setup = add_device(setup, hospital, region, program, priority_level="LIFE_SAFETY")
+    setup = add_device(setup, standard, region, program, priority_level="STANDARD")
     setup = setup.telemetry_iot(device_id=unknown).sleep(SETTLE_MS)
-    play(settings, _event(setup, region, program, "CURTAIL", curtailment_pct=20.0), _quiet)
+    play(settings, add_event(setup, region, program, "CURTAIL", curtailment_pct=20.0), quiet)
 
-    found = _until(
+    found = until(
         settings,
         [hospital, unknown, standard],
         lambda f: all(
             (
-                _of(f, topics.COMMANDS, standard),
-                _of(f, topics.AUDIT, standard),
-                _of(f, topics.AUDIT, hospital),
+                of(f, topics.COMMANDS, standard),
+                of(f, topics.AUDIT, standard),
+                of(f, topics.AUDIT, hospital),
             )
         ),
         "CURTAIL and its audit for the standard device, and an audit for the hospital",
     )
 
-    (command,) = _of(found, topics.COMMANDS, standard)
+    (command,) = of(found, topics.COMMANDS, standard)
     assert command["action"] == "CURTAIL"
-    assert [a["outcome"] for a in _of(found, topics.AUDIT, standard)] == ["EMITTED"]
-    assert _of(found, topics.COMMANDS, hospital) == []
-    (blocked,) = _of(found, topics.AUDIT, hospital)
+    assert [a["outcome"] for a in of(found, topics.AUDIT, standard)] == ["EMITTED"]
+    assert of(found, topics.COMMANDS, hospital) == []
+    (blocked,) = of(found, topics.AUDIT, hospital)
     assert (blocked["outcome"], blocked["action"]) == ("BLOCKED", "CURTAIL")
     assert "LIFE_SAFETY_EXCLUSION" in blocked["reason_codes"]
     # An unregistered device is in no region's roster, so no event reaches it: no command, and
     # any decision about it must be a block as UNKNOWN_DEVICE / LIFE_SAFETY_EXCLUSION.
-    assert _of(found, topics.COMMANDS, unknown) == []
-    for audit in _of(found, topics.AUDIT, unknown):
+    assert of(found, topics.COMMANDS, unknown) == []
+    for audit in of(found, topics.AUDIT, unknown):
         assert audit["outcome"] == "BLOCKED"
         assert {"UNKNOWN_DEVICE", "LIFE_SAFETY_EXCLUSION"} <= set(audit["reason_codes"])
 
 
 def test_wet_bulb_at_threshold_suspends_dr_in_the_region_and_alerts(settings: Settings) -> None:
     """Rule 2: 35 °C at 80 % RH (Stull wet-bulb ~32 °C) blocks the DR start WET_BULB_SUSPEND."""
-    region, program, device = _unique("region"), _unique("program"), _unique("thermostat")
-    setup = _region(Scenario(), region, dry_bulb_temp_c=35.0, relative_humidity_pct=80.0)
-    setup = _device(setup, device, region, program).sleep(SETTLE_MS)
-    play(settings, _event(setup, region, program, "SETPOINT_OFFSET"), _quiet)
+    region, program, device = unique("region"), unique("program"), unique("thermostat")
+    setup = add_weather(Scenario(), region, dry_bulb_temp_c=35.0, relative_humidity_pct=80.0)
+    setup = add_device(setup, device, region, program).sleep(SETTLE_MS)
+    play(settings, add_event(setup, region, program, "SETPOINT_OFFSET"), quiet)
 
-    found = _until(
+    found = until(
         settings,
         [region, device],
-        lambda f: bool(_of(f, topics.AUDIT, device) and f[topics.ALERTS]),
+        lambda f: bool(of(f, topics.AUDIT, device) and f[topics.ALERTS]),
         "audit of the device and wet-bulb alert of the region",
     )
 
     (alert,) = [a for a in found[topics.ALERTS] if a.get("region_id") == region]
     assert (alert["kind"], alert["severity"]) == ("WET_BULB_SUSPEND", "CRITICAL")
-    (blocked,) = _of(found, topics.AUDIT, device)
+    (blocked,) = of(found, topics.AUDIT, device)
     assert (blocked["outcome"], blocked["action"]) == ("BLOCKED", "SETPOINT_OFFSET")
     assert "WET_BULB_SUSPEND" in blocked["reason_codes"]
-    assert _of(found, topics.COMMANDS, device) == []
+    assert of(found, topics.COMMANDS, device) == []
 
 
 def test_the_same_reading_twice_is_one_duplicate_audit(settings: Settings) -> None:
     """Rule 6: a reading played twice (same device and timestamp) is audited DUPLICATE once."""
-    device = _unique("thermostat")
+    device = unique("thermostat")
     ts_ms = int(time.time() * 1000)
     reading: dict[str, Any] = {
         "device_id": device,
         "ts_ms": ts_ms,
         "correlation_id": f"corr-{device}",
     }
-    play(settings, Scenario().telemetry_iot(**reading).telemetry_iot(**reading), _quiet)
+    play(settings, Scenario().telemetry_iot(**reading).telemetry_iot(**reading), quiet)
 
-    found = _until(
-        settings, [device], lambda f: bool(_of(f, topics.AUDIT, device)), "DUPLICATE audit"
+    found = until(
+        settings, [device], lambda f: bool(of(f, topics.AUDIT, device)), "DUPLICATE audit"
     )
 
-    (audit,) = _of(found, topics.AUDIT, device)
+    (audit,) = of(found, topics.AUDIT, device)
     assert (audit["outcome"], audit["action"]) == ("DUPLICATE", None)
-    assert _of(found, topics.COMMANDS, device) == []
+    assert of(found, topics.COMMANDS, device) == []
 
 
 def test_bad_bytes_and_out_of_range_records_are_dead_letters_and_processing_goes_on(
@@ -217,7 +139,7 @@ def test_bad_bytes_and_out_of_range_records_are_dead_letters_and_processing_goes
 ) -> None:
     """Rule 9: bad magic, a truncated record and a 999 kW thermostat are one dead letter each,
     naming iot.telemetry; a good reading of the same key after them reaches the mirror."""
-    device = _unique("thermostat")
+    device = unique("thermostat")
     schemas = Registry(RegistryConfig.from_settings(settings)).schemas()
     writer = serde.serializer(models.IotTelemetry, schemas)
     newest = catalog.default().chain(topics.IOT_TELEMETRY).newest
@@ -233,9 +155,9 @@ def test_bad_bytes_and_out_of_range_records_are_dead_letters_and_processing_goes
     scenario = Scenario()
     for corr, (raw, _) in bad.items():
         scenario = scenario.raw(topics.IOT_TELEMETRY, raw, key=device, correlation_id=corr)
-    play(settings, scenario.telemetry_iot(device_id=device, power_kw=2.5), _quiet)
+    play(settings, scenario.telemetry_iot(device_id=device, power_kw=2.5), quiet)
 
-    found = _until(
+    found = until(
         settings,
         [device],
         lambda f: len(f[topics.DLQ]) >= len(bad),
@@ -261,8 +183,8 @@ def test_bad_bytes_and_out_of_range_records_are_dead_letters_and_processing_goes
 def test_scada_switching_waits_for_an_operator_approval(settings: Settings) -> None:
     """Rule 5: SWITCH_OPEN of a feeder breaker is a recommendation, and a command only after
     an APPROVE of that recommendation."""
-    region, program, feeder = _unique("region"), _unique("program"), _unique("feeder")
-    setup = _region(Scenario(), region).registry(
+    region, program, feeder = unique("region"), unique("program"), unique("feeder")
+    setup = add_weather(Scenario(), region).registry(
         device_id=feeder,
         device_class="FEEDER_BREAKER",
         region_id=region,
@@ -270,20 +192,20 @@ def test_scada_switching_waits_for_an_operator_approval(settings: Settings) -> N
         rated_power_kw=8_000.0,
     )
     setup = setup.telemetry_scada(device_id=feeder).sleep(SETTLE_MS)
-    play(settings, _event(setup, region, program, "SWITCH_OPEN"), _quiet)
+    play(settings, add_event(setup, region, program, "SWITCH_OPEN"), quiet)
 
-    found = _until(
+    found = until(
         settings,
         [feeder],
-        lambda f: bool(_of(f, topics.RECOMMENDATIONS, feeder) and _of(f, topics.AUDIT, feeder)),
+        lambda f: bool(of(f, topics.RECOMMENDATIONS, feeder) and of(f, topics.AUDIT, feeder)),
         "recommendation for the feeder and its audit",
     )
 
-    (recommendation,) = _of(found, topics.RECOMMENDATIONS, feeder)
+    (recommendation,) = of(found, topics.RECOMMENDATIONS, feeder)
     assert recommendation["action"] == "SWITCH_OPEN"
     assert "HITL_REQUIRED" in recommendation["reason_codes"]
-    assert [a["outcome"] for a in _of(found, topics.AUDIT, feeder)] == ["RECOMMENDED"]
-    assert _of(found, topics.COMMANDS, feeder) == []
+    assert [a["outcome"] for a in of(found, topics.AUDIT, feeder)] == ["RECOMMENDED"]
+    assert of(found, topics.COMMANDS, feeder) == []
 
     # A fresh reading first, so that a 15 s SCADA silence cannot block the approved command.
     fresh = Scenario().telemetry_scada(device_id=feeder).sleep(SETTLE_MS)
@@ -293,44 +215,44 @@ def test_scada_switching_waits_for_an_operator_approval(settings: Settings) -> N
         correlation_id=recommendation["correlation_id"],
         decision="APPROVE",
     )
-    play(settings, approval, _quiet)
+    play(settings, approval, quiet)
 
-    found = _until(
+    found = until(
         settings,
         [feeder],
         lambda f: bool(
-            (_of(f, topics.COMMANDS, feeder) and _audits(f, feeder, "APPROVED"))
-            or _audits(f, feeder, "BLOCKED")
+            (of(f, topics.COMMANDS, feeder) and audits(f, feeder, "APPROVED"))
+            or audits(f, feeder, "BLOCKED")
         ),
         "command and APPROVED audit after the approval",
     )
 
-    assert _audits(found, feeder, "BLOCKED") == []
-    (command,) = _of(found, topics.COMMANDS, feeder)
+    assert audits(found, feeder, "BLOCKED") == []
+    (command,) = of(found, topics.COMMANDS, feeder)
     assert command["action"] == "SWITCH_OPEN"
-    (approved,) = _audits(found, feeder, "APPROVED")
+    (approved,) = audits(found, feeder, "APPROVED")
     assert approved["recommendation_id"] == recommendation["recommendation_id"]
 
 
 def test_a_customer_override_after_the_start_opts_the_device_out(settings: Settings) -> None:
     """Rule 7: a reading with customer_override=true during the event is audited OPT_OUT."""
-    region, program, device = _unique("region"), _unique("program"), _unique("thermostat")
-    setup = _device(_region(Scenario(), region), device, region, program).sleep(SETTLE_MS)
-    play(settings, _event(setup, region, program, "SETPOINT_OFFSET"), _quiet)
-    _until(settings, [device], lambda f: bool(_of(f, topics.COMMANDS, device)), "the DR command")
+    region, program, device = unique("region"), unique("program"), unique("thermostat")
+    setup = add_device(add_weather(Scenario(), region), device, region, program).sleep(SETTLE_MS)
+    play(settings, add_event(setup, region, program, "SETPOINT_OFFSET"), quiet)
+    until(settings, [device], lambda f: bool(of(f, topics.COMMANDS, device)), "the DR command")
 
-    play(settings, Scenario().telemetry_iot(device_id=device, customer_override=True), _quiet)
+    play(settings, Scenario().telemetry_iot(device_id=device, customer_override=True), quiet)
 
-    found = _until(
+    found = until(
         settings,
         [device],
-        lambda f: bool(_audits(f, device, "BLOCKED")),
+        lambda f: bool(audits(f, device, "BLOCKED")),
         "OPT_OUT audit",
     )
-    (opt_out,) = _audits(found, device, "BLOCKED")
+    (opt_out,) = audits(found, device, "BLOCKED")
     assert opt_out["reason_codes"] == ["OPT_OUT"]
     assert opt_out["action"] == "SETPOINT_OFFSET"
-    assert len(_of(found, topics.COMMANDS, device)) == 1  # the start's, nothing after
+    assert len(of(found, topics.COMMANDS, device)) == 1  # the start's, nothing after
 
 
 def test_a_silent_scada_point_raises_one_loss_alert_and_one_restored_when_it_reports(
@@ -341,23 +263,23 @@ def test_a_silent_scada_point_raises_one_loss_alert_and_one_restored_when_it_rep
 
     Last in the module: it moves the shared job's event time 25 s ahead of the wall clock.
     """
-    feeder, other = _unique("feeder"), _unique("thermostat")
+    feeder, other = unique("feeder"), unique("thermostat")
     silent = Scenario().registry(device_id=feeder, device_class="FEEDER_BREAKER")
     silent = silent.telemetry_scada(device_id=feeder)
     for seconds in (10, 20, 25):  # event time moves on while the feeder says nothing
         silent = silent.telemetry_iot(device_id=other, ts_ms=f"now+{seconds}s")
-    play(settings, silent, _quiet)
-    found = _until(
-        settings, [feeder], lambda f: bool(_of(f, topics.ALERTS, feeder)), "TELEMETRY_LOSS alert"
+    play(settings, silent, quiet)
+    found = until(
+        settings, [feeder], lambda f: bool(of(f, topics.ALERTS, feeder)), "TELEMETRY_LOSS alert"
     )
-    assert [a["kind"] for a in _of(found, topics.ALERTS, feeder)] == ["TELEMETRY_LOSS"]
+    assert [a["kind"] for a in of(found, topics.ALERTS, feeder)] == ["TELEMETRY_LOSS"]
 
-    play(settings, Scenario().telemetry_scada(device_id=feeder, ts_ms="now+26s"), _quiet)
-    found = _until(
+    play(settings, Scenario().telemetry_scada(device_id=feeder, ts_ms="now+26s"), quiet)
+    found = until(
         settings,
         [feeder],
-        lambda f: len(_of(f, topics.ALERTS, feeder)) >= 2,
+        lambda f: len(of(f, topics.ALERTS, feeder)) >= 2,
         "TELEMETRY_RESTORED alert",
     )
-    kinds = [a["kind"] for a in _of(found, topics.ALERTS, feeder)]
+    kinds = [a["kind"] for a in of(found, topics.ALERTS, feeder)]
     assert kinds == ["TELEMETRY_LOSS", "TELEMETRY_RESTORED"]

@@ -1,0 +1,213 @@
+"""Rules 2 (fail-open) and 8 end to end, with a job whose region budget is 2 commands a 10 s
+window, so a handful of devices is enough to make commands wait.
+
+Budget windows run on event time: waiting commands are released when the watermark passes the
+next window's start, which a reading of an unregistered "ticker" device from the near future
+brings about (event time then runs ahead of the wall clock only inside this module's job,
+which is cancelled at the end).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from gridstream import topics
+from gridstream.config import Settings
+from gridstream.scenario import Scenario, play
+from gridstream.stack import LocalStack
+from tests.stack.scenarios_support import (
+    SETTLE_MS,
+    add_device,
+    add_event,
+    add_weather,
+    audits,
+    job_running,
+    of,
+    quiet,
+    unique,
+    until,
+)
+
+pytestmark = pytest.mark.stack
+
+BUDGET = 2
+WINDOW_MS = 10_000
+
+
+@pytest.fixture(scope="module")
+def settings(local_stack: LocalStack) -> Iterator[Settings]:
+    """The stack's settings with the device-control job running with a budget of 2 a window."""
+    with job_running(
+        local_stack, commands_per_window=BUDGET, budget_window_ms=WINDOW_MS
+    ) as running:
+        yield running
+
+
+def test_a_region_without_weather_is_grid_follow_and_curtail_is_blocked_weather_unknown(
+    settings: Settings,
+) -> None:
+    """Rule 2 fail-open: with no weather ever observed in the region, the CURTAIL start is
+    BLOCKED WEATHER_UNKNOWN and no command goes out."""
+    region, program, device = unique("region"), unique("program"), unique("thermostat")
+    setup = add_device(Scenario(), device, region, program).sleep(SETTLE_MS)
+    play(settings, add_event(setup, region, program, "CURTAIL", curtailment_pct=20.0), quiet)
+
+    found = until(
+        settings, [device], lambda f: bool(of(f, topics.AUDIT, device)), "audit of the device"
+    )
+
+    (blocked,) = of(found, topics.AUDIT, device)
+    assert (blocked["outcome"], blocked["action"]) == ("BLOCKED", "CURTAIL")
+    assert blocked["reason_codes"] == ["WEATHER_UNKNOWN"]
+    assert of(found, topics.COMMANDS, device) == []
+
+
+def test_weather_older_than_its_max_age_blocks_curtail_until_a_current_observation_arrives(
+    settings: Settings,
+) -> None:
+    """Rule 2 fail-open: weather observed 40 min ago (max age 30 min) blocks the CURTAIL start
+    WEATHER_UNKNOWN; after a current observation the next event's CURTAIL is emitted."""
+    region, program, device = unique("region"), unique("program"), unique("thermostat")
+    setup = add_weather(Scenario(), region, ts_ms="now-40m")
+    setup = add_device(setup, device, region, program).sleep(SETTLE_MS)
+    play(settings, add_event(setup, region, program, "CURTAIL", curtailment_pct=20.0), quiet)
+    found = until(
+        settings, [device], lambda f: bool(of(f, topics.AUDIT, device)), "audit of the device"
+    )
+    (blocked,) = of(found, topics.AUDIT, device)
+    assert (blocked["outcome"], blocked["reason_codes"]) == ("BLOCKED", ["WEATHER_UNKNOWN"])
+    assert of(found, topics.COMMANDS, device) == []
+
+    current = add_weather(Scenario(), region).telemetry_iot(device_id=device).sleep(SETTLE_MS)
+    play(settings, add_event(current, region, program, "CURTAIL", curtailment_pct=20.0), quiet)
+    found = until(
+        settings,
+        [device],
+        lambda f: bool(of(f, topics.COMMANDS, device) and audits(f, device, "EMITTED")),
+        "CURTAIL and its audit once the weather is current",
+    )
+
+    (command,) = of(found, topics.COMMANDS, device)
+    assert command["action"] == "CURTAIL"
+    assert [a["outcome"] for a in of(found, topics.AUDIT, device)] == ["BLOCKED", "EMITTED"]
+
+
+def test_a_deferred_curtail_is_withdrawn_when_its_device_turns_life_safety_while_waiting(
+    settings: Settings,
+) -> None:
+    """Rules 1 and 8: 3 devices, budget 2: the one whose CURTAIL waits is re-registered as
+    LIFE_SAFETY; its waiting CURTAIL is BLOCKED (LIFE_SAFETY_EXCLUSION) and never sent, even
+    once the next window opens; it gets only the harmless RESTORE."""
+    region, program = unique("region"), unique("program")
+    devices = [unique(f"thermostat-{i}") for i in range(3)]
+    setup = add_weather(Scenario(), region)
+    for device in devices:
+        setup = add_device(setup, device, region, program)
+    play(settings, add_event(setup.sleep(SETTLE_MS), region, program, "CURTAIL"), quiet)
+    found = until(
+        settings,
+        devices,
+        lambda f: any(audits(f, d, "DEFERRED") for d in devices),
+        "a DEFERRED audit",
+    )
+    (waiting,) = [d for d in devices if audits(found, d, "DEFERRED")]
+
+    hospital = Scenario().registry(
+        device_id=waiting, region_id=region, programs=[program], priority_level="LIFE_SAFETY"
+    )
+    play(settings, hospital.sleep(SETTLE_MS), quiet)
+    ticker = unique("ticker")  # the watermark passes the next window start
+    play(settings, Scenario().telemetry_iot(device_id=ticker, ts_ms="now+30s"), quiet)
+    found = until(
+        settings,
+        [waiting],
+        lambda f: bool(audits(f, waiting, "BLOCKED") and of(f, topics.COMMANDS, waiting)),
+        "the BLOCKED audit and the RESTORE of the re-registered device",
+    )
+
+    (blocked,) = audits(found, waiting, "BLOCKED")
+    assert blocked["action"] == "CURTAIL"
+    assert "LIFE_SAFETY_EXCLUSION" in blocked["reason_codes"]
+    assert [c["action"] for c in of(found, topics.COMMANDS, waiting)] == ["RESTORE"]
+
+
+def test_commands_over_the_region_budget_are_deferred_then_released_higher_priority_first(
+    settings: Settings,
+) -> None:
+    """Rule 8: 4 devices of a priority-5 event and then 2 of a priority-1 event in one region,
+    budget 2 a window: 2 go out at once, 4 are DEFERRED (RATE_LIMITED), the priority-1 pair
+    goes out in the next window and the rest in the one after; none is dropped."""
+    region, low_program, high_program = unique("region"), unique("program"), unique("program")
+    low = [unique(f"thermostat-low{i}") for i in range(4)]
+    high = [unique(f"thermostat-high{i}") for i in range(2)]
+    setup = add_weather(Scenario(), region)
+    for device in low:
+        setup = add_device(setup, device, region, low_program)
+    for device in high:
+        setup = add_device(setup, device, region, high_program)
+    # The low-priority event first, alone: DR events are keyed by event id, so two played
+    # together may be read from two partitions in either order.
+    play(
+        settings,
+        add_event(setup.sleep(SETTLE_MS), region, low_program, "CURTAIL", priority=5),
+        quiet,
+    )
+    until(
+        settings,
+        low,
+        lambda f: (
+            len(f[topics.COMMANDS]) >= BUDGET
+            and sum(len(audits(f, d, "DEFERRED")) for d in low) >= len(low) - BUDGET
+        ),
+        f"{BUDGET} commands and {len(low) - BUDGET} DEFERRED audits of the low-priority event",
+    )
+    play(settings, add_event(Scenario(), region, high_program, "CURTAIL", priority=1), quiet)
+    devices = [*low, *high]
+
+    found = until(
+        settings,
+        devices,
+        lambda f: (
+            len(f[topics.COMMANDS]) >= BUDGET
+            and sum(len(audits(f, d, "EMITTED")) for d in devices) >= BUDGET
+            and sum(len(audits(f, d, "DEFERRED")) for d in devices) >= len(devices) - BUDGET
+        ),
+        f"{BUDGET} commands and {len(devices) - BUDGET} DEFERRED audits",
+    )
+
+    first = {c["device_id"] for c in found[topics.COMMANDS]}
+    assert len(first) == BUDGET
+    assert first <= set(low)  # the priority-5 event came first and took the window's budget
+    for device in set(devices) - first:
+        (deferred,) = audits(found, device, "DEFERRED")
+        assert (deferred["action"], deferred["reason_codes"]) == ("CURTAIL", ["RATE_LIMITED"])
+
+    # A fresh reading (the source is not silent), then one from 30 s ahead: the watermark
+    # passes the next two window starts.
+    ticker = unique("ticker")
+    ticks = Scenario().telemetry_iot(device_id=ticker).sleep(SETTLE_MS)
+    play(settings, ticks.telemetry_iot(device_id=ticker, ts_ms="now+30s"), quiet)
+    found = until(
+        settings,
+        devices,
+        lambda f: (
+            len(f[topics.COMMANDS]) >= len(devices)
+            and sum(len(audits(f, d, "EMITTED")) for d in devices) >= len(devices)
+        ),
+        f"{len(devices)} commands and EMITTED audits",
+    )
+
+    for device in devices:
+        (command,) = of(found, topics.COMMANDS, device)
+        assert command["action"] == "CURTAIL"
+        expected = ["EMITTED"] if device in first else ["DEFERRED", "EMITTED"]
+        assert [a["outcome"] for a in of(found, topics.AUDIT, device)] == expected
+    issued = {c["device_id"]: c["issued_ts_ms"] for c in found[topics.COMMANDS]}
+    per_window = Counter(ts // WINDOW_MS for ts in issued.values())
+    assert sorted(per_window.values()) == [BUDGET, BUDGET, BUDGET]
+    waited_low = set(low) - first
+    assert max(issued[d] for d in high) < min(issued[d] for d in waited_low)
+    assert max(issued[d] for d in first) < min(issued[d] for d in high)
