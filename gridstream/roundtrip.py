@@ -91,11 +91,14 @@ def run(
     devices: int = 100,
     timeout_s: float = 180.0,
     progress: Callable[[str], None] = print,
+    rate: float | None = None,
 ) -> RoundTripReport:
     """Send `events` Avro IoT readings twice each; wait for one DUPLICATE audit per reading.
 
     The second copy of a reading has the same `msg_id` (device + time), so the job answers it
     with exactly one `DUPLICATE` audit record: every reading must come back once, no more.
+    With `rate` (readings a second) the readings are paced, for latency below capacity;
+    without, they go as fast as the producer can, for throughput.
     """
     run_id = uuid.uuid4().hex[:8]
     servers = settings.stack.bootstrap_servers
@@ -112,10 +115,32 @@ def run(
     registry = Registry(RegistryConfig.from_settings(settings))
     encoder = serde.serializer(models.IotTelemetry, registry.schemas())
     sent_at: dict[str, float] = {}
+    seen: Counter[str] = Counter()
+    latencies: list[float] = []
     started = time.time()
-    base_ms = int(started * 1000)
+    last = started
+
+    def receive(timeout_s: float) -> None:
+        """Take one audit record, if one comes within `timeout_s`: its latency, once."""
+        nonlocal last
+        message = consumer.poll(timeout_s)
+        if message is None or message.error():
+            return
+        correlation_id = _correlation_id(message)
+        if correlation_id in sent_at:
+            if not seen[correlation_id]:
+                last = time.time()
+                latencies.append((last - sent_at[correlation_id]) * 1000)
+            seen[correlation_id] += 1
+
+    ts_ms = int(started * 1000)
     for i in range(events):
-        reading = _reading(run_id, i, devices, base_ms + i)  # one ms apart: distinct msg_ids
+        # Paced: receive while waiting for the reading's turn, so latency is not measured
+        # from a backlog of unread answers.
+        while rate is not None and (ahead := started + i / rate - time.time()) > 0:
+            receive(ahead)
+        ts_ms = max(ts_ms + 1, int(time.time() * 1000))  # distinct msg_ids, near the wall clock
+        reading = _reading(run_id, i, devices, ts_ms)
         value = encoder.encode(reading)
         for _copy in range(2):
             produce(
@@ -131,28 +156,13 @@ def run(
     producer.flush(30)
     progress(f"sent {events} records in {time.time() - started:.1f}s; waiting for the audit trail")
 
-    seen: Counter[str] = Counter()
-    latencies: list[float] = []
-    last = started
     deadline = time.monotonic() + timeout_s
     while len(seen) < events and time.monotonic() < deadline:
-        message = consumer.poll(1.0)
-        if message is None or message.error():
-            continue
-        correlation_id = _correlation_id(message)
-        if correlation_id in sent_at:
-            if not seen[correlation_id]:
-                last = time.time()
-                latencies.append((last - sent_at[correlation_id]) * 1000)
-            seen[correlation_id] += 1
+        receive(1.0)
     # Linger briefly: a duplicate would arrive with a later transaction.
     linger_until = time.monotonic() + 3
     while time.monotonic() < linger_until:
-        message = consumer.poll(0.5)
-        if message is not None and not message.error():
-            correlation_id = _correlation_id(message)
-            if correlation_id in sent_at:
-                seen[correlation_id] += 1
+        receive(0.5)
     consumer.close()
     return RoundTripReport(
         sent=events,
