@@ -18,7 +18,7 @@ import dataclasses
 import time
 
 from gridstream import config, roundtrip
-from gridstream.demo import ensure_job
+from gridstream.deploy import ensure_job
 from gridstream.stack import LocalStack
 from jobs.device_control import JOB_NAME
 

@@ -47,6 +47,20 @@ def _demo(args: argparse.Namespace, settings: config.Settings) -> int:
     return run_demo(settings, events=args.events, roundtrip_only=args.roundtrip)
 
 
+def _job(args: argparse.Namespace, settings: config.Settings) -> int:
+    from gridstream import deploy
+
+    stack = LocalStack(settings)
+    if args.action == "start":
+        print(f"running as {deploy.start_job(stack, args.from_savepoint)}")
+    elif args.action == "stop":
+        print(f"stopped; savepoint {deploy.stop_job(stack)}")
+    else:
+        savepoint, job_id = deploy.upgrade_job(stack)
+        print(f"upgraded through savepoint {savepoint}; running as {job_id}")
+    return 0
+
+
 def _state(args: argparse.Namespace, settings: config.Settings) -> int:
     import dataclasses
     import json
@@ -97,6 +111,15 @@ def parser() -> argparse.ArgumentParser:
         "--events", type=int, default=2000, help="telemetry records to play (--roundtrip)"
     )
     demo.set_defaults(run=_demo)
+
+    job = sub.add_parser(
+        "job",
+        help="start the device-control job on the stack's cluster, stop it with a savepoint, "
+        "or upgrade it (stop with a savepoint, start this version from it)",
+    )
+    job.add_argument("action", choices=["start", "stop", "upgrade"])
+    job.add_argument("--from-savepoint", help="start: restore this savepoint (a path or URI)")
+    job.set_defaults(run=_job)
 
     state = sub.add_parser("state", help="print a device's last known good reading from Redis")
     state.add_argument("device_id")

@@ -7,24 +7,9 @@ import time
 
 from gridstream import roundtrip
 from gridstream.config import Settings
+from gridstream.deploy import ensure_job
 from gridstream.stack import ComponentError, LocalStack
-from gridstream.stack.process import wait_until
 from jobs.device_control import JOB_NAME
-
-
-def ensure_job(stack: LocalStack) -> str:
-    """The id of the running device-control job, submitting it first if needed."""
-    for job in stack.flink.jobs():
-        if job["name"] == JOB_NAME and job["state"] in {"RUNNING", "CREATED", "INITIALIZING"}:
-            return str(job["jid"])
-    print(f"submitting {JOB_NAME} to the session cluster ...")
-    job_id = stack.flink.submit("jobs.device_control")
-    if not wait_until(lambda: stack.flink.job_state(job_id) == "RUNNING", 120, 1.0):
-        raise ComponentError(
-            f"{JOB_NAME} ({job_id}) is {stack.flink.job_state(job_id)}, not RUNNING: "
-            f"see {stack.flink.home / 'log'}"
-        )
-    return job_id
 
 
 def running_job(settings: Settings) -> str:

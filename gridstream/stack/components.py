@@ -297,11 +297,19 @@ class Flink:
         if result.returncode != 0:
             raise ComponentError(f"flink {name} failed: {result.stderr or result.stdout}")
 
-    def submit(self, module: str, *args: str, extra_env: dict[str, str] | None = None) -> str:
-        """Submit a Python job module detached with `bin/flink run`; return its job id."""
+    def submit(
+        self,
+        module: str,
+        *args: str,
+        extra_env: dict[str, str] | None = None,
+        savepoint: str | None = None,
+    ) -> str:
+        """Submit a Python job module detached with `bin/flink run` (from `savepoint` if given);
+        return its job id."""
         python = self.settings.job.python_executable
+        restore = ["--fromSavepoint", savepoint] if savepoint else []
         argv = [
-            "bash", str(flinkconf.flink_home() / "bin" / "flink"), "run", "--detached",
+            "bash", str(flinkconf.flink_home() / "bin" / "flink"), "run", "--detached", *restore,
             "-pym", module, "-pyexec", python, "-pyclientexec", python, *args,
         ]  # fmt: skip
         env = {**os.environ, **self.env, **config.as_env(self.settings), **(extra_env or {})}
@@ -330,6 +338,39 @@ class Flink:
         urllib.request.urlopen(request, timeout=5).close()
         if not wait_until(lambda: self.job_state(job_id) in TERMINAL_STATES, 60, 0.5):
             raise ComponentError(f"flink job {job_id} did not stop after cancel")
+
+    def stop_with_savepoint(self, job_id: str, timeout_s: float = 120.0) -> str:
+        """Stop a job with a savepoint in the cluster's savepoint folder; the savepoint's path."""
+        body = json.dumps(
+            {"drain": False, "targetDirectory": (self.home / "savepoints").as_uri()}
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.address}/jobs/{job_id}/stop",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            trigger = json.load(response)["request-id"]
+        status: dict[str, Any] = {}
+
+        def completed() -> bool:
+            nonlocal status
+            url = f"{self.address}/jobs/{job_id}/savepoints/{trigger}"
+            with urllib.request.urlopen(url, timeout=10) as response:
+                status = json.load(response)
+            return bool(status.get("status", {}).get("id") == "COMPLETED")
+
+        if not wait_until(completed, timeout_s, 0.5):
+            raise ComponentError(f"flink job {job_id}: no savepoint within {timeout_s:.0f}s")
+        operation = status.get("operation", {})
+        if "location" not in operation:
+            raise ComponentError(
+                f"flink job {job_id}: the savepoint failed: {operation.get('failure-cause')}"
+            )
+        if not wait_until(lambda: self.job_state(job_id) in TERMINAL_STATES, 60, 0.5):
+            raise ComponentError(f"flink job {job_id} did not stop after its savepoint")
+        return str(operation["location"])
 
     def _pids(self) -> list[Path]:
         return sorted((self.home / "pid").glob("*.pid"))

@@ -21,9 +21,11 @@ import pytest
 from functions.pipeline import PIPELINE_SCOPE
 from gridstream import topics
 from gridstream.config import Settings
-from gridstream.demo import ensure_job
+from gridstream.deploy import ensure_job
 from gridstream.scenario import Scenario, dump, play
 from gridstream.stack import LocalStack
+from gridstream.stack.components import TERMINAL_STATES
+from jobs.device_control import JOB_NAME
 from state import mirror
 
 Records = dict[str, list[dict[str, Any]]]
@@ -151,5 +153,7 @@ def job_running(local_stack: LocalStack, **job: Any) -> Iterator[Settings]:
                 pytest.fail(f"the job did not process a first reading within 120s (job {job_id})")
             time.sleep(1.0)
         yield settings
-    finally:
-        local_stack.flink.cancel(job_id)
+    finally:  # the job, or the one that replaced it (an upgrade through a savepoint)
+        for job in local_stack.flink.jobs():
+            if job["name"] == JOB_NAME and job["state"] not in TERMINAL_STATES:
+                local_stack.flink.cancel(str(job["jid"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gridstream import roundtrip
-from gridstream.demo import ensure_job
+from gridstream.deploy import ensure_job
 from gridstream.stack import LocalStack
 
 pytestmark = pytest.mark.stack

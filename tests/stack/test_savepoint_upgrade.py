@@ -1,0 +1,93 @@
+"""Upgrade through a savepoint, end to end: stop the running job with a savepoint, start the
+current version from it, and the state is intact.
+
+Each stage's state is checked by what it does after the restart: the device stage's dedupe
+window (a reading played again is a DUPLICATE) and participation (cancelling the event
+restores the device it curtailed), the region stage's roster and events (a second event in
+the program reaches the device), and the CLI reports the savepoint it went through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from gridstream import config, topics
+from gridstream.cli import main as cli
+from gridstream.config import Settings
+from gridstream.scenario import Scenario, play
+from gridstream.stack import LocalStack
+from tests.stack.scenarios_support import (
+    SETTLE_MS,
+    add_device,
+    add_event,
+    add_weather,
+    audits,
+    job_running,
+    now_ms,
+    of,
+    quiet,
+    unique,
+    until,
+)
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def settings(local_stack: LocalStack) -> Iterator[Settings]:
+    """The stack's settings with the device-control job running (default settings)."""
+    with job_running(local_stack) as running:
+        yield running
+
+
+def test_state_survives_an_upgrade_through_a_savepoint(
+    settings: Settings,
+    local_stack: LocalStack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After `gridstream job upgrade`: a reading from before is a DUPLICATE, cancelling the
+    event from before restores the device, and the roster still enrols it in a new event."""
+    region, program, device = unique("region"), unique("program"), unique("thermostat")
+    reading: dict[str, Any] = {"device_id": device, "ts_ms": now_ms() - 1_000}  # played twice
+    setup = add_device(add_weather(Scenario(), region), device, region, program)
+    setup = setup.telemetry_iot(**reading).sleep(SETTLE_MS)
+    event = unique("dr")
+    play(settings, add_event(setup, region, program, "CURTAIL", event_id=event), quiet)
+    until(settings, [device], lambda f: bool(of(f, topics.COMMANDS, device)), "CURTAIL")
+    before = {job["jid"] for job in local_stack.flink.jobs()}
+
+    for name, value in config.as_env(settings).items():  # the CLI finds this stack by them
+        monkeypatch.setenv(name, value)
+    assert cli(["job", "upgrade"]) == 0
+    said = capsys.readouterr().out
+    assert "upgraded through savepoint" in said
+    (running,) = [j for j in local_stack.flink.jobs() if j["state"] == "RUNNING"]
+    assert running["jid"] not in before
+
+    again = Scenario().telemetry_iot(**reading).telemetry_iot(device_id=device)
+    again = add_weather(again, region).sleep(SETTLE_MS)
+    cancel = add_event(again, region, program, "CURTAIL", event_id=event, status="CANCELLED")
+    play(settings, cancel, quiet)
+    found = until(
+        settings,
+        [device],
+        lambda f: bool(audits(f, device, "DUPLICATE") and len(of(f, topics.COMMANDS, device)) >= 2),
+        "a DUPLICATE audit and the RESTORE after the upgrade",
+    )
+    assert [c["action"] for c in of(found, topics.COMMANDS, device)] == ["CURTAIL", "RESTORE"]
+    assert len(audits(found, device, "DUPLICATE")) == 1
+
+    play(settings, add_event(Scenario(), region, program, "CURTAIL"), quiet)
+    found = until(
+        settings,
+        [device],
+        lambda f: len(of(f, topics.COMMANDS, device)) >= 3,
+        "the new event's CURTAIL through the restored roster",
+    )
+    assert [c["action"] for c in of(found, topics.COMMANDS, device)] == [
+        "CURTAIL", "RESTORE", "CURTAIL",
+    ]  # fmt: skip
