@@ -10,6 +10,7 @@ import pytest
 
 from gridstream import config
 from gridstream.stack import LocalStack
+from tests.stack.scenarios_support import job_running
 
 
 def free_ports(count: int) -> list[int]:
@@ -50,3 +51,11 @@ def local_stack(stack_settings: config.Settings) -> Iterator[LocalStack]:
         yield stack
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="module")
+def settings(local_stack: LocalStack) -> Iterator[config.Settings]:
+    """The stack's settings once the device-control job runs with the default job settings;
+    cancelled at the end of the module. A module needing other job settings defines its own."""
+    with job_running(local_stack) as running:
+        yield running

@@ -20,7 +20,6 @@ from state import mirror
 from tests.stack.scenarios_support import (
     PIPELINE,
     TIMEOUT_S,
-    job_running,
     now_ms,
     pipeline_alerts,
     quiet,
@@ -29,13 +28,6 @@ from tests.stack.scenarios_support import (
 )
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def settings(local_stack: LocalStack) -> Iterator[Settings]:
-    """The stack's settings once the device-control job runs with the default settings."""
-    with job_running(local_stack) as running:
-        yield running
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ weather and each device's registry record reach the device stage before the acti
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,7 +20,6 @@ import pytest
 from gridstream import topics
 from gridstream.config import Settings
 from gridstream.scenario import Scenario, play
-from gridstream.stack import LocalStack
 from schemas import catalog, models, serde
 from schemas.examples import encode_unvalidated, example_data
 from schemas.registry import Registry, RegistryConfig
@@ -33,7 +31,6 @@ from tests.stack.scenarios_support import (
     add_event,
     add_weather,
     audits,
-    job_running,
     of,
     quiet,
     unique,
@@ -41,14 +38,6 @@ from tests.stack.scenarios_support import (
 )
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def settings(local_stack: LocalStack) -> Iterator[Settings]:
-    """The stack's settings once the device-control job runs with the default settings and has
-    processed a first reading; the job is cancelled at the end of the module."""
-    with job_running(local_stack) as running:
-        yield running
 
 
 def test_life_safety_and_unknown_devices_get_no_curtail_while_a_standard_one_does(

@@ -9,7 +9,6 @@ the program reaches the device), and the CLI reports the savepoint it went throu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,7 +24,6 @@ from tests.stack.scenarios_support import (
     add_event,
     add_weather,
     audits,
-    job_running,
     now_ms,
     of,
     quiet,
@@ -34,13 +32,6 @@ from tests.stack.scenarios_support import (
 )
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def settings(local_stack: LocalStack) -> Iterator[Settings]:
-    """The stack's settings with the device-control job running (default settings)."""
-    with job_running(local_stack) as running:
-        yield running
 
 
 def test_state_survives_an_upgrade_through_a_savepoint(
