@@ -19,8 +19,8 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from pyflink.common import Duration, Types, WatermarkStrategy
-from pyflink.datastream import DataStream, StreamExecutionEnvironment
+from pyflink.common import Duration, Row, TypeInformation, Types, WatermarkStrategy
+from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
 from functions import budget, device, operators, pipeline
@@ -31,7 +31,8 @@ from jobs.io import OUTPUT_RECORD, KafkaConnection, KafkaSinks, KafkaSources, Si
 from jobs.records import (
     CONTROL,
     DEAD_LETTERS,
-    TIMED,
+    KEYED,
+    TIMED_KEYED,
     Decode,
     Encode,
     SchemaAccess,
@@ -81,7 +82,9 @@ def watermarks(policies: Policies) -> WatermarkStrategy:
     ).with_idleness(Duration.of_millis(policies.idleness_ms))
 
 
-def event_time(timed: DataStream, policies: Policies, uid: str) -> DataStream:
+def event_time(
+    timed: DataStream, policies: Policies, uid: str, value_type: TypeInformation = PICKLED
+) -> DataStream:
     """`(event, ts_ms)` pairs to events stamped with `ts_ms`, watermarks following them.
 
     PyFlink's own `assign_timestamps_and_watermarks` with a Python assigner adds one more
@@ -94,8 +97,19 @@ def event_time(timed: DataStream, policies: Policies, uid: str) -> DataStream:
     )
     stamped = timed._j_data_stream.assignTimestampsAndWatermarks(strategy).uid(uid)
     return DataStream(
-        stamped.map(python_eventtime.RemoveTimestampMapFunction(), PICKLED.get_java_type_info())
+        stamped.map(python_eventtime.RemoveTimestampMapFunction(), value_type.get_java_type_info())
     )
+
+
+def by_device(keyed: DataStream) -> KeyedStream:
+    """`(device id, event)` rows keyed in Java on their first field.
+
+    This is what PyFlink's `key_by` does after its Python key selector, without that extra
+    Python operator on every record: the decoder already put the key in the row.
+    """
+    key_type = Types.ROW([Types.STRING()]).get_java_type_info()
+    j_keyed = keyed._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
+    return KeyedStream(j_keyed, PICKLED, keyed)
 
 
 def build(
@@ -114,7 +128,7 @@ def build(
     policies = policies or Policies()
     decoded = (
         sources.records(env)
-        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=TIMED)
+        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=TIMED_KEYED)
         .name("decode")
         .uid("decode")
     )
@@ -134,10 +148,11 @@ def build(
         .uid("pipeline-watch")
     )
     context = regions.union(watch).filter(operators.is_context).broadcast(operators.CONTEXT)
+    activations = regions.filter(operators.is_device_event).map(
+        lambda event: Row(event.device_id, event), output_type=KEYED
+    )
     devices = (
-        event_time(decoded, policies, "event-time")
-        .union(regions.filter(operators.is_device_event))
-        .key_by(lambda event: event.device_id, key_type=Types.STRING())
+        by_device(event_time(decoded, policies, "event-time", KEYED).union(activations))
         .connect(context)
         .process(
             operators.DeviceStage(policies.device, policies.wetbulb, redis_url),

@@ -31,7 +31,9 @@ from schemas.registry import USER_INFO_ENV, Registry, RegistryConfig
 from state.device import DeviceInfo
 
 DEAD_LETTERS = OutputTag("dead-letters", PICKLED)
-TIMED = Types.TUPLE([PICKLED, Types.LONG()])
+TIMED = Types.TUPLE([PICKLED, Types.LONG()])  # (event, its time)
+KEYED = Types.ROW([Types.STRING(), PICKLED])  # (key, event): keyed in Java on field 0
+TIMED_KEYED = Types.TUPLE([KEYED, Types.LONG()])
 CONTROL = OutputTag("control", TIMED)
 HEARTBEAT_MS = 1_000
 
@@ -156,7 +158,8 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
         if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
             device_id = bytes(key).decode("utf-8", "replace")
-            yield device.Deregistration(device_id, correlation_id, cause, ts_ms), ts_ms
+            deleted = device.Deregistration(device_id, correlation_id, cause, ts_ms)
+            yield Row(device_id, deleted), ts_ms
             return
         decoder = self.deserializers.get(topic)
         if decoder is None:
@@ -169,7 +172,7 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             return
         for event in events_of(record, cause):
             if is_device_input(event):
-                yield event, event.ts_ms
+                yield Row(event.device_id, event), event.ts_ms
             if is_region_input(event):
                 yield CONTROL, (event, event.ts_ms)
             if isinstance(event, device.Telemetry):
