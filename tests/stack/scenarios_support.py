@@ -87,6 +87,11 @@ def audits(found: Records, device_id: str, outcome: str) -> list[dict[str, Any]]
     return [r for r in of(found, topics.AUDIT, device_id) if r["outcome"] == outcome]
 
 
+def commanded(found: Records, device_id: str) -> bool:
+    """The device has a command and the EMITTED audit of it."""
+    return bool(of(found, topics.COMMANDS, device_id) and audits(found, device_id, "EMITTED"))
+
+
 def pipeline_alerts(found: Records, kind: str, since_ms: int) -> list[dict[str, Any]]:
     """The pipeline-wide alerts of one kind raised at or after `since_ms`."""
     return [

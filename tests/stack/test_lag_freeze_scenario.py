@@ -26,6 +26,7 @@ from tests.stack.scenarios_support import (
     add_event,
     add_weather,
     audits,
+    commanded,
     job_running,
     now_ms,
     of,
@@ -114,7 +115,7 @@ def test_lag_freeze_blocks_a_new_curtail_lets_restore_through_and_lifts_when_lag
     found = until(
         settings,
         [frozen_out],
-        lambda f: bool(of(f, topics.COMMANDS, frozen_out) and audits(f, frozen_out, "EMITTED")),
+        lambda f: commanded(f, frozen_out),
         "CURTAIL of the frozen-out device and its audit after the freeze cleared",
     )
 

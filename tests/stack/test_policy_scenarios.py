@@ -24,6 +24,7 @@ from tests.stack.scenarios_support import (
     add_event,
     add_weather,
     audits,
+    commanded,
     job_running,
     of,
     quiet,
@@ -86,7 +87,7 @@ def test_weather_older_than_its_max_age_blocks_curtail_until_a_current_observati
     found = until(
         settings,
         [device],
-        lambda f: bool(of(f, topics.COMMANDS, device) and audits(f, device, "EMITTED")),
+        lambda f: commanded(f, device),
         "CURTAIL and its audit once the weather is current",
     )
 

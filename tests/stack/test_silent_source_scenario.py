@@ -20,7 +20,7 @@ from tests.stack.scenarios_support import (
     SETTLE_MS,
     add_event,
     add_weather,
-    audits,
+    commanded,
     job_running,
     now_ms,
     of,
@@ -80,8 +80,7 @@ def test_a_silent_source_raises_grid_follow_blocks_curtail_and_clears_when_telem
         [device, PIPELINE],
         lambda f: bool(
             pipeline_alerts(f, "GRID_FOLLOW_CLEARED", alert["raised_ts_ms"])
-            and of(f, topics.COMMANDS, device)
-            and audits(f, device, "EMITTED")
+            and commanded(f, device)
         ),
         "GRID_FOLLOW_CLEARED alert and the next event's CURTAIL",
     )
