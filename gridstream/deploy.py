@@ -17,6 +17,9 @@ def _running_id(stack: LocalStack) -> str | None:
 
 def start_job(stack: LocalStack, savepoint: str | None = None) -> str:
     """Submit the device-control job (from `savepoint` if given); its id once it runs."""
+    if not stack.flink.runs_current_code():
+        stack.say("the code changed since the TaskManager started: restarting it ...")
+        stack.flink.restart_taskmanager()
     origin = f" from {savepoint}" if savepoint else ""
     print(f"submitting {JOB_NAME} to the session cluster{origin} ...")
     job_id = stack.flink.submit("jobs.device_control", savepoint=savepoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -235,6 +236,18 @@ class Registry:
 
 
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("gridstream", "jobs", "functions", "state", "schemas")  # as pyproject.toml installs
+
+
+def code_digest() -> str:
+    """A digest of the project's Python sources: what a job's workers import."""
+    digest = hashlib.sha256()
+    for package in PACKAGES:
+        for path in sorted((PROJECT_ROOT / package).rglob("*.py")):
+            digest.update(str(path.relative_to(PROJECT_ROOT)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 class Flink:
@@ -288,11 +301,11 @@ class Flink:
         except (OSError, ValueError):
             return False
 
-    def _script(self, name: str) -> None:
+    def _script(self, name: str, *args: str) -> None:
         script = flinkconf.flink_home() / "bin" / name
         result = subprocess.run(
-            ["bash", str(script)], env={**os.environ, **self.env}, capture_output=True, text=True,
-            check=False,
+            ["bash", str(script), *args], env={**os.environ, **self.env}, capture_output=True,
+            text=True, check=False,
         )  # fmt: skip
         if result.returncode != 0:
             raise ComponentError(f"flink {name} failed: {result.stderr or result.stdout}")
@@ -372,6 +385,45 @@ class Flink:
             raise ComponentError(f"flink job {job_id} did not stop after its savepoint")
         return str(operation["location"])
 
+    @property
+    def code_stamp(self) -> Path:
+        """Where `start` and `restart_taskmanager` note the code the TaskManager imports."""
+        return self.home / "code.sha256"
+
+    def runs_current_code(self) -> bool:
+        """Whether the TaskManager started with the project's code as it is now.
+
+        In thread mode the workers' Python lives in the TaskManager's JVM, one interpreter for
+        the process's life: a module a job imported stays imported, so after the code changes
+        a new job would run the old modules (or a mix of old and new).
+        """
+        return self.code_stamp.exists() and self.code_stamp.read_text() == code_digest()
+
+    def taskmanager_ids(self) -> set[str]:
+        with urllib.request.urlopen(f"{self.address}/taskmanagers", timeout=5) as response:
+            return {str(tm["id"]) for tm in json.load(response)["taskmanagers"]}
+
+    def restart_taskmanager(self) -> None:
+        """A fresh TaskManager process, which imports the project's code as it is now.
+
+        Refused while jobs run on the cluster: restarting would fail them over.
+        """
+        running = [job["name"] for job in self.jobs() if job["state"] not in TERMINAL_STATES]
+        if running:
+            raise ComponentError(
+                f"the TaskManager runs older code and jobs are running on it ({running}): "
+                "stop them (`gridstream job stop`), or `gridstream stack down` and up again"
+            )
+        old = self.taskmanager_ids()
+        self._script("taskmanager.sh", "stop")
+        self._script("taskmanager.sh", "start")
+        timeout = self.settings.stack.start_timeout_s
+        if not wait_until(lambda: (ids := self.taskmanager_ids()) and not ids & old, timeout, 0.5):
+            raise ComponentError(
+                f"no fresh TaskManager registered within {timeout:.0f}s: see {self.home / 'log'}"
+            )
+        self.code_stamp.write_text(code_digest())
+
     def _pids(self) -> list[Path]:
         return sorted((self.home / "pid").glob("*.pid"))
 
@@ -401,6 +453,7 @@ class Flink:
                 f"flink did not become ready within {self.settings.stack.start_timeout_s:.0f}s: "
                 f"see {self.home / 'log'}"
             )
+        self.code_stamp.write_text(code_digest())
 
     def started_here(self) -> bool:
         return any(path.read_text().strip() for path in self._pids())

@@ -4,7 +4,8 @@ current version from it, and the state is intact.
 Each stage's state is checked by what it does after the restart: the device stage's dedupe
 window (a reading played again is a DUPLICATE) and participation (cancelling the event
 restores the device it curtailed), the region stage's roster and events (a second event in
-the program reaches the device), and the CLI reports the savepoint it went through.
+the program reaches the device), and the CLI reports the savepoint it went through. After a
+code change the TaskManager is restarted before the new version starts.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import pytest
 from gridstream import config, topics
 from gridstream.cli import main as cli
 from gridstream.config import Settings
+from gridstream.deploy import upgrade_job
 from gridstream.scenario import Scenario, play
-from gridstream.stack import LocalStack
+from gridstream.stack import ComponentError, LocalStack
+from gridstream.stack.components import TERMINAL_STATES
 from tests.stack.scenarios_support import (
     SETTLE_MS,
     add_device,
@@ -82,3 +85,22 @@ def test_state_survives_an_upgrade_through_a_savepoint(
     assert [c["action"] for c in of(found, topics.COMMANDS, device)] == [
         "CURTAIL", "RESTORE", "CURTAIL",
     ]  # fmt: skip
+
+
+def test_an_upgrade_after_a_code_change_starts_the_new_job_on_a_fresh_taskmanager(
+    settings: Settings, local_stack: LocalStack
+) -> None:
+    """Thread mode keeps a job's modules imported in the TaskManager: once the code changed,
+    restarting it under a running job is refused, and the upgrade replaces it after the stop,
+    so the new job imports the new code."""
+    flink = local_stack.flink
+    flink.code_stamp.write_text("the digest of an older version")  # as after an edit
+    with pytest.raises(ComponentError, match="jobs are running"):
+        flink.restart_taskmanager()
+    before = flink.taskmanager_ids()
+
+    upgrade_job(local_stack)
+
+    assert flink.runs_current_code()
+    assert flink.taskmanager_ids().isdisjoint(before)
+    assert [j["state"] for j in flink.jobs() if j["state"] not in TERMINAL_STATES] == ["RUNNING"]
