@@ -20,14 +20,15 @@ import time
 from gridstream import config, roundtrip
 from gridstream.deploy import ensure_job
 from gridstream.stack import LocalStack
+from gridstream.stack.components import TERMINAL_STATES
 from jobs.device_control import JOB_NAME
 
 MODES = ("exactly-once", "at-least-once")
 
 
 def _cancel_running(stack: LocalStack) -> None:
-    for job in stack.flink.jobs():
-        if job["name"] == JOB_NAME and job["state"] in {"RUNNING", "CREATED", "INITIALIZING"}:
+    for job in stack.flink.jobs():  # a job failing over (RESTARTING) too: it would compete
+        if job["name"] == JOB_NAME and job["state"] not in TERMINAL_STATES:
             stack.flink.cancel(str(job["jid"]))
 
 
