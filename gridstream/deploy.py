@@ -33,7 +33,12 @@ def start_job(stack: LocalStack, savepoint: str | None = None) -> str:
 
 def ensure_job(stack: LocalStack) -> str:
     """The id of the running device-control job, submitting it first if needed."""
-    return _running_id(stack) or start_job(stack)
+    job_id = _running_id(stack)
+    if job_id is None:
+        return start_job(stack)
+    if not stack.flink.runs_current_code():
+        stack.say(f"{JOB_NAME} runs older code: `gridstream job upgrade` runs this version")
+    return job_id
 
 
 def stop_job(stack: LocalStack) -> str:

@@ -17,10 +17,11 @@ import pytest
 from gridstream import config, topics
 from gridstream.cli import main as cli
 from gridstream.config import Settings
-from gridstream.deploy import upgrade_job
+from gridstream.deploy import ensure_job, upgrade_job
 from gridstream.scenario import Scenario, play
 from gridstream.stack import ComponentError, LocalStack
 from gridstream.stack.components import TERMINAL_STATES
+from jobs.device_control import JOB_NAME
 from tests.stack.scenarios_support import (
     SETTLE_MS,
     add_device,
@@ -91,12 +92,16 @@ def test_an_upgrade_after_a_code_change_starts_the_new_job_on_a_fresh_taskmanage
     settings: Settings, local_stack: LocalStack
 ) -> None:
     """Thread mode keeps a job's modules imported in the TaskManager: once the code changed,
-    restarting it under a running job is refused, and the upgrade replaces it after the stop,
-    so the new job imports the new code."""
+    restarting it under a running job is refused, the running job is kept with a hint, and the
+    upgrade replaces the TaskManager after the stop, so the new job imports the new code."""
     flink = local_stack.flink
     flink.code_stamp.write_text("the digest of an older version")  # as after an edit
     with pytest.raises(ComponentError, match="jobs are running"):
         flink.restart_taskmanager()
+    said: list[str] = []
+    (running,) = [j["jid"] for j in flink.jobs() if j["state"] == "RUNNING"]
+    assert ensure_job(LocalStack(settings, say=said.append)) == running  # kept, with a hint
+    assert said == [f"{JOB_NAME} runs older code: `gridstream job upgrade` runs this version"]
     before = flink.taskmanager_ids()
 
     upgrade_job(local_stack)
