@@ -19,7 +19,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from pyflink.common import Duration, Row, TypeInformation, Types, WatermarkStrategy
+from pyflink.common import Duration, TypeInformation, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
@@ -38,6 +38,7 @@ from jobs.records import (
     SchemaAccess,
     is_heartbeat,
     is_region_input,
+    keyed,
     region_of,
 )
 from schemas.dead_letter import JobInfo
@@ -85,7 +86,8 @@ def watermarks(policies: Policies) -> WatermarkStrategy:
 def event_time(
     timed: DataStream, policies: Policies, uid: str, value_type: TypeInformation = PICKLED
 ) -> DataStream:
-    """`(event, ts_ms)` pairs to events stamped with `ts_ms`, watermarks following them.
+    """`(value, ts_ms)` pairs to values (of `value_type`) stamped with `ts_ms`, watermarks
+    following them.
 
     PyFlink's own `assign_timestamps_and_watermarks` with a Python assigner adds one more
     Python operator that sees every record; the decoder already knows each event's time, so
@@ -148,9 +150,7 @@ def build(
         .uid("pipeline-watch")
     )
     context = regions.union(watch).filter(operators.is_context).broadcast(operators.CONTEXT)
-    activations = regions.filter(operators.is_device_event).map(
-        lambda event: Row(event.device_id, event), output_type=KEYED
-    )
+    activations = regions.filter(operators.is_device_event).map(keyed, output_type=KEYED)
     devices = (
         by_device(event_time(decoded, policies, "event-time", KEYED).union(activations))
         .connect(context)

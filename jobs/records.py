@@ -124,14 +124,20 @@ def region_of(event: Any) -> str:
     )
 
 
+def keyed(event: Any) -> Row:
+    """A device event as the device stage's input: `(device id, event)`, a `KEYED` row."""
+    return Row(event.device_id, event)
+
+
 class Decode(ProcessFunction):  # type: ignore[misc]
-    """Input rows to `(event, event time)` pairs for the stages, in one pass per record.
+    """Input rows to `(value, event time)` pairs for the stages, in one pass per record.
 
     A tombstone on the compacted registry (null value) is the deletion of the device's
-    record. Device inputs leave on the main output; region inputs and the watchdog's heartbeats (at
-    most one a second per subtask, while telemetry flows) on `CONTROL`; what cannot be decoded
-    or validated on `DEAD_LETTERS`. Routing here, with side outputs, keeps each record on one
-    path: a filter per branch would make every branch's Python operator see every record.
+    record. Device inputs leave on the main output as `keyed` rows; region inputs and the
+    watchdog's heartbeats (at most one a second per subtask, while telemetry flows) on
+    `CONTROL`; what cannot be decoded or validated on `DEAD_LETTERS`. Routing here, with side
+    outputs, keeps each record on one path: a filter per branch would make every branch's
+    Python operator see every record.
     """
 
     def __init__(self, schemas: SchemaAccess, job: dead_letter.JobInfo) -> None:
@@ -158,8 +164,7 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
         if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
             device_id = bytes(key).decode("utf-8", "replace")
-            deleted = device.Deregistration(device_id, correlation_id, cause, ts_ms)
-            yield Row(device_id, deleted), ts_ms
+            yield keyed(device.Deregistration(device_id, correlation_id, cause, ts_ms)), ts_ms
             return
         decoder = self.deserializers.get(topic)
         if decoder is None:
@@ -172,7 +177,7 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             return
         for event in events_of(record, cause):
             if is_device_input(event):
-                yield Row(event.device_id, event), event.ts_ms
+                yield keyed(event), event.ts_ms
             if is_region_input(event):
                 yield CONTROL, (event, event.ts_ms)
             if isinstance(event, device.Telemetry):
