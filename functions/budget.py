@@ -6,7 +6,9 @@ out at the next window, higher DR priority (lower number) first. A waiting comma
 re-checked against the region's interlocks when it is released: a region that went into
 suspension, Grid-Follow or a freeze meanwhile blocks it; and a device that stopped wanting it
 (LIFE_SAFETY or unknown now, stale, opted out, its event over) sends a `Withdrawal` that
-blocks it. RESTORE gives load back and is never held. Pure: the adapter keeps the waiting
+blocks it. A request arriving while this stage's copy of the region's context forbids it
+waits too, so a copy that is only behind the device stage's costs a window, not the command.
+RESTORE gives load back and is never held. Pure: the adapter keeps the waiting
 requests in map state and passes them in.
 """
 
@@ -112,20 +114,23 @@ def on_request(
     pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """Release the request now if the window has room and nothing waits; else defer it.
+    """Release the request now if the window has room, nothing waits and the region allows it;
+    else defer it to the next window.
 
     The region's interlocks are checked again here, on this stage's own copy of the context:
     the device stage decided on its copy, and the two may see a change at different moments.
+    A request this copy forbids waits (DEFERRED with the reasons) rather than being blocked at
+    once: the device has taken it as sent and will not ask again, so if this copy was only
+    behind, the release goes out a window later; if the region is really unsafe, the release
+    blocks it.
     """
     win = current(window, now_ms, policy)
-    reasons = region_reasons(req.action, region, pipeline)
-    if reasons:
-        return BudgetStep(win, (_audit(req, now_ms, AuditOutcome.BLOCKED, reasons),))
     if req.action not in LOAD_REDUCING_ACTIONS:
         return BudgetStep(win, _emit(req, now_ms))
-    if waiting == 0 and win.used < policy.commands_per_window:
+    reasons = region_reasons(req.action, region, pipeline)
+    if not reasons and waiting == 0 and win.used < policy.commands_per_window:
         return BudgetStep(dataclasses.replace(win, used=win.used + 1), _emit(req, now_ms))
-    deferred = _audit(req, now_ms, AuditOutcome.DEFERRED, (ReasonCode.RATE_LIMITED,))
+    deferred = _audit(req, now_ms, AuditOutcome.DEFERRED, reasons or (ReasonCode.RATE_LIMITED,))
     return BudgetStep(win, (deferred,), queued=(req,))
 
 

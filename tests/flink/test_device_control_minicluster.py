@@ -110,12 +110,29 @@ def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
         assert {HOSPITAL, DELETED} <= blocked
         assert duplicates == [ENROLLED[0]]
     else:
-        # The collection source deals rows round robin to the decoders, so a device's records
-        # lose their order (Kafka's key partitioning keeps it). A duplicate may come after
-        # more than the dedupe window of newer readings and pass as a late one, never twice;
-        # the tombstone may overtake the record it deletes, and then the device is enrolled.
-        deleted = {(DELETED, a): 1 for a in ("CURTAIL", "RESTORE")}
-        assert commands in (expected, {**expected, **deleted})
+        # One collection source deals rows round robin to the two decoders: a device's records
+        # lose their order (Kafka's key partitioning keeps it), so a duplicate may pass as a
+        # late reading (never twice) and the tombstone may overtake the record it deletes. The
+        # control stream advances only with its few records on each decoder (weather, registry,
+        # a heartbeat a second) and the input is played in about a second, so the budget
+        # stage's watermark may pass the event's start and end together when the input ends:
+        # a start that reached it before its copy of the weather is held a window, and the
+        # event's end withdraws it (seen: held at minute 5, withdrawn at minute 20). What holds
+        # whatever the order: commands only for enrolled devices (the deleted one too, if its
+        # tombstone came first), one of each, every CURTAIL restored, and every enrolled
+        # device's CURTAIL either sent or withdrawn at the end of the event.
+        assert {d for d, _ in commands} <= {*ENROLLED, DELETED}
+        assert set(commands.values()) == {1}
+        assert all((d, "RESTORE") in commands for d, a in commands if a == "CURTAIL")
+        for d in ENROLLED:
+            outcomes = [
+                (o["outcome"], tuple(o["reason_codes"])) for o in audits
+                if o["device_id"] == d and o["action"] == "CURTAIL"
+            ]  # fmt: skip
+            sent = ("EMITTED", ("DR_EVENT",))
+            withdrawn = ("BLOCKED", ("DR_EVENT",))
+            assert outcomes[-1] in (sent, withdrawn)
+            assert (d, "CURTAIL") in commands or withdrawn in outcomes
         assert HOSPITAL in blocked
         assert duplicates in ([], [ENROLLED[0]])
     dead = [o for o in outputs if o["topic"] == topics.DLQ]

@@ -74,9 +74,14 @@ class Driver:
         self.steps.append((kind, step, tuple(self.waiting.values())))
         return step
 
-    def request(self, req: CommandRequest) -> BudgetStep:
+    def request(
+        self,
+        req: CommandRequest,
+        region: RegionMode = RegionMode.NORMAL,
+        pipeline: PipelineFacts = CLEAR,
+    ) -> BudgetStep:
         step = on_request(
-            self.window, len(self.waiting), req, req.requested_ts_ms, RegionMode.NORMAL, CLEAR,
+            self.window, len(self.waiting), req, req.requested_ts_ms, region, pipeline,
             self.policy,
         )  # fmt: skip
         return self._apply("request", step)
@@ -184,7 +189,7 @@ def test_restore_is_never_deferred() -> None:
     assert d.window.used == POLICY.commands_per_window
 
 
-@pytest.mark.parametrize(
+UNSAFE = pytest.mark.parametrize(
     ("region", "pipeline", "reason"),
     [
         (RegionMode.SUSPENDED, CLEAR, ReasonCode.WET_BULB_SUSPEND),
@@ -193,6 +198,9 @@ def test_restore_is_never_deferred() -> None:
         (RegionMode.NORMAL, PipelineFacts(source_silent=True), ReasonCode.GRID_FOLLOW),
     ],
 )
+
+
+@UNSAFE
 def test_a_waiting_request_is_blocked_if_the_region_turned_unsafe(
     region: RegionMode, pipeline: PipelineFacts, reason: ReasonCode
 ) -> None:
@@ -210,6 +218,27 @@ def test_a_waiting_request_is_blocked_if_the_region_turned_unsafe(
     assert d.timer is None
 
 
+@UNSAFE
+@pytest.mark.parametrize("caught_up", [True, False])
+def test_a_request_this_stage_sees_as_unsafe_waits_a_window_then_is_checked_again(
+    region: RegionMode, pipeline: PipelineFacts, reason: ReasonCode, caught_up: bool
+) -> None:
+    """The device stage decided on its copy of the context, which may be newer than this
+    stage's: the request is DEFERRED with the reasons, not dropped; at the next window it goes
+    out if the region is safe by then and is BLOCKED if it is still unsafe."""
+    d = Driver()
+    arrival = d.request(request(0, T0), region, pipeline)
+    (deferred,) = arrival.outputs
+    assert isinstance(deferred, AuditDecision)
+    assert (deferred.outcome, deferred.reason_codes) == (AuditOutcome.DEFERRED, (reason,))
+    later = (RegionMode.NORMAL, CLEAR) if caught_up else (region, pipeline)
+    (step,) = d.advance(T0 + POLICY.window_ms, *later)
+    assert [c.command_id for c in commands(step.outputs)] == (["cmd-0"] if caught_up else [])
+    blocked = [o for o in step.outputs if getattr(o, "outcome", None) is AuditOutcome.BLOCKED]
+    assert [o.device_id for o in blocked] == ([] if caught_up else ["dev-0"])
+    assert d.waiting == {}
+
+
 # Properties -----------------------------------------------------------------------------------
 
 requests = st.tuples(
@@ -218,12 +247,12 @@ requests = st.tuples(
     st.integers(0, 3),  # priority
     st.sampled_from([Action.CURTAIL, Action.SHED, Action.SETPOINT_OFFSET, Action.RESTORE]),
 )
-advances = st.tuples(
-    st.just("advance"),
-    st.integers(0, 25_000),
+views = (
     st.sampled_from(RegionMode),
     st.builds(PipelineFacts, frozen=st.booleans(), source_silent=st.booleans()),
 )
+advances = st.tuples(st.just("advance"), st.integers(0, 25_000), *views)
+viewed_requests = st.tuples(*requests.wrapped_strategy.element_strategies, *views)
 
 
 def _key(sent: list[CommandRequest], command_id: str) -> tuple[int, int, str]:
@@ -292,21 +321,25 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.one_of(requests, advances), max_size=60))
-def test_no_load_reducing_command_leaves_a_window_while_an_interlock_holds(
+@given(st.lists(st.one_of(viewed_requests, advances), max_size=60))
+def test_no_load_reducing_command_goes_out_while_an_interlock_holds(
     script: list[tuple],
 ) -> None:
-    """Property: on_window never emits a load-reducing command while region_reasons(...) is
-    non-empty; every request still ends EMITTED or BLOCKED exactly once, none waits forever."""
+    """Property: neither a request nor a window emits a load-reducing command while
+    region_reasons(...) of this stage's view is non-empty; every request still ends EMITTED or
+    BLOCKED exactly once, none waits forever."""
     d = Driver()
     clock = T0
     sent: list[CommandRequest] = []
     for n, (op, dt, *args) in enumerate(script):
         clock += dt
         if op == "request":
-            req = request(n, clock, *args)
+            priority, action, region, pipeline = args
+            req = request(n, clock, priority, action)
             sent.append(req)
-            d.request(req)
+            arrival = d.request(req, region, pipeline)
+            for command in commands(arrival.outputs):
+                assert not region_reasons(command.action, region, pipeline)
             continue
         region, pipeline = args
         for step in d.advance(clock, region, pipeline):
