@@ -115,6 +115,22 @@ def _decode_entry(key: str, raw: bytes) -> Any:
     return codec.decode_pipeline(raw) if key == PIPELINE_KEY else codec.decode_weather(raw)
 
 
+class RosterKeeper(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by device: the region each registered device is in, so the region stage hears of
+    a move or a deletion (`functions.region.roster_changes`); cleared with the record."""
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.region = runtime_context.get_state(ValueStateDescriptor("region", Types.STRING()))
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        now_in, changes = region.roster_changes(self.region.value(), value)
+        if now_in is None:
+            self.region.clear()
+        else:
+            self.region.update(now_in)
+        yield from changes
+
+
 class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by region: `functions.region` over weather, roster and DR-event state."""
 
@@ -151,6 +167,8 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
             yield from step.alerts
             if step.suspended_now:
                 yield from region.releases(self._roster(), value)
+        elif isinstance(value, region.RosterLeave):
+            self.roster.remove(value.device_id)
         elif isinstance(value, device.RegistryUpdate):
             entry = region.RosterEntry(value.info.device_class, value.info.programs)
             self.roster.put(value.device_id, codec.encode_roster_entry(entry))

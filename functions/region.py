@@ -6,6 +6,10 @@ is expanded here into one `Activation` per enrolled device of the region's roste
 raises one `GRID_FOLLOW` when a region's newest weather ages out (an event-time timer at its
 deadline) and `GRID_FOLLOW_CLEARED` when newer weather returns. Pure: the adapter holds the
 roster, the events and the weather in state and passes them in with the time.
+
+A registry record names only the device's current region, and a tombstone names none, so the
+roster keeper ahead of the region stage (keyed by device) remembers each device's region and
+tells the old region when its device moved or was deleted (`roster_changes`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Iterator
 
-from functions.device import COOLING_CLASSES, Activation, Release
+from functions.device import COOLING_CLASSES, Activation, Deregistration, RegistryUpdate, Release
 from functions.wetbulb import RegionWeather, WetBulbPolicy, heat_index_c, observe, stale_from_ms
 from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, Severity
 
@@ -63,6 +67,15 @@ class EventForRegion:
     region_id: str
     ts_ms: int
     event: RegionEvent
+
+
+@dataclasses.dataclass(frozen=True)
+class RosterLeave:
+    """A device left a region's roster: its record moved it to another region or was deleted."""
+
+    device_id: str
+    region_id: str
+    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,3 +215,18 @@ def joins(
     for event in events:
         if event.program_id in entry.programs and not event.cancelled and now_ms < event.end_ts_ms:
             yield activation(device_id, region_id, event, now_ms)
+
+
+def roster_changes(
+    old_region: str | None, record: RegistryUpdate | Deregistration
+) -> tuple[str | None, tuple[RegistryUpdate | RosterLeave, ...]]:
+    """The device's region after a registry record, and what the record changes in the
+    rosters: a leave of the region the device was in, if it moved or was deleted, then the
+    record itself for the roster of its region."""
+    new_region = record.info.region_id if isinstance(record, RegistryUpdate) else None
+    changes: list[RegistryUpdate | RosterLeave] = []
+    if old_region is not None and old_region != new_region:
+        changes.append(RosterLeave(record.device_id, old_region, record.ts_ms))
+    if isinstance(record, RegistryUpdate):
+        changes.append(record)
+    return new_region, tuple(changes)

@@ -5,6 +5,8 @@ A scenario file holds one step a line, in order (blank lines are skipped):
 - `{"topic": T, "value": {...}}`: a record, validated with the topic's model, then encoded with
   the topic's newest schema (its id from the registry);
 - `{"topic": T, "raw_hex": "00ff..."}`: raw bytes, for bad input;
+- `{"topic": "device.registry", "key": ID, "value": null}`: the deletion of a device's record
+  (a tombstone on the compacted registry; DESIGN.md's format has no way to write one);
 - `{"sleep_ms": N}`: a wall-clock pause (records before it are flushed to Kafka first).
 
 A record or raw step may add `"key"` (a string, or null for no key); otherwise a record's key is
@@ -130,10 +132,10 @@ class RecordStep:
 
 @dataclasses.dataclass(frozen=True)
 class RawStep:
-    """Produce `data` to `topic` as it is."""
+    """Produce `data` to `topic` as it is (None: a tombstone)."""
 
     topic: str
-    data: bytes
+    data: bytes | None
     key: str | None
     where: str
     correlation_id: str | None = None
@@ -249,6 +251,14 @@ def parse_step(obj: Any, where: str) -> Step:
             raise StepError(where, "sleep_ms", f"{ms!r} is not a whole number of ms >= 0")
         return SleepStep(ms, where)
     topic = _topic(obj, where)
+    if "value" in obj and obj["value"] is None:
+        key = obj.get("key")
+        if topic != topics.DEVICE_REGISTRY or not (isinstance(key, str) and key):
+            raise StepError(
+                where, "value", f"null (a deletion) needs the device id as key and topic "
+                f"{topics.DEVICE_REGISTRY!r}, the compacted one: write a record instead",
+            )  # fmt: skip
+        return RawStep(topic, None, key, where)
     if "raw_hex" in obj:
         text = obj["raw_hex"]
         try:
@@ -449,6 +459,11 @@ class Scenario:
         """A CIS record (default: a STANDARD thermostat in region-north, updated now)."""
         defaults = _defaults(models.DeviceRecord, updated_ts_ms="now")
         return self._model(models.DeviceRecord, key, defaults, overrides)
+
+    def deletion(self, device_id: str) -> Scenario:
+        """The CIS deleting a device's record (a tombstone on the registry)."""
+        self._steps.append({"topic": topics.DEVICE_REGISTRY, "key": device_id, "value": None})
+        return self
 
     def weather(self, key: str | _Key | None = DERIVED, **overrides: Any) -> Scenario:
         """A weather observation (default: region-north, 34 °C at 40 % RH, observed now)."""

@@ -9,7 +9,9 @@
                         └─ requests ─ budget (by region) ──────────────────────────────────┤
                                                                            encode ─ sinks
 
-The trade-offs are in jobs/DISCUSSION.md.
+Registry records reach the region stage's roster through the roster keeper (keyed by device),
+which also tells a device's old region when the device moves or is deleted. The trade-offs are
+in jobs/DISCUSSION.md.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ from jobs.records import (
     SchemaAccess,
     is_heartbeat,
     is_region_input,
+    is_registry_record,
     keyed,
     region_of,
 )
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.5.0"
+JOB_VERSION = "0.6.0"
 PICKLED = operators.PICKLED
 
 
@@ -135,8 +138,16 @@ def build(
         .uid("decode")
     )
     control = event_time(decoded.get_side_output(CONTROL), policies, "control-time")
+    roster_changes = (
+        control.filter(is_registry_record)
+        .key_by(lambda record: record.device_id, key_type=Types.STRING())
+        .process(operators.RosterKeeper(), output_type=PICKLED)
+        .name("roster keeper")
+        .uid("roster-keeper")
+    )
     regions = (
         control.filter(is_region_input)
+        .union(roster_changes)
         .key_by(region_of, key_type=Types.STRING())
         .process(operators.RegionStage(policies.wetbulb), output_type=PICKLED)
         .name("region stage")

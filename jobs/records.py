@@ -100,8 +100,13 @@ def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
 
 
 def is_region_input(event: Any) -> bool:
-    """Weather, registry records (the roster) and DR events go to the region stage."""
-    return isinstance(event, region.WeatherInput | region.EventForRegion | device.RegistryUpdate)
+    """Weather and DR events go straight to the region stage."""
+    return isinstance(event, region.WeatherInput | region.EventForRegion)
+
+
+def is_registry_record(event: Any) -> bool:
+    """Registry records and their deletions go to the roster keeper (and the device stage)."""
+    return isinstance(event, device.RegistryUpdate | device.Deregistration)
 
 
 def is_device_input(event: Any) -> bool:
@@ -118,7 +123,7 @@ def is_heartbeat(event: Any) -> bool:
 
 
 def region_of(event: Any) -> str:
-    """The region-stage key of a region input."""
+    """The region-stage key of a region input, a registry record or a roster leave."""
     return str(
         event.info.region_id if isinstance(event, device.RegistryUpdate) else event.region_id
     )
@@ -133,11 +138,11 @@ class Decode(ProcessFunction):  # type: ignore[misc]
     """Input rows to `(value, event time)` pairs for the stages, in one pass per record.
 
     A tombstone on the compacted registry (null value) is the deletion of the device's
-    record. Device inputs leave on the main output as `keyed` rows; region inputs and the
-    watchdog's heartbeats (at most one a second per subtask, while telemetry flows) on
-    `CONTROL`; what cannot be decoded or validated on `DEAD_LETTERS`. Routing here, with side
-    outputs, keeps each record on one path: a filter per branch would make every branch's
-    Python operator see every record.
+    record. Device inputs leave on the main output as `keyed` rows; region inputs, registry
+    records and deletions (for the roster keeper too) and the watchdog's heartbeats (at most
+    one a second per subtask, while telemetry flows) on `CONTROL`; what cannot be decoded or
+    validated on `DEAD_LETTERS`. Routing here, with side outputs, keeps each record on one
+    path: a filter per branch would make every branch's Python operator see every record.
     """
 
     def __init__(self, schemas: SchemaAccess, job: dead_letter.JobInfo) -> None:
@@ -164,7 +169,7 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
         if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
             device_id = bytes(key).decode("utf-8", "replace")
-            yield keyed(device.Deregistration(device_id, correlation_id, cause, ts_ms)), ts_ms
+            yield from self._route(device.Deregistration(device_id, correlation_id, cause, ts_ms))
             return
         decoder = self.deserializers.get(topic)
         if decoder is None:
@@ -176,12 +181,16 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             yield DEAD_LETTERS, record
             return
         for event in events_of(record, cause):
-            if is_device_input(event):
-                yield keyed(event), event.ts_ms
-            if is_region_input(event):
-                yield CONTROL, (event, event.ts_ms)
+            yield from self._route(event)
             if isinstance(event, device.Telemetry):
                 yield from self._heartbeat(event.ts_ms, now_ms)
+
+    @staticmethod
+    def _route(event: Any) -> Iterator[Any]:
+        if is_device_input(event):
+            yield keyed(event), event.ts_ms
+        if is_region_input(event) or is_registry_record(event):
+            yield CONTROL, (event, event.ts_ms)
 
     def _heartbeat(self, event_ms: int, now_ms: int) -> Iterator[Any]:
         self.newest = max(self.newest, event_ms)

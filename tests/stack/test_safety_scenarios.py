@@ -31,6 +31,7 @@ from tests.stack.scenarios_support import (
     add_event,
     add_weather,
     audits,
+    commanded,
     of,
     quiet,
     unique,
@@ -79,6 +80,29 @@ def test_life_safety_and_unknown_devices_get_no_curtail_while_a_standard_one_doe
     for audit in of(found, topics.AUDIT, unknown):
         assert audit["outcome"] == "BLOCKED"
         assert {"UNKNOWN_DEVICE", "LIFE_SAFETY_EXCLUSION"} <= set(audit["reason_codes"])
+
+
+def test_a_deleted_device_is_off_its_region_roster_so_a_later_event_never_reaches_it(
+    settings: Settings,
+) -> None:
+    """Rule 1 and state lifetime: a registry tombstone makes the device unknown again, and the
+    roster keeper takes it off its region's roster, so an event issued after the deletion
+    neither commands it nor decides anything about it, while its neighbour gets its CURTAIL."""
+    region, program = unique("region"), unique("program")
+    deleted, kept = unique("deleted"), unique("kept")
+    setup = add_weather(Scenario(), region)
+    setup = add_device(setup, deleted, region, program, priority_level="STANDARD")
+    setup = add_device(setup, kept, region, program, priority_level="STANDARD")
+    setup = setup.sleep(SETTLE_MS).deletion(deleted).sleep(SETTLE_MS)
+    play(settings, add_event(setup, region, program, "CURTAIL", curtailment_pct=20.0), quiet)
+
+    found = until(
+        settings, [deleted, kept], lambda f: commanded(f, kept), "CURTAIL for the kept device"
+    )
+    # The deleted device's decision, had the event reached it, would come out of the device
+    # stage with the kept one's (one hop before the command), so it would be here by now.
+    assert of(found, topics.COMMANDS, deleted) == []
+    assert of(found, topics.AUDIT, deleted) == []
 
 
 def test_wet_bulb_at_threshold_suspends_dr_in_the_region_and_alerts(settings: Settings) -> None:

@@ -12,6 +12,7 @@ from functions.budget import BudgetPolicy
 from functions.device import (
     Activation,
     CommandRequest,
+    Deregistration,
     DevicePolicy,
     RegistryUpdate,
     Release,
@@ -25,6 +26,7 @@ from functions.operators import (
     DeviceStage,
     PipelineWatch,
     RegionStage,
+    RosterKeeper,
     region_key,
 )
 from functions.pipeline import Heartbeat, PipelinePolicy, PipelineState
@@ -194,6 +196,34 @@ def test_region_stage_sends_a_cancellation_and_drops_the_event() -> None:
     assert h.state_value(REGION, "dr-events") is None
     assert h.advance_watermark(T0 + MINUTE_MS) == []
     assert h.pending_timers() == []
+
+
+def test_roster_keeper_takes_a_moved_or_deleted_device_off_its_old_region_roster() -> None:
+    """A device registered in the north, moved south, then deleted: each region's roster names
+    it only while it is there, and the keeper forgets it with its record."""
+    keeper = Harness(RosterKeeper()).open()
+    regions = Harness(RegionStage(WETBULB)).open()
+
+    def record(value: Any) -> None:
+        for change in keeper.process(value.device_id, value):
+            key = change.info.region_id if isinstance(change, RegistryUpdate) else change.region_id
+            assert regions.process(key, change) == []
+
+    def rosters() -> dict[str, list[str]]:
+        return {r: sorted(regions.state_value(r, "roster") or {}) for r in ("north", "south")}
+
+    record(registry("a"))
+    record(registry("b"))
+    assert rosters() == {"north": ["a", "b"], "south": []}
+    moved = DeviceInfo(DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, "south", ("p1",), 4.5)
+    record(RegistryUpdate("a", moved, "r-a2", CAUSE, T0 + 1))
+    assert rosters() == {"north": ["b"], "south": ["a"]}
+    record(Deregistration("a", "del-a", CAUSE, T0 + 2))
+    record(Deregistration("nobody", "del-x", CAUSE, T0 + 3))  # never registered: nothing
+    assert rosters() == {"north": ["b"], "south": []}
+    assert keeper.state_value("a", "region") is None
+    assert keeper.state_value("b", "region") == "north"
+    assert keeper.state_entries() == 1
 
 
 # BudgetStage ----------------------------------------------------------------------------------

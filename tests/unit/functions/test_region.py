@@ -7,21 +7,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.device import COOLING_CLASSES
+from functions.device import COOLING_CLASSES, Deregistration, RegistryUpdate
 from functions.region import (
     EventForRegion,
     RegionEvent,
     RosterEntry,
+    RosterLeave,
     WeatherInput,
     activations,
     joins,
     on_weather,
     on_weather_timer,
     releases,
+    roster_changes,
     weather_timers,
 )
 from functions.wetbulb import RegionWeather, WetBulbPolicy
-from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, Severity
+from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, PriorityLevel, Severity
+from state.device import DeviceInfo
 from tests.vocabulary import MINUTE_MS
 
 pytestmark = pytest.mark.unit
@@ -337,3 +340,53 @@ def test_one_grid_follow_per_age_out_episode_and_none_while_fresh(
     episodes += [a.kind for a in final].count(AlertKind.GRID_FOLLOW)
     assert region.timers == set()
     assert (region.state is not None) == (episodes >= 1)
+
+
+# The roster keeper ------------------------------------------------------------------------------
+
+registry_records = st.lists(
+    st.tuples(
+        st.sampled_from(["dev-1", "dev-2", "dev-3"]),
+        st.one_of(st.none(), st.sampled_from(["north", "south", "east"])),  # None: a tombstone
+    ),
+    max_size=40,
+)
+
+
+def _record(device_id: str, region_id: str | None, ts: int) -> RegistryUpdate | Deregistration:
+    if region_id is None:
+        return Deregistration(device_id, f"del-{ts}", CAUSE, ts)
+    info = DeviceInfo(DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, region_id, ("p1",), 4.5)
+    return RegistryUpdate(device_id, info, f"reg-{ts}", CAUSE, ts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(registry_records)
+def test_each_device_is_on_exactly_the_roster_of_its_current_region(
+    script: list[tuple[str, str | None]],
+) -> None:
+    """Property: under any run of registrations, moves and deletions (each device's records in
+    order, as Kafka's key partitioning keeps them), the rosters built from `roster_changes`
+    name every registered device in its current region only, and no deleted one; the keeper
+    holds a region for registered devices only."""
+    kept: dict[str, str] = {}
+    rosters: dict[str, set[str]] = {}
+    current: dict[str, str] = {}
+    for n, (device_id, region_id) in enumerate(script):
+        now_in, changes = roster_changes(kept.get(device_id), _record(device_id, region_id, n))
+        if now_in is None:
+            kept.pop(device_id, None)
+        else:
+            kept[device_id] = now_in
+        for change in changes:
+            if isinstance(change, RosterLeave):
+                rosters[change.region_id].remove(change.device_id)  # it was there
+            else:
+                rosters.setdefault(change.info.region_id, set()).add(change.device_id)
+        if region_id is None:
+            current.pop(device_id, None)
+        else:
+            current[device_id] = region_id
+    named = {(d, r) for r, devices in rosters.items() for d in devices}
+    assert named == set(current.items())
+    assert kept == current

@@ -146,6 +146,15 @@ def test_raw_steps_carry_bytes_and_have_no_key_unless_given() -> None:
     assert keyed == RawStep(topics.IOT_TELEMETRY, b"{}", "dev-1", "s.jsonl:2")
 
 
+def test_a_null_registry_value_is_the_deletion_of_the_keyed_device() -> None:
+    """`"value": null` on the registry with the device id as key is a tombstone; the builder's
+    `deletion` writes exactly that line."""
+    line = Scenario().deletion("dev-7").lines()[0]
+    assert json.loads(line) == {"topic": topics.DEVICE_REGISTRY, "key": "dev-7", "value": None}
+    (step,) = parse_lines([line], "s.jsonl")
+    assert step == RawStep(topics.DEVICE_REGISTRY, None, "dev-7", "s.jsonl:1")
+
+
 def test_a_file_parses_into_steps_in_order_skipping_blank_lines(tmp_path: Path) -> None:
     """Lines become record, raw and sleep steps in file order; `where` names file and line."""
     path = tmp_path / "s.jsonl"
@@ -180,6 +189,8 @@ def test_a_file_parses_into_steps_in_order_skipping_blank_lines(tmp_path: Path) 
         ({"sleep_ms": 1.5}, "sleep_ms", "is not a whole number of ms"),
         ({"sleep_ms": 5, "topic": topics.WEATHER}, "topic", "is not a field of a sleep_ms step"),
         ({"topic": topics.WEATHER, "value": [1]}, "value", "write a JSON object of fields"),
+        ({"topic": topics.WEATHER, "key": "north", "value": None}, "value", "needs the device"),
+        ({"topic": topics.DEVICE_REGISTRY, "value": None}, "value", "id as key and topic"),
         ({"topic": topics.WEATHER, "value": {}, "key": 5}, "key", "or null for none"),
         (
             {"topic": topics.WEATHER, "value": {"ts_ms": "yesterday"}},
