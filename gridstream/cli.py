@@ -52,11 +52,12 @@ def _job(args: argparse.Namespace, settings: config.Settings) -> int:
 
     stack = LocalStack(settings)
     if args.action == "start":
-        print(f"running as {deploy.start_job(stack, args.from_savepoint)}")
+        job_id = deploy.start_job(stack, args.from_savepoint, args.allow_non_restored_state)
+        print(f"running as {job_id}")
     elif args.action == "stop":
         print(f"stopped; savepoint {deploy.stop_job(stack)}")
     else:
-        savepoint, job_id = deploy.upgrade_job(stack)
+        savepoint, job_id = deploy.upgrade_job(stack, args.allow_non_restored_state)
         print(f"upgraded through savepoint {savepoint}; running as {job_id}")
     return 0
 
@@ -119,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
     )
     job.add_argument("action", choices=["start", "stop", "upgrade"])
     job.add_argument("--from-savepoint", help="start: restore this savepoint (a path or URI)")
+    job.add_argument(
+        "--allow-non-restored-state",
+        action="store_true",
+        help="start, upgrade: leave out the savepoint's state for operators this version lacks",
+    )
     job.set_defaults(run=_job)
 
     state = sub.add_parser("state", help="print a device's last known good reading from Redis")

@@ -7,6 +7,9 @@ from gridstream.stack import ComponentError, LocalStack
 from gridstream.stack.process import wait_until
 from jobs.device_control import JOB_NAME
 
+# What `flink run` says when a savepoint holds state for an operator the job no longer has.
+UNMAPPED_STATE = "Cannot map checkpoint/savepoint state for operator"
+
 
 def _running_id(stack: LocalStack) -> str | None:
     for job in stack.flink.jobs():
@@ -15,14 +18,30 @@ def _running_id(stack: LocalStack) -> str | None:
     return None
 
 
-def start_job(stack: LocalStack, savepoint: str | None = None) -> str:
-    """Submit the device-control job (from `savepoint` if given); its id once it runs."""
+def start_job(
+    stack: LocalStack, savepoint: str | None = None, allow_non_restored_state: bool = False
+) -> str:
+    """Submit the device-control job (from `savepoint` if given, leaving out its state for
+    operators this version lacks if `allow_non_restored_state`); its id once it runs."""
     if not stack.flink.runs_current_code():
         stack.say("the code changed since the TaskManager started: restarting it ...")
         stack.flink.restart_taskmanager()
     origin = f" from {savepoint}" if savepoint else ""
     print(f"submitting {JOB_NAME} to the session cluster{origin} ...")
-    job_id = stack.flink.submit("jobs.device_control", savepoint=savepoint)
+    try:
+        job_id = stack.flink.submit(
+            "jobs.device_control", savepoint=savepoint, skip_unmapped_state=allow_non_restored_state
+        )
+    except ComponentError as err:
+        if UNMAPPED_STATE not in str(err):
+            raise
+        raise ComponentError(
+            f"savepoint {savepoint} holds state for operators this version does not have (one "
+            "taken before 0.6, when the Kafka source and sink had no fixed uids, does): start "
+            f"with `gridstream job start --from-savepoint {savepoint} --allow-non-restored-state`"
+            "; every stage's state is kept, and the Kafka source resumes from the offsets its "
+            "consumer group committed with the savepoint"
+        ) from None
     if not wait_until(lambda: stack.flink.job_state(job_id) == "RUNNING", 120, 1.0):
         raise ComponentError(
             f"{JOB_NAME} ({job_id}) is {stack.flink.job_state(job_id)}, not RUNNING: "
@@ -49,8 +68,13 @@ def stop_job(stack: LocalStack) -> str:
     return stack.flink.stop_with_savepoint(job_id)
 
 
-def upgrade_job(stack: LocalStack) -> tuple[str, str]:
+def upgrade_job(stack: LocalStack, allow_non_restored_state: bool = False) -> tuple[str, str]:
     """Stop the running job with a savepoint and start this version of it from there: the
     savepoint's path and the new job's id (its state is the old job's, migrated on read)."""
     savepoint = stop_job(stack)
-    return savepoint, start_job(stack, savepoint)
+    try:
+        return savepoint, start_job(stack, savepoint, allow_non_restored_state)
+    except ComponentError as err:
+        raise ComponentError(
+            f"stopped with savepoint {savepoint}, not started again: {err}"
+        ) from err

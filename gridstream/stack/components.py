@@ -316,11 +316,15 @@ class Flink:
         *args: str,
         extra_env: dict[str, str] | None = None,
         savepoint: str | None = None,
+        skip_unmapped_state: bool = False,
     ) -> str:
-        """Submit a Python job module detached with `bin/flink run` (from `savepoint` if given);
+        """Submit a Python job module detached with `bin/flink run` (from `savepoint` if given,
+        leaving out its state for operators the job no longer has if `skip_unmapped_state`);
         return its job id."""
         python = self.settings.job.python_executable
         restore = ["--fromSavepoint", savepoint] if savepoint else []
+        if savepoint and skip_unmapped_state:
+            restore.append("--allowNonRestoredState")
         argv = [
             "bash", str(flinkconf.flink_home() / "bin" / "flink"), "run", "--detached", *restore,
             "-pym", module, "-pyexec", python, "-pyclientexec", python, *args,
