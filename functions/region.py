@@ -75,7 +75,6 @@ class RosterLeave:
 
     device_id: str
     region_id: str
-    ts_ms: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +225,7 @@ def roster_changes(
     new_region = record.info.region_id if isinstance(record, RegistryUpdate) else None
     changes: list[RegistryUpdate | RosterLeave] = []
     if old_region is not None and old_region != new_region:
-        changes.append(RosterLeave(record.device_id, old_region, record.ts_ms))
+        changes.append(RosterLeave(record.device_id, old_region))
     if isinstance(record, RegistryUpdate):
         changes.append(record)
     return new_region, tuple(changes)

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from pyflink.common import Row, Types
@@ -99,14 +99,19 @@ def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
         )  # fmt: skip
 
 
+REGION_INPUTS = (region.WeatherInput, region.EventForRegion)
+REGISTRY_RECORDS = (device.RegistryUpdate, device.Deregistration)
+CONTROL_INPUTS = REGION_INPUTS + REGISTRY_RECORDS  # with the heartbeats, the control stream
+
+
 def is_region_input(event: Any) -> bool:
     """Weather and DR events go straight to the region stage."""
-    return isinstance(event, region.WeatherInput | region.EventForRegion)
+    return isinstance(event, REGION_INPUTS)
 
 
 def is_registry_record(event: Any) -> bool:
     """Registry records and their deletions go to the roster keeper (and the device stage)."""
-    return isinstance(event, device.RegistryUpdate | device.Deregistration)
+    return isinstance(event, REGISTRY_RECORDS)
 
 
 def is_device_input(event: Any) -> bool:
@@ -167,30 +172,28 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             [(dead_letter.CORRELATION_HEADER, correlation_id)],
         )  # fmt: skip
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
+        events: Iterable[Any]
         if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
             device_id = bytes(key).decode("utf-8", "replace")
-            yield from self._route(device.Deregistration(device_id, correlation_id, cause, ts_ms))
-            return
-        decoder = self.deserializers.get(topic)
-        if decoder is None:
-            error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
-            yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
-            return
-        record = dead_letter.decode_or_dead_letter(decoder, source, self.job, now_ms)
-        if isinstance(record, models.DeadLetter):
-            yield DEAD_LETTERS, record
-            return
-        for event in events_of(record, cause):
-            yield from self._route(event)
+            events = (device.Deregistration(device_id, correlation_id, cause, ts_ms),)
+        else:
+            decoder = self.deserializers.get(topic)
+            if decoder is None:
+                error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
+                yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
+                return
+            record = dead_letter.decode_or_dead_letter(decoder, source, self.job, now_ms)
+            if isinstance(record, models.DeadLetter):
+                yield DEAD_LETTERS, record
+                return
+            events = events_of(record, cause)
+        for event in events:
+            if is_device_input(event):
+                yield keyed(event), event.ts_ms
+            if isinstance(event, CONTROL_INPUTS):
+                yield CONTROL, (event, event.ts_ms)
             if isinstance(event, device.Telemetry):
                 yield from self._heartbeat(event.ts_ms, now_ms)
-
-    @staticmethod
-    def _route(event: Any) -> Iterator[Any]:
-        if is_device_input(event):
-            yield keyed(event), event.ts_ms
-        if is_region_input(event) or is_registry_record(event):
-            yield CONTROL, (event, event.ts_ms)
 
     def _heartbeat(self, event_ms: int, now_ms: int) -> Iterator[Any]:
         self.newest = max(self.newest, event_ms)
