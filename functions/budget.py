@@ -1,15 +1,17 @@
 """The region budget stage: commands released per region under a budget (DESIGN.md rule 8).
 
 Keyed by region, after the device stage. Each event-time window releases at most
-`commands_per_window` load-reducing commands; the rest wait (`DEFERRED`, not dropped) and go
-out at the next window, higher DR priority (lower number) first. A waiting command is
-re-checked against the region's interlocks when it is released: a region that went into
-suspension, Grid-Follow or a freeze meanwhile blocks it; and a device that stopped wanting it
-(LIFE_SAFETY or unknown now, stale, opted out, its event over) sends a `Withdrawal` that
-blocks it. A request arriving while this stage's copy of the region's context forbids it
-waits too, so a copy that is only behind the device stage's costs a window, not the command.
-RESTORE gives load back and is never held. Pure: the adapter keeps the waiting
-requests in map state and passes them in.
+`commands_per_window` load-reducing commands, higher DR priority (lower number) first; the
+rest wait (`DEFERRED`, not dropped) for the next window. So that requests competing for one
+window are ordered by priority before the budget is spent, none is released on arrival: each
+waits until the stage's watermark reaches its time (every request of that instant has then
+arrived, within the out-of-orderness bound), and all that are due are released together in
+priority order. A waiting command is re-checked against the region's interlocks when it is
+released: a region in suspension, Grid-Follow or a freeze defers it once (this stage's copy of
+the context may only be behind the device stage's) and blocks it if it still forbids it a
+window later; a device that stopped wanting it (LIFE_SAFETY or unknown now, stale, opted out,
+its event over) sends a `Withdrawal` that blocks it. RESTORE gives load back and is never
+held. Pure: the adapter keeps the waiting requests in map state and passes them in.
 """
 
 from __future__ import annotations
@@ -45,17 +47,27 @@ class Window:
     used: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class Waiting:
+    """A load-reducing request waiting for budget; `deferred` once audited DEFERRED."""
+
+    request: CommandRequest
+    deferred: bool = False
+
+
 Output = DeviceCommand | AuditDecision
 
 
 @dataclasses.dataclass(frozen=True)
 class BudgetStep:
-    """The window after the step, what to emit, and which waiting requests left the queue."""
+    """The window after the step, what to emit, the waiting entries to keep (new or changed),
+    the command ids that left the queue, and when to call `on_release` next (if at all)."""
 
     window: Window
     outputs: tuple[Output, ...] = ()
-    queued: tuple[CommandRequest, ...] = ()
+    queued: tuple[Waiting, ...] = ()
     dequeued: tuple[str, ...] = ()
+    wake_ms: int | None = None
 
 
 def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
@@ -66,7 +78,7 @@ def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
 
 
 def next_window_ms(window: Window, policy: BudgetPolicy) -> int:
-    """When the next window opens (the adapter's timer while requests wait)."""
+    """When the next window opens."""
     return window.start_ms + policy.window_ms
 
 
@@ -106,76 +118,77 @@ def _emit(req: CommandRequest, now_ms: int) -> tuple[Output, ...]:
 
 
 def on_request(
-    window: Window | None,
-    waiting: int,
-    req: CommandRequest,
-    now_ms: int,
-    region: RegionMode,
-    pipeline: PipelineFacts,
-    policy: BudgetPolicy,
+    window: Window | None, req: CommandRequest, now_ms: int, policy: BudgetPolicy
 ) -> BudgetStep:
-    """Release the request now if the window has room, nothing waits and the region allows it;
-    else defer it to the next window.
-
-    The region's interlocks are checked again here, on this stage's own copy of the context:
-    the device stage decided on its copy, and the two may see a change at different moments.
-    A request this copy forbids waits (DEFERRED with the reasons) rather than being blocked at
-    once: the device has taken it as sent and will not ask again, so if this copy was only
-    behind, the release goes out a window later; if the region is really unsafe, the release
-    blocks it.
-    """
+    """RESTORE (anything not load-reducing) goes out now; a load-reducing request waits until
+    the watermark reaches `now_ms`, when it competes with every other request due by then."""
     win = current(window, now_ms, policy)
     if req.action not in LOAD_REDUCING_ACTIONS:
         return BudgetStep(win, _emit(req, now_ms))
-    reasons = region_reasons(req.action, region, pipeline)
-    if not reasons and waiting == 0 and win.used < policy.commands_per_window:
-        return BudgetStep(dataclasses.replace(win, used=win.used + 1), _emit(req, now_ms))
-    deferred = _audit(req, now_ms, AuditOutcome.DEFERRED, reasons or (ReasonCode.RATE_LIMITED,))
-    return BudgetStep(win, (deferred,), queued=(req,))
+    return BudgetStep(win, queued=(Waiting(req),), wake_ms=now_ms)
 
 
-def release_order(requests: Iterable[CommandRequest]) -> list[CommandRequest]:
+def release_order(waiting: Iterable[Waiting]) -> list[Waiting]:
     """Higher DR priority (lower number) first, then the oldest, then by id (deterministic)."""
-    return sorted(requests, key=lambda r: (r.priority, r.requested_ts_ms, r.command_id))
+    return sorted(
+        waiting,
+        key=lambda w: (w.request.priority, w.request.requested_ts_ms, w.request.command_id),
+    )
 
 
-def on_window(
+def on_release(
     window: Window | None,
-    waiting: Iterable[CommandRequest],
+    waiting: Iterable[Waiting],
     now_ms: int,
     region: RegionMode,
     pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """A new window: release what waits, in priority order, re-checking the region's interlocks."""
+    """Release the requests due by `now_ms` in priority order within the window's budget,
+    re-checking the region's interlocks; the rest are deferred (audited once) to the next
+    window, and a request the region still forbids after a window is blocked."""
     win = current(window, now_ms, policy)
     outputs: list[Output] = []
+    changed: list[Waiting] = []
     dequeued: list[str] = []
-    for req in release_order(waiting):
+    due = [w for w in waiting if w.request.requested_ts_ms <= now_ms]
+    for entry in release_order(due):
+        req = entry.request
         reasons = region_reasons(req.action, region, pipeline)
-        if reasons:
+        if reasons and entry.deferred:
             outputs.append(_audit(req, now_ms, AuditOutcome.BLOCKED, reasons))
-        elif win.used < policy.commands_per_window:
+        elif not reasons and win.used < policy.commands_per_window:
             outputs += _emit(req, now_ms)
             win = dataclasses.replace(win, used=win.used + 1)
         else:
-            break
+            if not entry.deferred:
+                why = reasons or (ReasonCode.RATE_LIMITED,)
+                outputs.append(_audit(req, now_ms, AuditOutcome.DEFERRED, why))
+                changed.append(dataclasses.replace(entry, deferred=True))
+            continue
         dequeued.append(req.command_id)
-    return BudgetStep(win, tuple(outputs), dequeued=tuple(dequeued))
+    left = len(due) > len(dequeued)
+    return BudgetStep(
+        win,
+        tuple(outputs),
+        queued=tuple(changed),
+        dequeued=tuple(dequeued),
+        wake_ms=next_window_ms(win, policy) if left else None,
+    )
 
 
 def on_withdrawal(
     window: Window | None,
-    waiting: Iterable[CommandRequest],
+    waiting: Iterable[Waiting],
     withdrawal: Withdrawal,
+    now_ms: int,
     policy: BudgetPolicy,
 ) -> BudgetStep:
     """Block the device's requests that still wait (`waiting`: the device's own), with the
     withdrawal's reasons."""
-    now = withdrawal.ts_ms
-    mine = [r for r in waiting if r.device_id == withdrawal.device_id]
+    mine = [w.request for w in waiting if w.request.device_id == withdrawal.device_id]
     return BudgetStep(
-        current(window, now, policy),
-        tuple(_audit(r, now, AuditOutcome.BLOCKED, withdrawal.reasons) for r in mine),
+        current(window, now_ms, policy),
+        tuple(_audit(r, now_ms, AuditOutcome.BLOCKED, withdrawal.reasons) for r in mine),
         dequeued=tuple(r.command_id for r in mine),
     )

@@ -1,8 +1,18 @@
 """The device stage's decisions: one pure transition per input, keyed by device id.
 
 `step(state, event, ctx) -> Step`; the Flink adapter reads state, calls it, writes or clears
-state, reconciles timers (`timers_for`), and emits. Time is `ctx.now_ms` (event time).
-Command requests go on to the region budget stage, which emits or defers them.
+state, reconciles timers (`timers_for`), and emits. `ctx.now_ms` is the decision clock: the
+input's own time, or the stage's watermark when that is later (a late input is judged as of
+now, never as of its own past). Command requests go on to the region budget stage, which emits
+or defers them.
+
+Every input merges into the state the same way whatever order the inputs arrive in (DESIGN.md
+"Order and time"): the registry record with the newest `updated_ts_ms` wins; a reading not
+newer than the newest seen changes nothing (`DUPLICATE`); a customer override is kept with its
+time and opts the device out of every DR event it overlaps, whichever came first; an event
+that finds the device held by another waits in a queue and is resolved, with an audit. After
+each input, `_settle` re-derives what is due from the state: release what has become unsafe,
+finish what is over, take the next queued event, start what is due.
 """
 
 from __future__ import annotations
@@ -28,12 +38,13 @@ from schemas.models import (
     AuditOutcome,
     Cause,
     DeviceClass,
+    PriorityLevel,
     ReasonCode,
     Recommendation,
     Severity,
 )
 from state.device import (
-    DEDUPE_WINDOW,
+    MAX_QUEUED,
     DeviceInfo,
     DeviceState,
     LastGood,
@@ -125,6 +136,7 @@ class Activation:
     ts_ms: int
     setpoint_offset_c: float | None = None
     curtailment_pct: float | None = None
+    issued_ts_ms: int = 0  # when the event was announced (an override since then opts out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,17 +232,23 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         if not part.attempted and not part.opted_out:
             wanted.add(part.start_ts_ms)
         wanted.add(part.end_ts_ms)
+    wanted.update(p.end_ts_ms for p in state.queued)  # resolved at their end if still waiting
     if state.pending is not None:
         wanted.add(state.pending.expires_ts_ms)
     return frozenset(wanted)
 
 
+def _heard_ms(state: DeviceState) -> int | None:
+    """When the device was last heard from: its newest reading of good quality."""
+    return state.last_good.ts_ms if state.last_good is not None else None
+
+
 def _deadline(state: DeviceState, policy: DevicePolicy) -> int | None:
-    """When the device next goes silent, or (already silent) is forgotten."""
-    seen = state.last_seen_ms
-    if seen is None:
-        return None
-    return seen + (policy.retention_ms if state.stale else policy.silence_ms(state.info))
+    """When the device next goes silent, or (silent, or never heard) is forgotten."""
+    heard, seen = _heard_ms(state), state.last_seen_ms
+    if heard is not None and not state.stale:
+        return heard + policy.silence_ms(state.info)
+    return None if seen is None else seen + policy.retention_ms
 
 
 def _armed(state: DeviceState, ctx: Context) -> DeviceState:
@@ -251,6 +269,13 @@ def _armed(state: DeviceState, ctx: Context) -> DeviceState:
 
 # Transitions ----------------------------------------------------------------------------------
 
+_PROTECTION = {
+    PriorityLevel.DISCRETIONARY: 0,
+    PriorityLevel.STANDARD: 1,
+    PriorityLevel.CRITICAL: 2,
+    PriorityLevel.LIFE_SAFETY: 3,
+}
+
 
 class _Out:
     """Collects outputs while a transition runs."""
@@ -264,6 +289,9 @@ class _Out:
     @property
     def region_id(self) -> str | None:
         return self.state.info.region_id if self.state.info else None
+
+    def set_part(self, part: Participation | None) -> None:
+        self.state = dataclasses.replace(self.state, participation=part)
 
     def audit(
         self,
@@ -314,64 +342,82 @@ class _Out:
 
 
 def _facts(state: DeviceState, ctx: Context) -> DeviceFacts:
-    """The interlocks' view of the device at `ctx.now_ms`: silent past its timeout is stale,
-    whether or not its loss timer has fired yet."""
+    """The interlocks' view of the device at `ctx.now_ms`: never heard from, or silent past its
+    timeout, is stale, whether or not its loss timer has fired yet."""
     info = state.info
     part = state.participation
-    seen = state.last_seen_ms
+    heard = _heard_ms(state)
     return DeviceFacts(
         priority=info.priority if info else None,
         device_class=info.device_class if info else None,
-        stale=state.stale
-        or (seen is not None and ctx.now_ms >= seen + ctx.policy.silence_ms(info)),
+        stale=state.stale or heard is None or ctx.now_ms >= heard + ctx.policy.silence_ms(info),
         opted_out=part is not None and part.opted_out,
     )
 
 
-def _attempt(out: _Out, action: Action, priority: int, corr: str, cause: Cause) -> bool:
-    """Try one command through the interlocks; True when it was requested (not blocked)."""
-    state, ctx = out.state, out.ctx
-    reasons = blocking_reasons(action, _facts(state, ctx), ctx.region, ctx.pipeline)
+def _blocking(out: _Out, action: Action) -> tuple[ReasonCode, ...]:
+    ctx = out.ctx
+    return blocking_reasons(action, _facts(out.state, ctx), ctx.region, ctx.pipeline)
+
+
+def _restore_action(part: Participation) -> Action:
+    """What gives the load back: re-closing an opened switch is switching, like opening it."""
+    return Action.SWITCH_CLOSE if part.action is Action.SWITCH_OPEN else Action.RESTORE
+
+
+def _attempt(out: _Out, action: Action, corr: str, cause: Cause) -> bool:
+    """Try one command of the current participation through the interlocks; True when it was
+    requested (neither blocked nor waiting for an operator)."""
+    state = out.state
+    part = state.participation
+    assert part is not None  # every command belongs to a participation
+    reasons = _blocking(out, action)
     if reasons:
         out.audit(AuditOutcome.BLOCKED, action, reasons, corr, cause)
         return False
     info = state.info
-    if needs_operator(action, info.device_class if info else None):
-        if state.pending is None:
-            rec_id = ids.recommendation_id(out.device_id, action, cause)
-            expires = ctx.now_ms + ctx.policy.recommendation_ttl_ms
-            out.items.append(
-                Recommendation(
-                    recommendation_id=rec_id,
-                    device_id=out.device_id,
-                    correlation_id=corr,
-                    action=action,
-                    created_ts_ms=ctx.now_ms,
-                    expires_ts_ms=expires,
-                    reason_codes=(ReasonCode.HITL_REQUIRED, ReasonCode.DR_EVENT),
-                    rationale=f"{action} on SCADA device {out.device_id} needs operator sign-off",
-                    cause=cause,
-                )
-            )
-            out.state = dataclasses.replace(
-                state, pending=PendingRecommendation(rec_id, action, expires)
-            )
-            out.audit(
-                AuditOutcome.RECOMMENDED, action, (ReasonCode.HITL_REQUIRED,), corr, cause,
-                recommendation_id=rec_id,
-            )  # fmt: skip
+    if needs_operator(action, info.device_class if info else None) and state.pending is not None:
+        # One question to an operator at a time; it is answered (or expires) before another.
+        out.audit(AuditOutcome.BLOCKED, action, (ReasonCode.HITL_REQUIRED,), corr, cause)
         return False
-    _request(out, action, priority, corr, cause)
+    part = dataclasses.replace(part, rounds=part.rounds + 1)
+    out.set_part(part)
+    about = f"{part.event_id}#{part.rounds}"
+    if needs_operator(action, info.device_class if info else None):
+        rec_id = ids.recommendation_id(out.device_id, action, about)
+        expires = out.ctx.now_ms + out.ctx.policy.recommendation_ttl_ms
+        out.items.append(
+            Recommendation(
+                recommendation_id=rec_id,
+                device_id=out.device_id,
+                correlation_id=corr,
+                action=action,
+                created_ts_ms=out.ctx.now_ms,
+                expires_ts_ms=expires,
+                reason_codes=(ReasonCode.HITL_REQUIRED, ReasonCode.DR_EVENT),
+                rationale=f"{action} on SCADA device {out.device_id} needs operator sign-off",
+                cause=cause,
+            )
+        )
+        out.state = dataclasses.replace(
+            out.state, pending=PendingRecommendation(rec_id, action, expires)
+        )
+        out.audit(
+            AuditOutcome.RECOMMENDED, action, (ReasonCode.HITL_REQUIRED,), corr, cause,
+            recommendation_id=rec_id,
+        )  # fmt: skip
+        return False
+    _request(out, action, part.priority, about, corr, cause)
     return True
 
 
-def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) -> None:
+def _request(out: _Out, action: Action, priority: int, about: str, corr: str, cause: Cause) -> None:
     region = out.region_id or UNREGISTERED_REGION
     part = out.state.participation
     amounts = part if part is not None and part.action is action else None  # the event's sizes
     out.items.append(
         CommandRequest(
-            command_id=ids.command_id(out.device_id, action, cause),
+            command_id=ids.command_id(out.device_id, action, about),
             device_id=out.device_id,
             region_id=region,
             action=action,
@@ -386,151 +432,264 @@ def _request(out: _Out, action: Action, priority: int, corr: str, cause: Cause) 
 
 
 def _restore(out: _Out, corr: str, cause: Cause, why: tuple[ReasonCode, ...]) -> None:
-    """Give a curtailed device its load back (blocked only while its telemetry is stale); its
-    load-reducing request, if still waiting for budget, is withdrawn first (`why`)."""
+    """Give a curtailed device its load back (blocked only while its telemetry is stale; a
+    SCADA switch is re-closed only by an operator); its load-reducing request, if still
+    waiting for budget, is withdrawn first (`why`)."""
     part = out.state.participation
     if part is None or not part.curtailed:
         return
+    action = _restore_action(part)
+    pending = out.state.pending
+    if pending is not None and pending.action is action:
+        return  # an operator is already asked to give it back
     out.withdraw(why, corr, cause)
-    if _attempt(out, Action.RESTORE, part.priority, corr, cause):
-        out.state = dataclasses.replace(
-            out.state, participation=dataclasses.replace(part, curtailed=False)
-        )
+    if _attempt(out, action, corr, cause):
+        current = out.state.participation
+        assert current is not None
+        out.set_part(dataclasses.replace(current, curtailed=False))
 
 
-def _start_if_due(out: _Out, corr: str, cause: Cause, retry: bool = False) -> None:
-    """Start the device's part in its event if the event is on (once, unless `retry`)."""
+def _void_pending_start(out: _Out, corr: str, cause: Cause) -> None:
+    """An operator's question about starting an event that is over or gone is withdrawn: an
+    answer arriving later finds nothing to approve."""
+    part, pending = out.state.participation, out.state.pending
+    if part is not None and pending is not None and pending.action is part.action:
+        out.state = dataclasses.replace(out.state, pending=None)
+        out.audit(
+            AuditOutcome.EXPIRED, pending.action, (ReasonCode.DR_EVENT,), corr, cause,
+            recommendation_id=pending.recommendation_id,
+        )  # fmt: skip
+
+
+def _drop_if_done(out: _Out) -> None:
     part = out.state.participation
-    now = out.ctx.now_ms
-    if (
-        part is None
-        or part.curtailed
-        or part.opted_out
-        or (part.attempted and not retry)
-        or not part.start_ts_ms <= now < part.end_ts_ms
-    ):
+    if part is not None and not part.curtailed:
+        out.set_part(None)
+
+
+def _release_if_unsafe(out: _Out, corr: str, cause: Cause) -> None:
+    """A curtailed device that has become LIFE_SAFETY or unknown, or a cooling load whose region
+    is under wet-bulb suspension, gets its load back, whatever told us so first."""
+    part = out.state.participation
+    if part is None or not part.curtailed:
         return
-    started = dataclasses.replace(part, attempted=True)
-    out.state = dataclasses.replace(out.state, participation=started)
-    if _attempt(out, part.action, part.priority, corr, cause):
-        out.state = dataclasses.replace(
-            out.state, participation=dataclasses.replace(started, curtailed=True)
-        )
+    unsafe: list[ReasonCode] = [
+        r
+        for r in _blocking(out, part.action)
+        if r in (ReasonCode.LIFE_SAFETY_EXCLUSION, ReasonCode.UNKNOWN_DEVICE)
+    ]
+    info = out.state.info
+    cooling = info is not None and info.device_class in COOLING_CLASSES
+    if cooling and out.ctx.region is RegionMode.SUSPENDED:
+        unsafe.append(ReasonCode.WET_BULB_SUSPEND)
+    if unsafe:
+        _restore(out, corr, cause, tuple(unsafe))
 
 
 def _finish_if_over(out: _Out, corr: str, cause: Cause) -> None:
     part = out.state.participation
     if part is None or out.ctx.now_ms < part.end_ts_ms:
         return
+    _void_pending_start(out, corr, cause)
     _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
-    if out.state.participation is not None and not out.state.participation.curtailed:
-        out.state = dataclasses.replace(out.state, participation=None)
+    _drop_if_done(out)
+
+
+def _promote(out: _Out, corr: str, cause: Cause) -> None:
+    """With no current event, the first queued one still on becomes current; those that ended
+    while they waited are resolved (BLOCKED: another event held the device all through)."""
+    if out.state.participation is not None or not out.state.queued:
+        return
+    waiting = []
+    for part in sorted(out.state.queued, key=lambda p: p.order):
+        if out.ctx.now_ms < part.end_ts_ms:
+            waiting.append(part)
+        else:
+            why = ReasonCode.OPT_OUT if part.opted_out else ReasonCode.DR_EVENT
+            out.audit(AuditOutcome.BLOCKED, part.action, (why,), corr, cause)
+    current = waiting[0] if waiting else None
+    out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting[1:]))
+
+
+def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
+    """Start the device's part in its event if the event is on: once, or again (silently while
+    still blocked) after an interlock blocked it and no longer does. Operator actions are not
+    retried: a rejected or expired recommendation stays answered."""
+    part = out.state.participation
+    now = out.ctx.now_ms
+    if (
+        part is None
+        or part.curtailed
+        or part.opted_out
+        or not part.start_ts_ms <= now < part.end_ts_ms
+    ):
+        return
+    if part.attempted:
+        info = out.state.info
+        if needs_operator(part.action, info.device_class if info else None) or _blocking(
+            out, part.action
+        ):
+            return
+    out.set_part(dataclasses.replace(part, attempted=True))
+    if _attempt(out, part.action, corr, cause):
+        current = out.state.participation
+        assert current is not None
+        out.set_part(dataclasses.replace(current, curtailed=True))
+
+
+def _settle(out: _Out, corr: str, cause: Cause) -> None:
+    """Re-derive what is due from the state at `now`, whichever input came last."""
+    _release_if_unsafe(out, corr, cause)
+    _finish_if_over(out, corr, cause)
+    _promote(out, corr, cause)
+    _start_if_due(out, corr, cause)
+
+
+def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
+    """A customer override at `ts_ms` opts the device out of every event it overlaps."""
+    state = out.state
+    if state.override_ts_ms is None or ts_ms > state.override_ts_ms:
+        out.state = state = dataclasses.replace(state, override_ts_ms=ts_ms)
+    parts: list[Participation | None] = []
+    for part in (state.participation, *state.queued):
+        if part is not None and not part.opted_out and part.covers(ts_ms):
+            out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
+            if part.curtailed:
+                out.withdraw((ReasonCode.OPT_OUT,), corr, cause)
+            part = dataclasses.replace(part, opted_out=True)
+        parts.append(part)
+    queued = tuple(p for p in parts[1:] if p is not None)
+    out.state = dataclasses.replace(out.state, participation=parts[0], queued=queued)
 
 
 def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
-    """Dedupe, track freshness and last-known-good, opt-outs, and act on a return from silence."""
+    """Dedupe, track when the device was heard from and its last good reading, opt-outs, and
+    act on what is due (a return from silence included).
+
+    A reading not newer than the newest seen is a duplicate (or too late to matter): audited,
+    and it changes nothing but the override it may carry, which counts whenever it arrives.
+    A reading of bad quality (SCADA flags) is seen but not heard from: it keeps no one fresh.
+    """
     out = _Out(event.device_id, state, ctx)
-    if event.ts_ms in state.recent_ts_ms:
-        out.audit(AuditOutcome.DUPLICATE, None, (), event.correlation_id, event.cause)
+    corr, cause = event.correlation_id, event.cause
+    if state.last_seen_ms is not None and event.ts_ms <= state.last_seen_ms:
+        out.audit(AuditOutcome.DUPLICATE, None, (), corr, cause)
+        if event.customer_override:
+            _opt_out(out, event.ts_ms, corr, cause)
         return out.step()
-    newest = state.last_seen_ms is None or event.ts_ms > state.last_seen_ms
-    recent = tuple(sorted((*state.recent_ts_ms, event.ts_ms))[-DEDUPE_WINDOW:])
-    last_seen = event.ts_ms if newest else state.last_seen_ms
-    good = state.last_good
-    if event.good and (good is None or event.ts_ms > good.ts_ms):
-        good = LastGood(event.ts_ms, event.power_kw, event.is_on)
-    out.state = dataclasses.replace(
-        state,
-        last_seen_ms=last_seen,
-        recent_ts_ms=recent,
-        last_good=good,
-        stale=state.stale and not newest,
-        stats=state.stats.add(event.power_kw) if event.good else state.stats,
-    )
-    if state.stale and newest:
-        out.alert(
-            AlertKind.TELEMETRY_RESTORED, Severity.INFO, "telemetry restored",
-            event.correlation_id, event.cause,
-        )  # fmt: skip
-    part = out.state.participation
-    if event.customer_override and part is not None and not part.opted_out:
+    out.state = dataclasses.replace(state, last_seen_ms=event.ts_ms)
+    if event.good:
         out.state = dataclasses.replace(
-            out.state, participation=dataclasses.replace(part, opted_out=True)
+            out.state,
+            last_good=LastGood(event.ts_ms, event.power_kw, event.is_on),
+            stale=False,
+            stats=state.stats.add(event.power_kw),
         )
-        out.audit(
-            AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), event.correlation_id,
-            event.cause,
-        )  # fmt: skip
-        if part.curtailed:
-            out.withdraw((ReasonCode.OPT_OUT,), event.correlation_id, event.cause)
-    if state.stale and newest:  # back from silence: do what was held back
-        _finish_if_over(out, event.correlation_id, event.cause)
-        _start_if_due(out, event.correlation_id, event.cause, retry=True)
-    elif newest and _clear_to_resume(out):
-        _start_if_due(out, event.correlation_id, event.cause, retry=True)
+        if state.stale:
+            out.alert(
+                AlertKind.TELEMETRY_RESTORED, Severity.INFO, "telemetry restored", corr, cause
+            )
+    if event.customer_override:
+        _opt_out(out, event.ts_ms, corr, cause)
+    _settle(out, corr, cause)
     return out.step()
 
 
-def _clear_to_resume(out: _Out) -> bool:
-    """Whether a start that an interlock blocked may be taken now: the event is on and nothing
-    blocks it any more (a freeze lifted, weather came back, a suspension ended). Checked at the
-    device's readings, and silently: a start still blocked is not audited again each reading.
-    Operator actions are not resumed: a rejected or expired recommendation stays answered."""
-    part, ctx = out.state.participation, out.ctx
-    info = out.state.info
+def _record_rank(info: DeviceInfo | None, ts_ms: int) -> tuple[object, ...]:
+    """Which of two registry records wins: the newer one, and at the same time the more
+    protective one (a deletion, unknown, most of all), then any fixed order."""
+    if info is None:
+        return (ts_ms, len(_PROTECTION))
     return (
-        part is not None
-        and part.attempted
-        and not part.curtailed
-        and not part.opted_out
-        and part.start_ts_ms <= ctx.now_ms < part.end_ts_ms
-        and not needs_operator(part.action, info.device_class if info else None)
-        and not blocking_reasons(part.action, _facts(out.state, ctx), ctx.region, ctx.pipeline)
-    )
+        ts_ms, _PROTECTION[info.priority], info.region_id, info.device_class.value,
+        info.programs, info.rated_power_kw,
+    )  # fmt: skip
 
 
 def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx: Context) -> Step:
-    """Adopt the CIS record, or forget it (unknown again: protected); a device that became
-    LIFE_SAFETY or unknown mid-event is released."""
+    """Adopt the CIS record, or forget it (unknown again: protected), unless the state already
+    holds a newer one; a curtailed device that became LIFE_SAFETY or unknown, or a cooling load
+    moved into a suspended region, is released."""
     info = event.info if isinstance(event, RegistryUpdate) else None
-    out = _Out(event.device_id, dataclasses.replace(state, info=info), ctx)
-    if out.state.participation is not None and out.state.participation.curtailed:
-        facts = _facts(out.state, ctx)
-        reasons = blocking_reasons(out.state.participation.action, facts, ctx.region, ctx.pipeline)
-        if ReasonCode.LIFE_SAFETY_EXCLUSION in reasons:
-            _restore(out, event.correlation_id, event.cause, reasons)
+    if state.info_ts_ms is not None and _record_rank(info, event.ts_ms) <= _record_rank(
+        state.info, state.info_ts_ms
+    ):
+        return Step(state)  # an older (or the same) record re-sent: the newer one stands
+    out = _Out(event.device_id, dataclasses.replace(state, info=info, info_ts_ms=event.ts_ms), ctx)
+    _settle(out, event.correlation_id, event.cause)
     return out.step()
 
 
+def _joined(state: DeviceState, event: Activation) -> Participation:
+    """The event as a participation of this device, keeping what it already knew of it."""
+    known = {p.event_id: p for p in (state.participation, *state.queued) if p is not None}
+    part = Participation(
+        event.event_id, event.action, event.start_ts_ms, event.end_ts_ms, event.priority,
+        setpoint_offset_c=event.setpoint_offset_c, curtailment_pct=event.curtailment_pct,
+        issued_ts_ms=event.issued_ts_ms,
+    )  # fmt: skip
+    old = known.get(event.event_id)
+    if old is None:
+        override = state.override_ts_ms
+        return dataclasses.replace(part, opted_out=override is not None and part.covers(override))
+    return dataclasses.replace(
+        part,
+        curtailed=old.curtailed,
+        opted_out=old.opted_out,
+        attempted=old.attempted,
+        rounds=old.rounds,
+    )
+
+
+def _end_event(out: _Out, event: Activation) -> None:
+    """A cancelled (or completed) event lets its device go; a queued one leaves the queue."""
+    corr, cause = event.correlation_id, event.cause
+    part = out.state.participation
+    if part is not None and part.event_id == event.event_id:
+        _void_pending_start(out, corr, cause)
+        _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
+        _drop_if_done(out)
+    for queued in out.state.queued:
+        if queued.event_id == event.event_id:
+            out.audit(AuditOutcome.BLOCKED, queued.action, (ReasonCode.DR_EVENT,), corr, cause)
+    rest = tuple(p for p in out.state.queued if p.event_id != event.event_id)
+    out.state = dataclasses.replace(out.state, queued=rest)
+
+
 def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
-    """Join, update or leave a DR event; act now if it has already started or ended."""
+    """Join, update or leave a DR event; one event holds the device at a time, the others wait
+    in order (earlier start, then higher priority) and none is replaced silently."""
     out = _Out(event.device_id, state, ctx)
-    part = state.participation
+    corr, cause = event.correlation_id, event.cause
     if state.info is not None and state.info.region_id != event.region_id and not event.cancelled:
         return out.step()  # the device moved: its old region's roster still named it
     if event.cancelled:
-        if part is not None and part.event_id == event.event_id:
-            _restore(out, event.correlation_id, event.cause, (ReasonCode.DR_EVENT,))
-            if out.state.participation is not None and not out.state.participation.curtailed:
-                out.state = dataclasses.replace(out.state, participation=None)
+        _end_event(out, event)
+        _settle(out, corr, cause)
         return out.step()
-    if part is not None and part.event_id != event.event_id and part.curtailed:
-        # One event at a time: the current one keeps the device until it ends.
-        out.audit(
-            AuditOutcome.DEFERRED, event.action, (ReasonCode.DR_EVENT,), event.correlation_id,
-            event.cause,
-        )  # fmt: skip
-        return out.step()
-    joined = Participation(
-        event.event_id, event.action, event.start_ts_ms, event.end_ts_ms, event.priority,
-        curtailed=part.curtailed if part and part.event_id == event.event_id else False,
-        opted_out=part.opted_out if part and part.event_id == event.event_id else False,
-        attempted=part.attempted if part and part.event_id == event.event_id else False,
-        setpoint_offset_c=event.setpoint_offset_c, curtailment_pct=event.curtailment_pct,
-    )  # fmt: skip
-    out.state = dataclasses.replace(state, participation=joined)
-    _start_if_due(out, event.correlation_id, event.cause)
-    _finish_if_over(out, event.correlation_id, event.cause)
+    part = _joined(state, event)
+    current = state.participation
+    queued = [p for p in state.queued if p.event_id != event.event_id]
+    is_new = all(p.event_id != event.event_id for p in (current, *state.queued) if p is not None)
+    if is_new and part.opted_out:
+        out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
+    if current is None or current.event_id == event.event_id:
+        current = part
+    elif not current.attempted and part.order < current.order:
+        queued.append(current)  # the earlier event goes first; the other waits, audited
+        out.audit(AuditOutcome.DEFERRED, current.action, (ReasonCode.DR_EVENT,), corr, cause)
+        current = part
+    else:
+        queued.append(part)
+        if is_new:
+            out.audit(AuditOutcome.DEFERRED, part.action, (ReasonCode.DR_EVENT,), corr, cause)
+    queued.sort(key=lambda p: p.order)
+    for dropped in queued[MAX_QUEUED:]:
+        out.audit(AuditOutcome.BLOCKED, dropped.action, (ReasonCode.DR_EVENT,), corr, cause)
+    out.state = dataclasses.replace(
+        out.state, participation=current, queued=tuple(queued[:MAX_QUEUED])
+    )
+    _settle(out, corr, cause)
     return out.step()
 
 
@@ -539,86 +698,91 @@ def on_release(state: DeviceState, event: Release, ctx: Context) -> Step:
     out = _Out(event.device_id, state, ctx)
     if state.info is not None and state.info.device_class in COOLING_CLASSES:
         _restore(out, event.correlation_id, event.cause, (ReasonCode.WET_BULB_SUSPEND,))
+        _drop_if_over(out)
     return out.step()
 
 
+def _drop_if_over(out: _Out) -> None:
+    part = out.state.participation
+    if part is not None and out.ctx.now_ms >= part.end_ts_ms:
+        _drop_if_done(out)
+
+
 def on_approval(state: DeviceState, event: Approval, ctx: Context) -> Step:
-    """Operator sign-off: a command only on APPROVE, in time, with every interlock passing."""
+    """Operator sign-off: a command only on APPROVE strictly before the expiry, for a purpose
+    still in force (its event on, or its switch still to re-close), with every interlock
+    passing at approval time."""
     out = _Out(event.device_id, state, ctx)
+    corr, cause = event.correlation_id, event.cause
     pending = state.pending
     if pending is None or pending.recommendation_id != event.recommendation_id:
         out.audit(
-            AuditOutcome.EXPIRED, None, (ReasonCode.HITL_REQUIRED,), event.correlation_id,
-            event.cause, recommendation_id=event.recommendation_id,
+            AuditOutcome.EXPIRED, None, (ReasonCode.HITL_REQUIRED,), corr, cause,
+            recommendation_id=event.recommendation_id,
         )  # fmt: skip
         return out.step()
     out.state = dataclasses.replace(state, pending=None)
     rec = {"recommendation_id": pending.recommendation_id}
-    if ctx.now_ms > pending.expires_ts_ms:
-        out.audit(
-            AuditOutcome.EXPIRED, pending.action, (), event.correlation_id, event.cause, **rec
-        )
+    part = state.participation
+    closing = part is not None and part.curtailed and pending.action is _restore_action(part)
+    if ctx.now_ms >= pending.expires_ts_ms:
+        out.audit(AuditOutcome.EXPIRED, pending.action, (), corr, cause, **rec)
     elif event.decision is ApprovalDecision.REJECT:
-        out.audit(
-            AuditOutcome.REJECTED, pending.action, (), event.correlation_id, event.cause, **rec
-        )
+        out.audit(AuditOutcome.REJECTED, pending.action, (), corr, cause, **rec)
+        if closing:
+            out.set_part(None)  # the operator keeps the switch as it is
     else:
-        reasons = blocking_reasons(pending.action, _facts(out.state, ctx), ctx.region, ctx.pipeline)
+        reasons = _blocking(out, pending.action)
+        opening = (
+            part is not None
+            and not part.curtailed
+            and part.action is pending.action
+            and part.start_ts_ms <= ctx.now_ms < part.end_ts_ms
+        )
+        if not (opening or closing):
+            reasons = (*reasons, ReasonCode.DR_EVENT)
         if reasons:
-            out.audit(
-                AuditOutcome.BLOCKED,
-                pending.action,
-                reasons,
-                event.correlation_id,
-                event.cause,
-                **rec,
-            )
+            out.audit(AuditOutcome.BLOCKED, pending.action, reasons, corr, cause, **rec)
         else:
-            out.audit(
-                AuditOutcome.APPROVED, pending.action, (), event.correlation_id, event.cause, **rec
-            )
-            part = out.state.participation
-            _request(
-                out, pending.action, part.priority if part else 0, event.correlation_id, event.cause
-            )
-            if part is not None and part.action is pending.action:
-                out.state = dataclasses.replace(
-                    out.state, participation=dataclasses.replace(part, curtailed=True)
-                )
+            assert part is not None
+            out.audit(AuditOutcome.APPROVED, pending.action, (), corr, cause, **rec)
+            _request(out, pending.action, part.priority, pending.recommendation_id, corr, cause)
+            out.set_part(None if closing else dataclasses.replace(part, curtailed=True))
+    _settle(out, corr, cause)
     return out.step()
 
 
 def on_timer(state: DeviceState, event: Timer, ctx: Context) -> Step:
-    """Whatever is due at `event.ts_ms`: silence, a DR start or end, an expiry, forgetting."""
+    """Whatever is due: silence and forgetting at the timer's own time (so a watermark that
+    jumps past both still raises the loss first), the rest (a DR start or end, an expiry) at
+    `ctx.now_ms`."""
     watched = state.watch_ms is not None and event.ts_ms >= state.watch_ms
     if watched:  # the watch fired: `step` arms it again at the next deadline
         state = dataclasses.replace(state, watch_ms=None)
     out = _Out(event.device_id, state, ctx)
+    now = ctx.now_ms
     cause = Cause(source_topic="timer", event_id=f"{event.device_id}@{event.ts_ms}")
     corr = f"{event.device_id}-timer-{event.ts_ms}"
-    seen = state.last_seen_ms
-    if (seen is None and watched) or (
-        seen is not None and event.ts_ms >= seen + ctx.policy.retention_ms
-    ):
+    seen, heard = state.last_seen_ms, _heard_ms(state)
+    due = event.ts_ms
+    if (seen is None and watched) or (seen is not None and due >= seen + ctx.policy.retention_ms):
         return Step(None)
-    silence = ctx.policy.silence_ms(state.info)
-    if seen is not None and not state.stale and event.ts_ms >= seen + silence:
+    if heard is not None and not state.stale and due >= heard + ctx.policy.silence_ms(state.info):
         out.state = dataclasses.replace(state, stale=True)
         if state.participation is not None and state.participation.curtailed:
             out.withdraw((ReasonCode.TELEMETRY_STALE,), corr, cause)
         out.alert(
             AlertKind.TELEMETRY_LOSS, Severity.WARNING,
-            f"no telemetry for {(event.ts_ms - seen) // 1000} s", corr, cause,
+            f"no telemetry for {(due - heard) // 1000} s", corr, cause,
         )  # fmt: skip
     pending = out.state.pending
-    if pending is not None and event.ts_ms >= pending.expires_ts_ms:
+    if pending is not None and now >= pending.expires_ts_ms:
         out.state = dataclasses.replace(out.state, pending=None)
         out.audit(
             AuditOutcome.EXPIRED, pending.action, (ReasonCode.HITL_REQUIRED,), corr, cause,
             recommendation_id=pending.recommendation_id,
         )  # fmt: skip
-    _start_if_due(out, corr, cause)
-    _finish_if_over(out, corr, cause)
+    _settle(out, corr, cause)
     return out.step()
 
 

@@ -66,6 +66,12 @@ def _bytes_state(rc: RuntimeContext, name: str) -> Any:
     return rc.get_state(ValueStateDescriptor(name, PICKLED))
 
 
+def decision_time(ts_ms: int, ctx: Any) -> int:
+    """A stage's "now" for an input or timer at `ts_ms`: that time, or the stage's current event
+    time (its watermark) when that is later, so a late input is judged as of now."""
+    return max(ts_ms, int(ctx.timer_service().current_watermark()))
+
+
 def _reconcile(held: frozenset[int], wanted: frozenset[int], ctx: Any) -> None:
     """Move a key's event-time timers from those its old state held to those its new one wants."""
     service = ctx.timer_service()
@@ -117,15 +123,23 @@ def _decode_entry(key: str, raw: bytes) -> Any:
 
 class RosterKeeper(KeyedProcessFunction):  # type: ignore[misc]
     """Keyed by device: the region each registered device is in, so the region stage hears of
-    a move or a deletion (`functions.region.roster_changes`); cleared with the record."""
+    a move or a deletion (`functions.region.roster_changes`); cleared with the record. A record
+    older than the newest one seen (a re-sent CIS export) is dropped here, as the device stage
+    drops it, so it cannot put the device back on an old roster."""
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.region = runtime_context.get_state(ValueStateDescriptor("region", Types.STRING()))
+        self.newest = runtime_context.get_state(ValueStateDescriptor("updated", Types.LONG()))
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        newest = self.newest.value()
+        if newest is not None and value.ts_ms < newest:
+            return
+        self.newest.update(value.ts_ms)  # cleared below with a deletion
         now_in, changes = region.roster_changes(self.region.value(), value)
-        if now_in is None:
+        if now_in is None:  # deleted: forgotten, so no key outlives its device
             self.region.clear()
+            self.newest.clear()
         else:
             self.region.update(now_in)
         yield from changes
@@ -153,9 +167,10 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         region_id = ctx.get_current_key()
         if isinstance(value, region.WeatherInput):
+            now = decision_time(value.ts_ms, ctx)
             raw = self.weather.value()
             old = None if raw is None else codec.decode_weather(raw)
-            step = region.on_weather(old, value, value.ts_ms, self.wetbulb)
+            step = region.on_weather(old, value, now, self.wetbulb)
             encoded = codec.encode_weather(step.weather)
             self.weather.update(encoded)
             self._move_weather_timer(
@@ -166,22 +181,33 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
             yield region_key(region_id), encoded
             yield from step.alerts
             if step.suspended_now:
-                yield from region.releases(self._roster(), value)
+                yield from region.releases(self._roster(), value.correlation_id, value.cause, now)
         elif isinstance(value, region.RosterLeave):
             self.roster.remove(value.device_id)
         elif isinstance(value, device.RegistryUpdate):
-            entry = region.RosterEntry(value.info.device_class, value.info.programs)
-            self.roster.put(value.device_id, codec.encode_roster_entry(entry))
-            events = [codec.decode_event(raw) for raw in self.events.values()]
-            yield from region.joins(value.device_id, region_id, entry, events, value.ts_ms)
+            yield from self._register(value, region_id, decision_time(value.ts_ms, ctx))
         elif isinstance(value, region.EventForRegion):
             event = value.event
-            if event.cancelled:
-                self.events.remove(event.event_id)
-            else:
-                self.events.put(event.event_id, codec.encode_event(event))
-                ctx.timer_service().register_event_time_timer(event.end_ts_ms)
+            raw = self.events.get(event.event_id)
+            if not event.supersedes(None if raw is None else codec.decode_event(raw)):
+                return  # an older record re-sent, or the event already ended
+            self.events.put(event.event_id, codec.encode_event(event))
+            ctx.timer_service().register_event_time_timer(event.end_ts_ms)
             yield from region.activations(value, self._roster())
+
+    def _register(
+        self, value: device.RegistryUpdate, region_id: str, now: int
+    ) -> Iterator[device.Activation | device.Release]:
+        """Put the device on the roster; it joins the events still on, and a cooling load is
+        released if the region is under suspension (whichever reached the stage first)."""
+        entry = region.RosterEntry(value.info.device_class, value.info.programs)
+        self.roster.put(value.device_id, codec.encode_roster_entry(entry))
+        events = [codec.decode_event(raw) for raw in self.events.values()]
+        yield from region.joins(value.device_id, region_id, entry, events, now)
+        raw = self.weather.value()
+        if raw is not None and codec.decode_weather(raw).suspended:
+            one = ((value.device_id, entry),)
+            yield from region.releases(one, value.correlation_id, value.cause, now)
 
     def _move_weather_timer(self, held: frozenset[int], wanted: frozenset[int], ctx: Any) -> None:
         """Move the age-out timer, keeping a timestamp that a kept DR event's end also uses."""
@@ -198,9 +224,12 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         if raw is None:
             return
         weather = codec.decode_weather(raw)
-        step = region.on_weather_timer(weather, ctx.get_current_key(), timestamp, self.wetbulb)
-        if step.weather != weather:
-            self.weather.update(codec.encode_weather(step.weather))
+        region_id = ctx.get_current_key()
+        step = region.on_weather_timer(weather, region_id, timestamp, self.wetbulb)
+        if step.weather != weather:  # aged out: every stage's copy hears it with the alert
+            encoded = codec.encode_weather(step.weather)
+            self.weather.update(encoded)
+            yield region_key(region_id), encoded
         for at in region.weather_timers(step.weather, self.wetbulb):
             # A no-op when armed; re-arms a deadline that a changed max age moved.
             ctx.timer_service().register_event_time_timer(at)
@@ -332,7 +361,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         # Each event carries its own event time: thread mode can lose element timestamps
         # through union and key_by, and the decision must not depend on that.
-        yield from self._run(value, ctx, value.ts_ms)
+        yield from self._run(value, ctx, decision_time(value.ts_ms, ctx))
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         self.context.store(value, ctx)
@@ -342,14 +371,16 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if self.mirror is not None:
                 yield from self.mirror.poll(timestamp, ctx)
             return
-        yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx, timestamp)
+        timer = device.Timer(ctx.get_current_key(), timestamp)
+        yield from self._run(timer, ctx, decision_time(timestamp, ctx))
 
 
 class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Keyed by region: `functions.budget` over the window and the waiting requests.
 
     `waiting` holds the requests by command id; `by-device` the waiting command ids of each
-    device, so a withdrawal finds its device's requests without scanning the queue.
+    device, so a withdrawal finds its device's requests without scanning the queue. The event-
+    time timers are the times `functions.budget` asks to be woken at (one per instant).
     """
 
     def __init__(self, policy: budget.BudgetPolicy, wetbulb: WetBulbPolicy) -> None:
@@ -364,7 +395,6 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.by_device = runtime_context.get_map_state(
             MapStateDescriptor("by-device", Types.STRING(), Types.STRING())
         )
-        self.timer = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
 
     def _window(self) -> budget.Window | None:
         raw = self.window.value()
@@ -372,17 +402,16 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def _apply(self, step: budget.BudgetStep, ctx: Any) -> Iterator[Any]:
         self.window.update(codec.encode_window(step.window))
-        for req in step.queued:
-            self.waiting.put(req.command_id, codec.encode_request(req))
+        for entry in step.queued:
+            req = entry.request
+            self.waiting.put(req.command_id, codec.encode_waiting(entry))
             self._index(req.device_id, {*self._waiting_ids(req.device_id), req.command_id})
         for command_id in step.dequeued:
-            device_id = codec.decode_request(self.waiting.get(command_id)).device_id
+            device_id = codec.decode_waiting(self.waiting.get(command_id)).request.device_id
             self.waiting.remove(command_id)
             self._index(device_id, self._waiting_ids(device_id) - {command_id})
-        if not self.waiting.is_empty() and self.timer.value() is None:
-            at = budget.next_window_ms(step.window, self.policy)
-            ctx.timer_service().register_event_time_timer(at)
-            self.timer.update(at)
+        if step.wake_ms is not None:
+            ctx.timer_service().register_event_time_timer(step.wake_ms)
         yield from step.outputs
 
     def _waiting_ids(self, device_id: str) -> set[str]:
@@ -398,30 +427,27 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         if isinstance(value, device.Withdrawal):
             ids = self._waiting_ids(value.device_id)
-            mine = [codec.decode_request(self.waiting.get(i)) for i in sorted(ids)]
-            yield from self._apply(
-                budget.on_withdrawal(self._window(), mine, value, self.policy), ctx
-            )
-            return
-        waiting = 0 if self.waiting.is_empty() else 1
-        now = value.requested_ts_ms
-        region = self.context.region_mode(ctx, ctx.get_current_key(), now)
-        step = budget.on_request(
-            self._window(), waiting, value, now, region, self.context.pipeline(ctx), self.policy
-        )
+            mine = [codec.decode_waiting(self.waiting.get(i)) for i in sorted(ids)]
+            now = decision_time(value.ts_ms, ctx)
+            step = budget.on_withdrawal(self._window(), mine, value, now, self.policy)
+        else:
+            now = decision_time(value.requested_ts_ms, ctx)
+            step = budget.on_request(self._window(), value, now, self.policy)
         yield from self._apply(step, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        self.timer.clear()
-        waiting = [codec.decode_request(raw) for raw in self.waiting.values()]
-        step = budget.on_window(
+        if self.waiting.is_empty():
+            return
+        waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
+        now = decision_time(timestamp, ctx)
+        step = budget.on_release(
             self._window(),
             waiting,
-            timestamp,
-            self.context.region_mode(ctx, ctx.get_current_key(), timestamp),
+            now,
+            self.context.region_mode(ctx, ctx.get_current_key(), now),
             self.context.pipeline(ctx),
             self.policy,
         )

@@ -45,6 +45,17 @@ class RegionEvent:
     cause: Cause
     setpoint_offset_c: float | None = None
     curtailment_pct: float | None = None
+    issued_ts_ms: int = 0
+
+    def supersedes(self, kept: RegionEvent | None) -> bool:
+        """Whether this record of the event changes what the region keeps of it: an end
+        (cancelled or completed) always does and is final; otherwise the newest issue wins,
+        and an older record re-sent changes nothing."""
+        if kept is None:
+            return True
+        if kept.cancelled:
+            return False
+        return self.cancelled or (self.issued_ts_ms >= kept.issued_ts_ms and self != kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,11 +192,14 @@ def region_alert(
     )
 
 
-def releases(roster: Iterable[tuple[str, RosterEntry]], obs: WeatherInput) -> Iterator[Release]:
-    """A wet-bulb suspension releases every cooling load of the region (the device decides)."""
+def releases(
+    roster: Iterable[tuple[str, RosterEntry]], correlation_id: str, cause: Cause, now_ms: int
+) -> Iterator[Release]:
+    """A wet-bulb suspension releases every cooling load of the region (the device decides);
+    a cooling load registered into a suspended region is released too (`roster` of one)."""
     for device_id, entry in roster:
         if entry.device_class in COOLING_CLASSES:
-            yield Release(device_id, obs.correlation_id, obs.cause, obs.ts_ms)
+            yield Release(device_id, correlation_id, cause, now_ms)
 
 
 def activation(device_id: str, region_id: str, event: RegionEvent, ts_ms: int) -> Activation:
@@ -193,7 +207,7 @@ def activation(device_id: str, region_id: str, event: RegionEvent, ts_ms: int) -
     return Activation(
         device_id, region_id, event.event_id, event.action, event.start_ts_ms, event.end_ts_ms,
         event.priority, event.cancelled, event.correlation_id, event.cause, ts_ms,
-        event.setpoint_offset_c, event.curtailment_pct,
+        event.setpoint_offset_c, event.curtailment_pct, event.issued_ts_ms,
     )  # fmt: skip
 
 

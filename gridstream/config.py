@@ -73,6 +73,8 @@ class JobSettings:
     source_silence_ms: int = 60_000
     commands_per_window: int = 200
     budget_window_ms: int = 10_000
+    recommendation_ttl_ms: int = 600_000
+    max_clock_skew_ms: int = 5_000
 
 
 def worker_python_path(python_executable: str) -> str:

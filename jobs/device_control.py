@@ -34,6 +34,7 @@ from jobs.records import (
     CONTROL,
     DEAD_LETTERS,
     KEYED,
+    MAX_CLOCK_SKEW_MS,
     TIMED_KEYED,
     Decode,
     Encode,
@@ -47,7 +48,7 @@ from jobs.records import (
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.6.0"
+JOB_VERSION = "0.7.0"
 PICKLED = operators.PICKLED
 
 
@@ -61,11 +62,13 @@ class Policies:
     budget: budget.BudgetPolicy = dataclasses.field(default_factory=budget.BudgetPolicy)
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
+    max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS
 
 
 def policies_from(job: config.JobSettings) -> Policies:
     """The policies the settings choose (file and environment)."""
     return Policies(
+        device=device.DevicePolicy(recommendation_ttl_ms=job.recommendation_ttl_ms),
         wetbulb=WetBulbPolicy(threshold_c=job.wet_bulb_threshold_c),
         pipeline=pipeline.PipelinePolicy(
             freeze_lag_ms=job.freeze_lag_ms,
@@ -76,6 +79,7 @@ def policies_from(job: config.JobSettings) -> Policies:
         budget=budget.BudgetPolicy(job.commands_per_window, job.budget_window_ms),
         out_of_orderness_ms=job.out_of_orderness_ms,
         idleness_ms=job.idleness_ms,
+        max_clock_skew_ms=job.max_clock_skew_ms,
     )
 
 
@@ -133,7 +137,10 @@ def build(
     policies = policies or Policies()
     decoded = (
         sources.records(env)
-        .process(Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION)), output_type=TIMED_KEYED)
+        .process(
+            Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION), policies.max_clock_skew_ms),
+            output_type=TIMED_KEYED,
+        )
         .name("decode")
         .uid("decode")
     )

@@ -36,6 +36,18 @@ KEYED = Types.ROW([Types.STRING(), PICKLED])  # (key, event): keyed in Java on f
 TIMED_KEYED = Types.TUPLE([KEYED, Types.LONG()])
 CONTROL = OutputTag("control", TIMED)
 HEARTBEAT_MS = 1_000
+MAX_CLOCK_SKEW_MS = 5_000  # see `ClockSkewError`
+
+
+class ClockSkewError(ValueError):
+    """A record stamped further ahead of the job's clock than the configured skew.
+
+    It is dead-lettered rather than used: its time would move the watermark, and with it every
+    other device's and region's clock (SCADA points declared silent, real weather masked). The
+    default of 5 s is a third of the SCADA telemetry timeout (15 s), the most a record within
+    the bound can hide its own device's silence by; NTP keeps a device within milliseconds,
+    so a clock seconds ahead is a fault to fix at the device, not data to act on.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +79,9 @@ def _telemetry(record: models.ScadaTelemetry | models.IotTelemetry, cause: model
     )  # fmt: skip
 
 
+ENDED = frozenset({models.EventStatus.CANCELLED, models.EventStatus.COMPLETED})  # let go now
+
+
 def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
     """The stage events one decoded input record stands for (a DR event: one per region)."""
     if isinstance(record, models.ScadaTelemetry | models.IotTelemetry):
@@ -87,8 +102,8 @@ def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
     elif isinstance(record, models.DrEvent):
         event = region.RegionEvent(
             record.event_id, record.program_id, record.action, record.start_ts_ms,
-            record.end_ts_ms, record.priority, record.status is models.EventStatus.CANCELLED,
-            record.correlation_id, cause, record.setpoint_offset_c, record.curtailment_pct,
+            record.end_ts_ms, record.priority, record.status in ENDED, record.correlation_id,
+            cause, record.setpoint_offset_c, record.curtailment_pct, record.issued_ts_ms,
         )  # fmt: skip
         for region_id in record.target_region_ids:
             yield region.EventForRegion(region_id, record.issued_ts_ms, event)
@@ -150,9 +165,15 @@ class Decode(ProcessFunction):  # type: ignore[misc]
     path: a filter per branch would make every branch's Python operator see every record.
     """
 
-    def __init__(self, schemas: SchemaAccess, job: dead_letter.JobInfo) -> None:
+    def __init__(
+        self,
+        schemas: SchemaAccess,
+        job: dead_letter.JobInfo,
+        max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS,
+    ) -> None:
         self.schemas = schemas
         self.job = job
+        self.max_clock_skew_ms = max_clock_skew_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
         source = self.schemas.source()
@@ -186,14 +207,25 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             if isinstance(record, models.DeadLetter):
                 yield DEAD_LETTERS, record
                 return
-            events = events_of(record, cause)
+            events = tuple(events_of(record, cause))
+            ahead = max((event.ts_ms for event in events), default=now_ms) - now_ms
+            if ahead > self.max_clock_skew_ms:
+                error = ClockSkewError(
+                    f"{topic}: event time is {ahead} ms ahead of the job's clock (max clock skew"
+                    f" {self.max_clock_skew_ms} ms): fix the sender's clock"
+                )
+                yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
+                return
         for event in events:
+            # Event time for the watermark never runs ahead of the job's clock: a record
+            # within the skew keeps its own time but cannot move anyone else's.
+            stamp = min(event.ts_ms, now_ms)
             if is_device_input(event):
-                yield keyed(event), event.ts_ms
+                yield keyed(event), stamp
             if isinstance(event, CONTROL_INPUTS):
-                yield CONTROL, (event, event.ts_ms)
+                yield CONTROL, (event, stamp)
             if isinstance(event, device.Telemetry):
-                yield from self._heartbeat(event.ts_ms, now_ms)
+                yield from self._heartbeat(stamp, now_ms)
 
     def _heartbeat(self, event_ms: int, now_ms: int) -> Iterator[Any]:
         self.newest = max(self.newest, event_ms)

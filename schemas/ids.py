@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from schemas.models import Action, Cause
+from schemas.models import Action
 
 
 def stable_id(*parts: str | int | None) -> str:
@@ -14,23 +14,16 @@ def stable_id(*parts: str | int | None) -> str:
     return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
 
 
-def _id_for(kind: str, device_id: str, action: Action, cause: Cause) -> str:
-    return stable_id(
-        kind,
-        device_id,
-        action.value,
-        cause.source_topic,
-        cause.source_partition,
-        cause.source_offset,
-        cause.event_id,
-    )
+def command_id(device_id: str, action: Action, about: str) -> str:
+    """The id of the command doing `action` on `device_id` for `about` (a DR participation and
+    its round, or the recommendation an operator approved).
+
+    It names the decision, not the input that happened to trigger it (a timer, a reading, a
+    late DR event), so the same decision has the same id whatever the arrival order.
+    """
+    return stable_id("command", device_id, action.value, about)
 
 
-def command_id(device_id: str, action: Action, cause: Cause) -> str:
-    """The id of the command doing `action` on `device_id` because of `cause`."""
-    return _id_for("command", device_id, action, cause)
-
-
-def recommendation_id(device_id: str, action: Action, cause: Cause) -> str:
-    """The id of the recommendation to do `action` on `device_id` because of `cause`."""
-    return _id_for("recommendation", device_id, action, cause)
+def recommendation_id(device_id: str, action: Action, about: str) -> str:
+    """The id of the recommendation to do `action` on `device_id` for `about` (as `command_id`)."""
+    return stable_id("recommendation", device_id, action.value, about)

@@ -1,9 +1,11 @@
 """Per-device state of the device-control stage, and its versioned compact codec.
 
-Layout v2 (little-endian): a version byte, a flags byte, fixed numeric fields, then
-length-prefixed UTF-8 strings for the variable parts. A typical enrolled IoT device is well
-under the 256-byte budget (see `tests/unit/state/test_device_codec.py`). v1 (a savepoint of
-job 0.4) is read too: it lacks the armed watch timer, which the next transition arms.
+Layout v3 (little-endian): a version byte, a flags byte, fixed numeric fields, the DR
+participations (the current one first, then those queued behind it), then length-prefixed
+UTF-8 strings. A typical enrolled IoT device is well under the 256-byte budget (see
+`tests/unit/state/test_device_codec.py`). v1 (job 0.4) and v2 (0.5-0.6) are read too: their
+window of recent reading times is dropped (a reading not newer than the newest is now a
+duplicate whatever its time), and their participation gets its start as announcement time.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ import dataclasses
 import math
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 
-VERSION = 2
-DEDUPE_WINDOW = 8  # recent reading times kept to spot duplicates (msg_id = device + time)
+VERSION = 3
+MAX_QUEUED = 3  # DR events a device keeps waiting behind its current one
 
 _CLASSES = tuple(DeviceClass)
 _PRIORITIES = tuple(PriorityLevel)
@@ -41,7 +44,7 @@ class DeviceInfo:
 
 @dataclasses.dataclass(frozen=True)
 class LastGood:
-    """The newest reading with good quality."""
+    """The newest reading with good quality: the last time the device was heard from."""
 
     ts_ms: int
     power_kw: float
@@ -53,8 +56,9 @@ class Participation:
     """The device's part in one DR event.
 
     `attempted` once the start was decided (emitted, blocked or recommended): a blocked start
-    is not retried on every timer, only when the device returns from silence.
-    `curtailed` once its load-reducing command went out.
+    is taken later only once nothing blocks it. `curtailed` once its load-reducing command
+    went out. `rounds` counts the commands and recommendations asked for in this part, so each
+    gets an id of its own that does not depend on which input triggered it.
     """
 
     event_id: str
@@ -67,11 +71,23 @@ class Participation:
     attempted: bool = False
     setpoint_offset_c: float | None = None
     curtailment_pct: float | None = None
+    issued_ts_ms: int = 0
+    rounds: int = 0
+
+    @property
+    def order(self) -> tuple[int, int, str]:
+        """Which of two waiting events a device takes first: the earlier start, then the higher
+        DR priority (lower number), then the event id."""
+        return (self.start_ts_ms, self.priority, self.event_id)
+
+    def covers(self, ts_ms: int) -> bool:
+        """Whether `ts_ms` falls between the event's announcement and its end."""
+        return min(self.issued_ts_ms, self.start_ts_ms) <= ts_ms < self.end_ts_ms
 
 
 @dataclasses.dataclass(frozen=True)
 class PendingRecommendation:
-    """A high-impact action waiting for an operator until `expires_ts_ms`."""
+    """A high-impact action waiting for an operator until `expires_ts_ms` (exclusive)."""
 
     recommendation_id: str
     action: Action
@@ -100,25 +116,36 @@ class PowerStats:
 
 @dataclasses.dataclass(frozen=True)
 class DeviceState:
-    """Everything the device stage keeps for one device."""
+    """Everything the device stage keeps for one device.
+
+    `info_ts_ms` is the `updated_ts_ms` of the registry record in force (or the time of its
+    deletion), so an older record arriving later changes nothing; `last_seen_ms` the newest
+    reading of any quality (a reading not newer is a duplicate); `last_good` the newest good
+    one (the device was heard from then); `override_ts_ms` the newest reading that carried a
+    customer override.
+    """
 
     info: DeviceInfo | None = None
+    info_ts_ms: int | None = None
     last_seen_ms: int | None = None
     last_good: LastGood | None = None
     stale: bool = False
-    recent_ts_ms: tuple[int, ...] = ()
+    override_ts_ms: int | None = None
     participation: Participation | None = None
+    queued: tuple[Participation, ...] = ()
     pending: PendingRecommendation | None = None
     stats: PowerStats = PowerStats()
     watch_ms: int | None = None  # the armed silence-or-retention timer (`functions.device`)
 
 
-_FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")  # ff: the event's sizes, NaN for none
-_FIXED = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
-_FLAG_INFO, _FLAG_SEEN, _FLAG_GOOD, _FLAG_STALE, _FLAG_PART, _FLAG_PENDING, _FLAG_WATCH = (
-    1 << i for i in range(7)
-)
-_PART_CURTAILED, _PART_OPTED_OUT, _GOOD_ON, _PART_ATTEMPTED = 1, 2, 4, 8
+_FIXED = struct.Struct("<7BdqqqdqqIddq")
+_PART = struct.Struct("<qqqiHBBff")  # ff: the event's sizes, NaN for none
+_FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")
+_FIXED_V2 = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
+_INFO, _INFO_TS, _SEEN, _GOOD, _STALE, _PENDING, _WATCH, _OVERRIDE = (1 << i for i in range(8))
+_CURTAILED, _OPTED_OUT, _ATTEMPTED = 1, 2, 4
+_GOOD_ON = 1
+_OLD_CURTAILED, _OLD_OPTED_OUT, _OLD_GOOD_ON, _OLD_ATTEMPTED = 1, 2, 4, 8
 
 
 def _size(value: float | None) -> float:
@@ -148,122 +175,153 @@ def _read_strings(data: memoryview, at: int) -> tuple[tuple[str, ...], int]:
     return tuple(values), at
 
 
-def encode(state: DeviceState) -> bytes:
-    """The state as version-2 bytes."""
-    info, good, part, pending = state.info, state.last_good, state.participation, state.pending
-    flags = (
-        (_FLAG_INFO if info else 0)
-        | (_FLAG_SEEN if state.last_seen_ms is not None else 0)
-        | (_FLAG_GOOD if good else 0)
-        | (_FLAG_STALE if state.stale else 0)
-        | (_FLAG_PART if part else 0)
-        | (_FLAG_PENDING if pending else 0)
-        | (_FLAG_WATCH if state.watch_ms is not None else 0)
-    )
+def _flag(present: object, bit: int) -> int:
+    return bit if present is not None and present is not False else 0
+
+
+def _encode_part(p: Participation) -> bytes:
     bits = (
-        (_PART_CURTAILED if part and part.curtailed else 0)
-        | (_PART_OPTED_OUT if part and part.opted_out else 0)
-        | (_GOOD_ON if good and good.is_on else 0)
-        | (_PART_ATTEMPTED if part and part.attempted else 0)
+        (_CURTAILED if p.curtailed else 0)
+        | (_OPTED_OUT if p.opted_out else 0)
+        | (_ATTEMPTED if p.attempted else 0)
+    )
+    return _PART.pack(
+        p.start_ts_ms, p.end_ts_ms, p.issued_ts_ms, p.priority, min(p.rounds, 0xFFFF),
+        _ACTIONS.index(p.action), bits, _size(p.setpoint_offset_c), _size(p.curtailment_pct),
+    )  # fmt: skip
+
+
+def encode(state: DeviceState) -> bytes:
+    """The state as version-3 bytes."""
+    info, good, pending = state.info, state.last_good, state.pending
+    parts = (state.participation, *state.queued) if state.participation else state.queued
+    flags = (
+        _flag(info, _INFO)
+        | _flag(state.info_ts_ms, _INFO_TS)
+        | _flag(state.last_seen_ms, _SEEN)
+        | _flag(good, _GOOD)
+        | _flag(state.stale, _STALE)
+        | _flag(pending, _PENDING)
+        | _flag(state.watch_ms, _WATCH)
+        | _flag(state.override_ts_ms, _OVERRIDE)
     )
     fixed = _FIXED.pack(
         VERSION,
         flags,
+        (_GOOD_ON if good and good.is_on else 0) | (0x80 if state.participation else 0),
         _CLASSES.index(info.device_class) if info else _NONE,
         _PRIORITIES.index(info.priority) if info else _NONE,
+        _ACTIONS.index(pending.action) if pending else _NONE,
+        len(parts),
         info.rated_power_kw if info else 0.0,
+        state.info_ts_ms or 0,
         state.last_seen_ms or 0,
         good.ts_ms if good else 0,
         good.power_kw if good else 0.0,
-        part.start_ts_ms if part else 0,
-        part.end_ts_ms if part else 0,
+        state.override_ts_ms or 0,
         pending.expires_ts_ms if pending else 0,
-        part.priority if part else 0,
         state.stats.count,
         state.stats.mean,
         state.stats.m2,
-        _size(part.setpoint_offset_c if part else None),
-        _size(part.curtailment_pct if part else None),
         state.watch_ms or 0,
     )
-    actions = bytes(
-        [
-            _ACTIONS.index(part.action) if part else _NONE,
-            _ACTIONS.index(pending.action) if pending else _NONE,
-            bits,
-        ]
-    )
-    # Recent reading times as u32 offsets back from last_seen (the newest), to halve their size.
-    newest = state.last_seen_ms or 0
-    back = [min(newest - ts, 0xFFFFFFFF) for ts in state.recent_ts_ms]
-    recent = struct.pack(f"<B{len(back)}I", len(back), *back)
     texts = _strings(
         [
             info.region_id if info else "",
-            part.event_id if part else "",
             pending.recommendation_id if pending else "",
+            *(p.event_id for p in parts),
         ]
     ) + _strings(info.programs if info else ())
-    return fixed + actions + recent + texts
+    return fixed + b"".join(_encode_part(p) for p in parts) + texts
 
 
 def decode(data: bytes) -> DeviceState:
     """Read bytes written by `encode` (this version or an earlier one)."""
-    fixed = {1: _FIXED_V1, VERSION: _FIXED}.get(data[0]) if data else None
-    if fixed is None:
-        raise DeviceStateError(f"device state: unknown version byte {data[:1]!r}")
+    version = data[0] if data else None
     try:
-        return _decode(memoryview(data), fixed)
+        if version == VERSION:
+            return _decode(memoryview(data))
+        if version in (1, 2):
+            return _decode_old(memoryview(data), _FIXED_V1 if version == 1 else _FIXED_V2)
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as err:
-        raise DeviceStateError(f"device state v{data[0]} is corrupt: {err}") from err
+        raise DeviceStateError(f"device state v{version} is corrupt: {err}") from err
+    raise DeviceStateError(f"device state: unknown version byte {data[:1]!r}")
 
 
-def _decode(data: memoryview, fixed: struct.Struct) -> DeviceState:
+def _participation(event_id: str, raw: tuple[Any, ...]) -> Participation:
+    start, end, issued, priority, rounds, action, bits, offset_c, pct = raw
+    return Participation(
+        event_id, _ACTIONS[action], start, end, priority, bool(bits & _CURTAILED),
+        bool(bits & _OPTED_OUT), bool(bits & _ATTEMPTED), _unsize(offset_c), _unsize(pct),
+        issued, rounds,
+    )  # fmt: skip
+
+
+def _decode(data: memoryview) -> DeviceState:
+    (
+        _, flags, bits, cls, prio, pending_action, n_parts, rated, info_ts, seen, good_ts,
+        good_kw, override_ts, expires, count, mean, m2, watch,
+    ) = _FIXED.unpack_from(data)  # fmt: skip
+    at = _FIXED.size
+    raw_parts = []
+    for _ in range(n_parts):
+        raw_parts.append(_PART.unpack_from(data, at))
+        at += _PART.size
+    (region, rec_id, *event_ids), at = _read_strings(data, at)
+    programs, at = _read_strings(data, at)
+    if at != len(data) or len(event_ids) != n_parts:
+        raise ValueError(f"{len(data) - at} trailing bytes or a missing event id")
+    parts = tuple(_participation(e, raw) for e, raw in zip(event_ids, raw_parts, strict=True))
+    current = parts[0] if bits & 0x80 else None
+    return DeviceState(
+        info=DeviceInfo(_CLASSES[cls], _PRIORITIES[prio], region, programs, rated)
+        if flags & _INFO
+        else None,
+        info_ts_ms=info_ts if flags & _INFO_TS else None,
+        last_seen_ms=seen if flags & _SEEN else None,
+        last_good=LastGood(good_ts, good_kw, bool(bits & _GOOD_ON)) if flags & _GOOD else None,
+        stale=bool(flags & _STALE),
+        override_ts_ms=override_ts if flags & _OVERRIDE else None,
+        participation=current,
+        queued=parts[1:] if current else parts,
+        pending=PendingRecommendation(rec_id, _ACTIONS[pending_action], expires)
+        if flags & _PENDING
+        else None,
+        stats=PowerStats(count, mean, m2),
+        watch_ms=watch if flags & _WATCH else None,
+    )
+
+
+def _decode_old(data: memoryview, fixed: struct.Struct) -> DeviceState:
+    """A v1 or v2 state (one participation, a window of recent reading times)."""
     (
         _, flags, cls, prio, rated, seen, good_ts, good_kw, start, end, expires, dr_prio,
         count, mean, m2, offset_c, curtail_pct, *watch,
     ) = fixed.unpack_from(data)  # fmt: skip
     at = fixed.size
     part_action, pending_action, bits = data[at], data[at + 1], data[at + 2]
-    at += 3
-    n_recent = data[at]
-    recent = tuple(seen - back for back in struct.unpack_from(f"<{n_recent}I", data, at + 1))
-    at += 1 + 4 * n_recent
+    at += 4 + 4 * data[at + 3]  # the recent reading times are not kept any more
     (region, event_id, rec_id), at = _read_strings(data, at)
     programs, at = _read_strings(data, at)
     if at != len(data):
         raise ValueError(f"{len(data) - at} trailing bytes")
-    info = (
-        DeviceInfo(_CLASSES[cls], _PRIORITIES[prio], region, programs, rated)
-        if flags & _FLAG_INFO
-        else None
-    )
-    part = (
-        Participation(
-            event_id,
-            _ACTIONS[part_action],
-            start,
-            end,
-            dr_prio,
-            bool(bits & _PART_CURTAILED),
-            bool(bits & _PART_OPTED_OUT),
-            bool(bits & _PART_ATTEMPTED),
-            _unsize(offset_c),
-            _unsize(curtail_pct),
-        )
-        if flags & _FLAG_PART
-        else None
-    )
+    attempted = bool(bits & _OLD_ATTEMPTED)
+    part = Participation(
+        event_id, _ACTIONS[part_action], start, end, dr_prio, bool(bits & _OLD_CURTAILED),
+        bool(bits & _OLD_OPTED_OUT), attempted, _unsize(offset_c), _unsize(curtail_pct),
+        start, int(attempted),
+    )  # fmt: skip
     return DeviceState(
-        info=info,
-        last_seen_ms=seen if flags & _FLAG_SEEN else None,
-        last_good=LastGood(good_ts, good_kw, bool(bits & _GOOD_ON)) if flags & _FLAG_GOOD else None,
-        stale=bool(flags & _FLAG_STALE),
-        recent_ts_ms=recent,
-        participation=part,
+        info=DeviceInfo(_CLASSES[cls], _PRIORITIES[prio], region, programs, rated)
+        if flags & 1
+        else None,
+        last_seen_ms=seen if flags & 2 else None,
+        last_good=LastGood(good_ts, good_kw, bool(bits & _OLD_GOOD_ON)) if flags & 4 else None,
+        stale=bool(flags & 8),
+        participation=part if flags & 16 else None,
         pending=PendingRecommendation(rec_id, _ACTIONS[pending_action], expires)
-        if flags & _FLAG_PENDING
+        if flags & 32
         else None,
         stats=PowerStats(count, mean, m2),
-        watch_ms=watch[0] if flags & _FLAG_WATCH else None,
+        watch_ms=watch[0] if watch and flags & 64 else None,
     )

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from functions.budget import Window
+from functions.budget import Waiting, Window
 from functions.device import CommandRequest
 from functions.interlocks import PipelineFacts
 from functions.pipeline import Heartbeat, PipelineState
@@ -21,8 +21,10 @@ from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
 from schemas.models import Action, Cause, DeviceClass
 
-VERSION = 1  # every record here but the weather
+VERSION = 1  # every record here but the weather and the DR event
 WEATHER_VERSION = 2  # v2 added `aged_out`; v1 (without it) still reads, as not aged out
+EVENT_VERSION = 2  # v2 added `issued_ts_ms`; v1 still reads, as issued at its start
+WAITING_VERSION = 2  # v2 added `deferred`
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
@@ -196,21 +198,24 @@ def encode_event(e: RegionEvent) -> bytes:
         [
             e.event_id, e.program_id, e.action.value, e.start_ts_ms, e.end_ts_ms, e.priority,
             e.cancelled, e.correlation_id, _cause(e.cause), e.setpoint_offset_c, e.curtailment_pct,
-        ]
+            e.issued_ts_ms,
+        ],
+        EVENT_VERSION,
     )  # fmt: skip
 
 
-_EVENT = (
+_EVENT_V1 = (
     "event_id", "program_id", "action", "start_ts_ms", "end_ts_ms", "priority", "cancelled",
     "correlation_id", "cause", "setpoint_offset_c", "curtailment_pct",
 )  # fmt: skip
+_EVENT = (*_EVENT_V1, "issued_ts_ms")
 
 
 def decode_event(data: bytes) -> RegionEvent:
-    """Read `encode_event`'s bytes."""
+    """Read `encode_event`'s bytes, of this version or v1."""
 
-    def build(_: int, raw: Any) -> RegionEvent:
-        f = _Fields("event", raw, _EVENT)
+    def build(version: int, raw: Any) -> RegionEvent:
+        f = _Fields("event", raw, _EVENT if version == EVENT_VERSION else _EVENT_V1)
         return RegionEvent(
             f.text("event_id"),
             f.text("program_id"),
@@ -223,18 +228,21 @@ def decode_event(data: bytes) -> RegionEvent:
             _read_cause(f.nested("cause", _CAUSE)),
             f.number_or_none("setpoint_offset_c"),
             f.number_or_none("curtailment_pct"),
+            f.integer("issued_ts_ms" if version == EVENT_VERSION else "start_ts_ms"),
         )
 
-    return _unpack(data, "event", build)
+    return _unpack(data, "event", build, (VERSION, EVENT_VERSION))
 
 
-def encode_request(r: CommandRequest) -> bytes:
+def encode_waiting(w: Waiting) -> bytes:
     """A command request waiting for budget as bytes."""
+    r = w.request
     return _pack(
         [
             r.command_id, r.device_id, r.region_id, r.action.value, r.priority, r.requested_ts_ms,
-            r.correlation_id, _cause(r.cause), r.setpoint_offset_c, r.curtailment_pct,
-        ]
+            r.correlation_id, _cause(r.cause), r.setpoint_offset_c, r.curtailment_pct, w.deferred,
+        ],
+        WAITING_VERSION,
     )  # fmt: skip
 
 
@@ -244,12 +252,14 @@ _REQUEST = (
 )  # fmt: skip
 
 
-def decode_request(data: bytes) -> CommandRequest:
-    """Read `encode_request`'s bytes."""
+def decode_waiting(data: bytes) -> Waiting:
+    """Read `encode_waiting`'s bytes, of this version or v1 (whose entries had all been
+    audited DEFERRED already)."""
 
-    def build(_: int, raw: Any) -> CommandRequest:
-        f = _Fields("request", raw, _REQUEST)
-        return CommandRequest(
+    def build(version: int, raw: Any) -> Waiting:
+        names = (*_REQUEST, "deferred") if version == WAITING_VERSION else _REQUEST
+        f = _Fields("request", raw, names)
+        request = CommandRequest(
             f.text("command_id"),
             f.text("device_id"),
             f.text("region_id"),
@@ -261,8 +271,9 @@ def decode_request(data: bytes) -> CommandRequest:
             f.number_or_none("setpoint_offset_c"),
             f.number_or_none("curtailment_pct"),
         )
+        return Waiting(request, version != WAITING_VERSION or f.flag("deferred"))
 
-    return _unpack(data, "request", build)
+    return _unpack(data, "request", build, (VERSION, WAITING_VERSION))
 
 
 def encode_window(w: Window) -> bytes:

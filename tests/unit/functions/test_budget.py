@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from functions.budget import (
     BudgetPolicy,
     BudgetStep,
+    Waiting,
     Window,
-    next_window_ms,
+    on_release,
     on_request,
-    on_window,
     on_withdrawal,
 )
 from functions.device import CommandRequest, Withdrawal
@@ -53,63 +53,72 @@ def audits(outputs: tuple[object, ...] | list[object], outcome: AuditOutcome) ->
 
 @dataclasses.dataclass
 class Driver:
-    """Drives the budget like its adapter: waiting requests in a map, one timer at a time."""
+    """Drives the budget like its adapter: waiting requests in a map, the timers it asks for,
+    and a watermark; "now" is the input's time or the watermark, whichever is later."""
 
     policy: BudgetPolicy = POLICY
     window: Window | None = None
-    waiting: dict[str, CommandRequest] = dataclasses.field(default_factory=dict)
-    timer: int | None = None
-    # (what ran, its step, the requests still waiting after it)
-    steps: list[tuple[str, BudgetStep, tuple[CommandRequest, ...]]] = dataclasses.field(
+    waiting: dict[str, Waiting] = dataclasses.field(default_factory=dict)
+    timers: set[int] = dataclasses.field(default_factory=set)
+    watermark: int = T0 - 1
+    # (what ran, at what time, its step, the requests still waiting after it)
+    steps: list[tuple[str, int, BudgetStep, tuple[Waiting, ...]]] = dataclasses.field(
         default_factory=list
     )
 
-    def _apply(self, kind: str, step: BudgetStep) -> BudgetStep:
+    def _apply(self, kind: str, now: int, step: BudgetStep) -> BudgetStep:
         self.window = step.window
-        self.waiting.update({r.command_id: r for r in step.queued})
+        self.waiting.update({w.request.command_id: w for w in step.queued})
         for command_id in step.dequeued:
             del self.waiting[command_id]
-        if self.waiting and self.timer is None:
-            self.timer = next_window_ms(step.window, self.policy)
-        self.steps.append((kind, step, tuple(self.waiting.values())))
+        if step.wake_ms is not None:
+            self.timers.add(step.wake_ms)
+        self.steps.append((kind, now, step, tuple(self.waiting.values())))
         return step
 
-    def request(
-        self,
-        req: CommandRequest,
-        region: RegionMode = RegionMode.NORMAL,
-        pipeline: PipelineFacts = CLEAR,
-    ) -> BudgetStep:
-        step = on_request(
-            self.window, len(self.waiting), req, req.requested_ts_ms, region, pipeline,
-            self.policy,
-        )  # fmt: skip
-        return self._apply("request", step)
+    def request(self, req: CommandRequest) -> BudgetStep:
+        now = max(req.requested_ts_ms, self.watermark)
+        return self._apply("request", now, on_request(self.window, req, now, self.policy))
 
     def advance(
         self, to: int, region: RegionMode = RegionMode.NORMAL, pipeline: PipelineFacts = CLEAR
     ) -> list[BudgetStep]:
+        self.watermark = max(self.watermark, to)
         fired = []
-        while self.timer is not None and self.timer <= to:
-            at, self.timer = self.timer, None
-            step = on_window(self.window, self.waiting.values(), at, region, pipeline, self.policy)
-            fired.append(self._apply("window", step))
+        while due := [t for t in self.timers if t <= self.watermark]:
+            self.timers.discard(min(due))
+            if not self.waiting:
+                continue
+            now = self.watermark
+            step = on_release(
+                self.window, self.waiting.values(), now, region, pipeline, self.policy
+            )
+            fired.append(self._apply("release", now, step))
         return fired
+
+    def drain(self, start: int) -> None:
+        """Advance window by window from `start` until nothing waits (each window releases its
+        budget once the watermark reaches it)."""
+        for k in range(len(self.waiting) + 2):
+            self.advance(start + k * self.policy.window_ms)
 
     def withdraw(self, device_id: str, ts: int, reasons: tuple[ReasonCode, ...]) -> BudgetStep:
         w = Withdrawal(device_id, "north", reasons, "w", CAUSE, ts)
-        mine = [r for r in self.waiting.values() if r.device_id == device_id]
-        return self._apply("withdrawal", on_withdrawal(self.window, mine, w, self.policy))
+        mine = [x for x in self.waiting.values() if x.request.device_id == device_id]
+        now = max(ts, self.watermark)
+        return self._apply("withdrawal", now, on_withdrawal(self.window, mine, w, now, self.policy))
 
     def outputs(self) -> list[object]:
-        return [o for _, s, _ in self.steps for o in s.outputs]
+        return [o for _, _, s, _ in self.steps for o in s.outputs]
 
 
-def test_over_budget_requests_are_deferred_then_released_at_the_next_window() -> None:
-    """Three go now, the other two are DEFERRED with RATE_LIMITED and go at the next window."""
+def test_requests_wait_for_their_time_then_over_budget_ones_wait_a_window() -> None:
+    """Nothing goes on arrival; at the watermark three go, the other two are DEFERRED with
+    RATE_LIMITED and go at the next window."""
     d = Driver()
     for n in range(5):
-        d.request(request(n, T0 + n))
+        assert d.request(request(n, T0 + n)).outputs == ()
+    d.advance(T0 + 4)
     assert [c.command_id for c in commands(d.outputs())] == ["cmd-0", "cmd-1", "cmd-2"]
     deferred = [
         o for o in d.outputs() if isinstance(o, AuditDecision) and o.outcome.name == "DEFERRED"
@@ -119,13 +128,12 @@ def test_over_budget_requests_are_deferred_then_released_at_the_next_window() ->
         (None, (ReasonCode.RATE_LIMITED,)),
     ]
     assert sorted(d.waiting) == ["cmd-3", "cmd-4"]
-    assert d.timer == T0 + POLICY.window_ms
+    assert T0 + POLICY.window_ms in d.timers
     d.advance(T0 + POLICY.window_ms - 1)
     assert len(commands(d.outputs())) == 3
     (released,) = d.advance(T0 + POLICY.window_ms)
     assert [c.command_id for c in commands(released.outputs)] == ["cmd-3", "cmd-4"]
     assert d.waiting == {}
-    assert d.timer is None
 
 
 def test_a_withdrawn_waiting_request_is_blocked_with_its_reasons_and_never_released() -> None:
@@ -138,7 +146,7 @@ def test_a_withdrawn_waiting_request_is_blocked_with_its_reasons_and_never_relea
     assert isinstance(blocked, AuditDecision)
     assert (blocked.device_id, blocked.outcome) == ("dev-4", AuditOutcome.BLOCKED)
     assert blocked.reason_codes == (ReasonCode.LIFE_SAFETY_EXCLUSION,)
-    d.advance(T0 + 3 * POLICY.window_ms)
+    d.drain(T0 + 4)
     assert [c.device_id for c in commands(d.outputs())] == ["dev-0", "dev-1", "dev-2", "dev-3"]
     assert d.waiting == {}
 
@@ -147,20 +155,25 @@ def test_a_withdrawal_of_a_command_already_sent_changes_nothing() -> None:
     """Nothing of the device waits: no output, the window and the queue as they were."""
     d = Driver()
     d.request(request(0, T0))
+    d.advance(T0)
     before = d.window
     step = d.withdraw("dev-0", T0 + 1, (ReasonCode.TELEMETRY_STALE,))
     assert step.outputs == ()
     assert (d.window, d.waiting) == (before, {})
 
 
-def test_a_request_waits_behind_earlier_deferred_ones_even_with_room() -> None:
-    """Once something waits, a new request queues too, so priority decides at the release."""
+def test_requests_of_one_instant_go_in_priority_order_whatever_their_arrival() -> None:
+    """A priority-5 event's requests arrive first, a priority-1 event's at the same instant
+    after them: the window is spent on priority 1 first (DESIGN.md rule 8)."""
     d = Driver()
     for n in range(4):
-        d.request(request(n, T0))
-    late = d.request(request(9, T0 + POLICY.window_ms + 1, priority=0))
-    assert commands(late.outputs) == []
-    assert sorted(d.waiting) == ["cmd-3", "cmd-9"]
+        d.request(request(n, T0, priority=5))
+    for n in range(4, 8):
+        d.request(request(n, T0, priority=1))
+    (first,) = d.advance(T0)
+    assert [c.command_id for c in commands(first.outputs)] == ["cmd-4", "cmd-5", "cmd-6"]
+    (second,) = d.advance(T0 + POLICY.window_ms)
+    assert [c.command_id for c in commands(second.outputs)] == ["cmd-7", "cmd-0", "cmd-1"]
 
 
 def test_waiting_requests_leave_in_priority_order() -> None:
@@ -168,8 +181,10 @@ def test_waiting_requests_leave_in_priority_order() -> None:
     d = Driver()
     for n in range(3):
         d.request(request(n, T0))  # fills the window
+    d.advance(T0)
     for n, prio in [(3, 5), (4, 2), (5, 9), (6, 2), (7, 1)]:
         d.request(request(n, T0 + n, priority=prio))
+    d.advance(T0 + 7)
     (first,) = d.advance(T0 + POLICY.window_ms)
     assert [c.command_id for c in commands(first.outputs)] == ["cmd-7", "cmd-4", "cmd-6"]
     (second,) = d.advance(T0 + 2 * POLICY.window_ms)
@@ -181,6 +196,7 @@ def test_restore_is_never_deferred() -> None:
     d = Driver()
     for n in range(5):
         d.request(request(n, T0))
+    d.advance(T0)
     restore = d.request(request(8, T0 + 1, action=Action.RESTORE))
     assert [c.action for c in commands(restore.outputs)] == [Action.RESTORE]
     assert audits(restore.outputs, AuditOutcome.EMITTED) == ["cmd-8"]
@@ -201,13 +217,14 @@ UNSAFE = pytest.mark.parametrize(
 
 
 @UNSAFE
-def test_a_waiting_request_is_blocked_if_the_region_turned_unsafe(
+def test_a_deferred_request_is_blocked_if_the_region_turned_unsafe(
     region: RegionMode, pipeline: PipelineFacts, reason: ReasonCode
 ) -> None:
     """Suspension, Grid-Follow, a freeze or a silent source at release time: BLOCKED, not sent."""
     d = Driver()
     for n in range(4):
         d.request(request(n, T0))
+    d.advance(T0)
     (step,) = d.advance(T0 + POLICY.window_ms, region, pipeline)
     assert commands(step.outputs) == []
     (blocked,) = step.outputs
@@ -215,7 +232,6 @@ def test_a_waiting_request_is_blocked_if_the_region_turned_unsafe(
     assert blocked.outcome is AuditOutcome.BLOCKED
     assert reason in blocked.reason_codes
     assert d.waiting == {}
-    assert d.timer is None
 
 
 @UNSAFE
@@ -227,8 +243,9 @@ def test_a_request_this_stage_sees_as_unsafe_waits_a_window_then_is_checked_agai
     stage's: the request is DEFERRED with the reasons, not dropped; at the next window it goes
     out if the region is safe by then and is BLOCKED if it is still unsafe."""
     d = Driver()
-    arrival = d.request(request(0, T0), region, pipeline)
-    (deferred,) = arrival.outputs
+    d.request(request(0, T0))
+    (first,) = d.advance(T0, region, pipeline)
+    (deferred,) = first.outputs
     assert isinstance(deferred, AuditDecision)
     assert (deferred.outcome, deferred.reason_codes) == (AuditOutcome.DEFERRED, (reason,))
     later = (RegionMode.NORMAL, CLEAR) if caught_up else (region, pipeline)
@@ -263,7 +280,7 @@ def _key(sent: list[CommandRequest], command_id: str) -> tuple[int, int, str]:
 def _check_windows(d: Driver) -> None:
     """No window ever released more load-reducing commands than the budget."""
     per_window: collections.Counter[int] = collections.Counter()
-    for _, step, _ in d.steps:
+    for _, _, step, _ in d.steps:
         reducing = [c for c in commands(step.outputs) if c.action in LOAD_REDUCING_ACTIONS]
         per_window[step.window.start_ms] += len(reducing)
     assert all(n <= d.policy.commands_per_window for n in per_window.values())
@@ -297,10 +314,9 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
         req = request(n, clock, priority, action)
         sent.append(req)
         d.request(req)
-    d.advance(clock + (len(script) + 1) * d.policy.window_ms)  # drain
+    d.drain(clock)
 
     assert d.waiting == {}
-    assert d.timer is None
     ids = [c.command_id for c in commands(d.outputs())]
     assert sorted(ids) == sorted(r.command_id for r in sent if r.command_id not in withdrawn)
     assert sorted(audits(d.outputs(), AuditOutcome.EMITTED)) == sorted(ids)
@@ -313,11 +329,12 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     deferred = [o for o in d.outputs() if getattr(o, "outcome", None) is AuditOutcome.DEFERRED]
     assert all(o.action in LOAD_REDUCING_ACTIONS for o in deferred)
     _check_windows(d)
-    for kind, step, left in d.steps:
-        if kind == "window":
+    for kind, now, step, left in d.steps:
+        if kind == "release":
             keys = [_key(sent, c.command_id) for c in commands(step.outputs)]
             assert keys == sorted(keys)
-            assert all(_key(sent, r.command_id) > k for r in left for k in keys)
+            due = [w.request for w in left if w.request.requested_ts_ms <= now]
+            assert all(_key(sent, r.command_id) > k for r in due for k in keys)
 
 
 @settings(max_examples=150, deadline=None)
@@ -325,21 +342,20 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
 def test_no_load_reducing_command_goes_out_while_an_interlock_holds(
     script: list[tuple],
 ) -> None:
-    """Property: neither a request nor a window emits a load-reducing command while
-    region_reasons(...) of this stage's view is non-empty; every request still ends EMITTED or
-    BLOCKED exactly once, none waits forever."""
+    """Property: no load-reducing command goes out on arrival nor while region_reasons(...) of
+    this stage's view is non-empty; every request still ends EMITTED or BLOCKED exactly once,
+    none waits forever."""
     d = Driver()
     clock = T0
     sent: list[CommandRequest] = []
     for n, (op, dt, *args) in enumerate(script):
         clock += dt
         if op == "request":
-            priority, action, region, pipeline = args
+            priority, action, *_ = args
             req = request(n, clock, priority, action)
             sent.append(req)
-            arrival = d.request(req, region, pipeline)
-            for command in commands(arrival.outputs):
-                assert not region_reasons(command.action, region, pipeline)
+            arrival = d.request(req)
+            assert all(c.action not in LOAD_REDUCING_ACTIONS for c in commands(arrival.outputs))
             continue
         region, pipeline = args
         for step in d.advance(clock, region, pipeline):
@@ -351,7 +367,7 @@ def test_no_load_reducing_command_goes_out_while_an_interlock_holds(
                     assert set(out.reason_codes) == set(
                         region_reasons(out.action, region, pipeline)
                     )
-    d.advance(clock + (len(script) + 1) * d.policy.window_ms)
+    d.drain(clock)
 
     assert d.waiting == {}
     finished = [

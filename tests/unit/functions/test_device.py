@@ -217,12 +217,13 @@ def test_a_deleted_registry_record_restores_a_curtailed_device_and_protects_it_a
     d = Driver()
     d.send(registry(PriorityLevel.STANDARD))
     d.send(telemetry(T0))
-    d.send(activation(T0, T0 + 60 * MINUTE_MS))
+    d.send(activation(T0, T0 + 2 * MINUTE_MS))
     d.send(Deregistration(DEVICE, "gone", CAUSE, T0 + MINUTE_MS), now=T0 + MINUTE_MS)
     assert [c.action for c in d.outputs(CommandRequest)] == [Action.CURTAIL, Action.RESTORE]
     assert d.state is not None
     assert d.state.info is None
-    later = T0 + 2 * MINUTE_MS
+    later = T0 + 3 * MINUTE_MS
+    d.advance(later)
     next_event = Activation(
         DEVICE, "north", "ev-2", Action.CURTAIL, later, later + MINUTE_MS, 1, False, "a2", CAUSE,
         later,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -177,25 +178,53 @@ def test_region_stage_keeps_the_roster_expands_events_and_forgets_them_at_their_
     assert sorted(r.device_id for r in of(Release, out)) == ["a", "c"]
 
     # The weather of minute 20 aged out at minute 50, before the event's end at minute 65.
-    assert [a.kind for a in h.advance_watermark(end)] == [AlertKind.GRID_FOLLOW]
+    assert [a.kind for a in of(Alert, h.advance_watermark(end))] == [AlertKind.GRID_FOLLOW]
     assert h.state_value(REGION, "dr-events") is None
     assert h.pending_timers() == []
     assert sorted(h.state_value(REGION, "roster")) == ["a", "b", "c"]
     assert h.state_entries() == 2  # the roster and the weather, which live as long as the region
 
 
-def test_region_stage_sends_a_cancellation_and_drops_the_event() -> None:
-    """A cancelled event reaches enrolled devices as a cancellation and leaves the event map."""
+def test_region_stage_sends_a_cancellation_and_keeps_the_event_ended_until_its_end() -> None:
+    """A cancelled event reaches enrolled devices as a cancellation; the same event re-sent
+    (an older record, or the original again) does not bring it back; at its end it is gone."""
     h = Harness(RegionStage(WETBULB)).open()
     h.process(REGION, registry("a"))
-    event = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, T0 + MINUTE_MS, 1, False, "c", CAUSE)
+    end = T0 + MINUTE_MS
+    event = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, end, 1, False, "c", CAUSE, None, None, T0)
     h.process(REGION, EventForRegion(REGION, T0, event))
-    cancel = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, T0 + MINUTE_MS, 1, True, "x", CAUSE)
+    cancel = dataclasses.replace(event, cancelled=True, correlation_id="x", issued_ts_ms=T0 + 1)
     (act,) = h.process(REGION, EventForRegion(REGION, T0 + 1, cancel))
     assert act.cancelled
+    assert h.process(REGION, EventForRegion(REGION, T0 + 2, event)) == []
+    newer = dataclasses.replace(event, issued_ts_ms=T0 + 5)
+    assert h.process(REGION, EventForRegion(REGION, T0 + 5, newer)) == []
+    assert h.advance_watermark(end) == []
     assert h.state_value(REGION, "dr-events") is None
-    assert h.advance_watermark(T0 + MINUTE_MS) == []
     assert h.pending_timers() == []
+
+
+def test_region_stage_ignores_an_older_record_of_an_event_and_updates_on_a_newer_one() -> None:
+    """The newest issue of an event wins: an older record re-sent expands to nothing."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, registry("a"))
+    end = T0 + MINUTE_MS
+    event = RegionEvent("ev-1", "p1", Action.CURTAIL, T0, end, 1, False, "c", CAUSE, None, None, T0)
+    longer = dataclasses.replace(event, end_ts_ms=end + MINUTE_MS, issued_ts_ms=T0 + 10)
+    (first,) = h.process(REGION, EventForRegion(REGION, T0 + 10, longer))
+    assert first.end_ts_ms == end + MINUTE_MS
+    assert h.process(REGION, EventForRegion(REGION, T0, event)) == []
+
+
+def test_region_stage_releases_a_cooling_load_registered_into_a_suspended_region() -> None:
+    """A thermostat whose record arrives after the suspension is released too (the suspension's
+    own releases named only the devices already on the roster)."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, WeatherInput(REGION, T0, 35.0, 90.0, None, "w", CAUSE))
+    (release,) = h.process(REGION, registry("a", ts=T0 + 1))
+    assert isinstance(release, Release)
+    assert release.device_id == "a"
+    assert h.process(REGION, registry("b", ts=T0 + 2, cls=DeviceClass.EV_CHARGER)) == []
 
 
 def test_roster_keeper_takes_a_moved_or_deleted_device_off_its_old_region_roster() -> None:
@@ -221,9 +250,11 @@ def test_roster_keeper_takes_a_moved_or_deleted_device_off_its_old_region_roster
     record(Deregistration("a", "del-a", CAUSE, T0 + 2))
     record(Deregistration("nobody", "del-x", CAUSE, T0 + 3))  # never registered: nothing
     assert rosters() == {"north": ["b"], "south": []}
+    record(RegistryUpdate("b", moved, "r-b-old", CAUSE, T0 - 1))  # an older record re-sent
+    assert rosters() == {"north": ["b"], "south": []}
     assert keeper.state_value("a", "region") is None
     assert keeper.state_value("b", "region") == "north"
-    assert keeper.state_entries() == 1
+    assert keeper.state_entries() == 2  # b's region and the time of its record
 
 
 # BudgetStage ----------------------------------------------------------------------------------
@@ -239,25 +270,29 @@ def test_budget_stage_blocks_a_withdrawn_waiting_request_and_keeps_no_index_of_i
     h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
     h.process_broadcast(weather_entry())
     for n in range(3):
-        h.process(REGION, budget_request(n, T0 + n))
-    assert h.state_value(REGION, "by-device") == {"dev-2": "cmd-2"}
+        assert h.process(REGION, budget_request(n, T0 + n)) == []  # each waits for its time
+    assert h.state_value(REGION, "by-device") == {f"dev-{n}": f"cmd-{n}" for n in range(3)}
     why = (ReasonCode.LIFE_SAFETY_EXCLUSION,)
     (blocked,) = h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 5))
     assert (blocked.device_id, blocked.outcome, blocked.reason_codes) == (
         "dev-2", AuditOutcome.BLOCKED, why,
     )  # fmt: skip
+    assert sorted(h.state_value(REGION, "by-device")) == ["dev-0", "dev-1"]
+    released = of(DeviceCommand, h.advance_watermark(T0 + 20_000))
+    assert [c.command_id for c in released] == ["cmd-0", "cmd-1"]
     assert h.state_value(REGION, "waiting") is None
     assert h.state_value(REGION, "by-device") is None
-    assert of(DeviceCommand, h.advance_watermark(T0 + 20_000)) == []
     assert h.pending_timers() == []
 
 
 def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> None:
-    """Two per window: the third waits (DEFERRED) and goes out at the next window's timer;
-    then nothing waits and no timer is left."""
+    """Two per window: requests wait for the watermark to reach their time, the third is
+    DEFERRED and goes out at the next window's timer; then nothing waits and no timer is left."""
     h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
     h.process_broadcast(weather_entry())
     out = [o for n in range(3) for o in h.process(REGION, budget_request(n, T0 + n))]
+    assert out == []
+    out = h.advance_watermark(T0 + 2)
     assert [c.command_id for c in of(DeviceCommand, out)] == ["cmd-0", "cmd-1"]
     assert [a.outcome for a in of(AuditDecision, out)][-1] is AuditOutcome.DEFERRED
     assert sorted(h.state_value(REGION, "waiting")) == ["cmd-2"]
@@ -267,8 +302,22 @@ def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> No
     released = h.advance_watermark(T0 + 10_000)
     assert [c.command_id for c in of(DeviceCommand, released)] == ["cmd-2"]
     assert h.state_value(REGION, "waiting") is None
-    assert h.state_value(REGION, "timer") is None
     assert h.pending_timers() == []
+
+
+def test_budget_stage_spends_a_window_on_the_higher_priority_whatever_came_first() -> None:
+    """Requests of one instant compete by DR priority before the budget is spent: the
+    priority-1 ones arrive last and still go out first; the others wait a window."""
+    h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    for n, priority in enumerate([5, 5, 1, 1]):
+        h.process(REGION, budget_request(n, T0, priority=priority))
+    first = h.advance_watermark(T0)
+    assert [c.command_id for c in of(DeviceCommand, first)] == ["cmd-2", "cmd-3"]
+    deferred = [a for a in of(AuditDecision, first) if a.outcome is AuditOutcome.DEFERRED]
+    assert [a.reason_codes for a in deferred] == [(ReasonCode.RATE_LIMITED,)] * 2
+    later = h.advance_watermark(T0 + 10_000)
+    assert [c.command_id for c in of(DeviceCommand, later)] == ["cmd-0", "cmd-1"]
 
 
 def test_budget_stage_blocks_a_waiting_request_when_the_region_is_suspended_at_release() -> None:
@@ -277,6 +326,7 @@ def test_budget_stage_blocks_a_waiting_request_when_the_region_is_suspended_at_r
     h.process_broadcast(weather_entry())
     h.process(REGION, budget_request(0))
     h.process(REGION, budget_request(1))
+    assert len(of(DeviceCommand, h.advance_watermark(T0))) == 1
     h.process_broadcast(weather_entry(T0 + 5_000, 29.0, suspended=True))
     released = h.advance_watermark(T0 + 10_000)
     assert of(DeviceCommand, released) == []
@@ -332,7 +382,8 @@ def test_budget_stage_never_sends_into_a_suspended_region_and_ends_clean(
             h.process_broadcast(weather_entry(max(T0, h.watermark), 29.0, suspended=suspended))
     h.process_broadcast(weather_entry(clock + DAY_MS))  # fresh and cool: let everything drain
     suspended = False
-    advance(clock + DAY_MS)
+    for k in range(len(script) + 1):  # window by window, each releases its budget
+        advance(clock + DAY_MS + k * 10_000)
 
     finished = [
         o.device_id
@@ -341,7 +392,6 @@ def test_budget_stage_never_sends_into_a_suspended_region_and_ends_clean(
     ]
     assert sorted(finished) == sorted(sent)
     assert h.state_value(REGION, "waiting") is None
-    assert h.state_value(REGION, "timer") is None
     assert h.pending_timers() == []
 
 
@@ -394,9 +444,13 @@ def test_region_stage_raises_grid_follow_once_when_weather_ages_out_and_clears_o
     assert h.pending_timers(REGION) == [T0 + 10 * MINUTE_MS + AGE_OUT]  # moved, none stray
 
     assert h.advance_watermark(T0 + 10 * MINUTE_MS + AGE_OUT - 1) == []
-    (alert,) = h.advance_watermark(T0 + 10 * MINUTE_MS + AGE_OUT)
+    fired = h.advance_watermark(T0 + 10 * MINUTE_MS + AGE_OUT)
+    (alert,) = of(Alert, fired)
     assert (alert.kind, alert.region_id) == (AlertKind.GRID_FOLLOW, REGION)
     assert stored_weather(h).aged_out
+    ((key, raw),) = [o for o in fired if isinstance(o, tuple)]  # every copy hears it too
+    assert key == region_key(REGION)
+    assert codec.decode_weather(raw).aged_out
     assert h.pending_timers() == []
     assert h.advance_watermark(T0 + DAY_MS) == []  # once per episode
 
@@ -408,7 +462,8 @@ def test_region_stage_raises_grid_follow_once_when_weather_ages_out_and_clears_o
     assert not codec.decode_weather(raw).aged_out
     assert h.pending_timers(REGION) == [back + AGE_OUT]
 
-    assert [a.kind for a in h.advance_watermark(back + AGE_OUT)] == [AlertKind.GRID_FOLLOW]
+    kinds = [a.kind for a in of(Alert, h.advance_watermark(back + AGE_OUT))]
+    assert kinds == [AlertKind.GRID_FOLLOW]
     assert h.pending_timers() == []
     assert h.state_entries() == 1  # the weather, which lives as long as the region
 
@@ -429,22 +484,23 @@ def test_region_stage_keeps_a_dr_end_timer_that_shares_the_weather_deadline() ->
     assert h.state_value(REGION, "dr-events") is None
     assert h.pending_timers(REGION) == [deadline + 5 * MINUTE_MS]
 
-    (alert,) = h.advance_watermark(deadline + 5 * MINUTE_MS)
+    (alert,) = of(Alert, h.advance_watermark(deadline + 5 * MINUTE_MS))
     assert alert.kind is AlertKind.GRID_FOLLOW
     assert h.pending_timers() == []
     assert h.state_entries() == 1
 
 
-def test_region_stage_late_weather_clears_then_ages_out_again_at_the_next_watermark() -> None:
-    """Weather arriving after its own deadline ends the episode at its event time and starts a
-    new one at the next watermark (event-time exact, the same on replay); no timer is left."""
+def test_region_stage_late_weather_already_too_old_does_not_clear_grid_follow() -> None:
+    """Weather arriving after its own deadline is judged as of now, not as of its own time: it
+    is already too old, so Grid-Follow stays, with no CLEARED and no second GRID_FOLLOW."""
     h = Harness(RegionStage(WETBULB)).open()
     h.process(REGION, observation(T0))
     h.advance_watermark(T0 + 2 * AGE_OUT)
     late = T0 + AGE_OUT // 2  # newer than T0, already too old at the watermark
     out = h.process(REGION, observation(late))
-    assert [a.kind for a in of(Alert, out)] == [AlertKind.GRID_FOLLOW_CLEARED]
-    assert [a.kind for a in h.advance_watermark(T0 + 2 * AGE_OUT)] == [AlertKind.GRID_FOLLOW]
+    assert of(Alert, out) == []
     assert stored_weather(h).aged_out
+    assert stored_weather(h).observed_ts_ms == late
+    assert of(Alert, h.advance_watermark(T0 + 3 * AGE_OUT)) == []
     assert h.pending_timers() == []
     assert h.state_entries() == 1

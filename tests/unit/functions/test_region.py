@@ -124,7 +124,8 @@ def test_an_event_ending_now_is_over_for_a_late_device() -> None:
 @given(rosters)
 def test_a_suspension_releases_cooling_loads_only(roster: list[tuple[str, RosterEntry]]) -> None:
     """Property: every cooling device of the roster is released, no other device is."""
-    released = [r.device_id for r in releases(roster, weather(T0, 29.0))]
+    obs = weather(T0, 29.0)
+    released = [r.device_id for r in releases(roster, obs.correlation_id, obs.cause, T0)]
     assert released == [d for d, e in roster if e.device_class in COOLING_CLASSES]
 
 

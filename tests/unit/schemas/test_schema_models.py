@@ -209,19 +209,17 @@ def test_every_device_class_has_power_limits() -> None:
     assert all(low < high for low, high in models.POWER_LIMITS_KW.values())
 
 
-def test_command_ids_are_deterministic_and_depend_on_device_action_and_cause() -> None:
-    """Same inputs, same id; another device, action, cause or kind, another id."""
-    cause = example(models.DeviceCommand).cause
-    other_cause = cause.model_copy(update={"source_offset": 43})
-    shed = ids.command_id("thermostat-0001", models.Action.SHED, cause)
+def test_command_ids_are_deterministic_and_depend_on_device_action_and_purpose() -> None:
+    """Same inputs, same id; another device, action, purpose or kind, another id."""
+    shed = ids.command_id("thermostat-0001", models.Action.SHED, "dr-1#1")
 
-    assert shed == ids.command_id("thermostat-0001", models.Action.SHED, cause)
+    assert shed == ids.command_id("thermostat-0001", models.Action.SHED, "dr-1#1")
     assert len({
         shed,
-        ids.command_id("thermostat-0002", models.Action.SHED, cause),
-        ids.command_id("thermostat-0001", models.Action.RESTORE, cause),
-        ids.command_id("thermostat-0001", models.Action.SHED, other_cause),
-        ids.recommendation_id("thermostat-0001", models.Action.SHED, cause),
+        ids.command_id("thermostat-0002", models.Action.SHED, "dr-1#1"),
+        ids.command_id("thermostat-0001", models.Action.RESTORE, "dr-1#1"),
+        ids.command_id("thermostat-0001", models.Action.SHED, "dr-1#2"),
+        ids.recommendation_id("thermostat-0001", models.Action.SHED, "dr-1#1"),
     }) == 5  # fmt: skip
     assert example(models.DeviceCommand, command_id=shed).command_id == shed
 

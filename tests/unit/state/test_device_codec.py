@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 from state.device import (
-    DEDUPE_WINDOW,
+    MAX_QUEUED,
     DeviceInfo,
     DeviceState,
     DeviceStateError,
@@ -46,27 +47,24 @@ participations = st.builds(
     priority=st.integers(0, 2**31 - 1),
     curtailed=st.booleans(),
     opted_out=st.booleans(),
+    attempted=st.booleans(),
+    issued_ts_ms=times,
+    rounds=st.integers(0, 0xFFFF),
 )
 
 
 @st.composite
 def states(draw: st.DrawFn) -> DeviceState:
-    """Any reachable state: recent reading times never exceed the last one seen."""
-    last_seen = draw(st.none() | times)
-    recent = (
-        ()
-        if last_seen is None
-        else tuple(
-            draw(st.lists(st.integers(last_seen - 10**8, last_seen), max_size=DEDUPE_WINDOW))
-        )
-    )
+    """Any reachable state."""
     return DeviceState(
         info=draw(st.none() | infos),
-        last_seen_ms=last_seen,
+        info_ts_ms=draw(st.none() | times),
+        last_seen_ms=draw(st.none() | times),
         last_good=draw(st.none() | st.builds(LastGood, times, finite, st.booleans())),
         stale=draw(st.booleans()),
-        recent_ts_ms=recent,
+        override_ts_ms=draw(st.none() | times),
         participation=draw(st.none() | participations),
+        queued=tuple(draw(st.lists(participations, max_size=MAX_QUEUED))),
         pending=draw(
             st.none() | st.builds(PendingRecommendation, ids, st.sampled_from(Action), times)
         ),
@@ -82,15 +80,18 @@ def test_every_state_survives_the_round_trip(state: DeviceState) -> None:
 
 
 def test_a_typical_enrolled_iot_device_fits_in_256_bytes() -> None:
-    """A thermostat in one program, mid-event, with a full dedupe window, stays under budget."""
+    """A thermostat in one program, mid-event with another queued, stays under budget."""
+    event = Participation("dr-2026-07-14-pm", Action.CURTAIL, T0, T0 + 3_600_000, 1)
     state = DeviceState(
         info=DeviceInfo(
             DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, "region-north", ("summer-saver",), 4.5
         ),
+        info_ts_ms=T0,
         last_seen_ms=T0,
         last_good=LastGood(T0, 3.2, True),
-        recent_ts_ms=tuple(T0 - i * 60_000 for i in range(DEDUPE_WINDOW)),
-        participation=Participation("dr-2026-07-14-pm", Action.CURTAIL, T0, T0 + 3_600_000, 1),
+        override_ts_ms=T0,
+        participation=event,
+        queued=(dataclasses.replace(event, event_id="dr-2026-07-14-eve"),),
         stats=PowerStats(1000, 3.1, 42.0),
         watch_ms=T0 + 900_000,
     )
@@ -107,29 +108,45 @@ V1_THERMOSTAT = bytes.fromhex(
 )
 
 
-def test_a_v1_state_from_an_old_savepoint_is_read_and_written_back_as_v2() -> None:
-    """Upgrade path: v1 bytes decode field for field (no watch timer yet) and re-encode as v2."""
-    state = decode(V1_THERMOSTAT)
-    assert state == DeviceState(
-        info=DeviceInfo(DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, "north", ("summer",), 4.5),
-        last_seen_ms=T0,
-        last_good=LastGood(T0, 3.25, True),
-        recent_ts_ms=(T0 - 60_000, T0),
-        participation=Participation(
-            "dr-1",
-            Action.CURTAIL,
-            T0,
-            T0 + 3_600_000,
-            2,
-            curtailed=True,
-            attempted=True,
-            curtailment_pct=20.0,
-        ),
-        stats=PowerStats(3, 3.0, 0.5),
-        watch_ms=None,
-    )
+# The same thermostat as job 0.5-0.6 (state v2, with its watch timer) wrote it.
+V2_THERMOSTAT = bytes.fromhex(
+    "025703020000000000001240006c50c4a0010000006c50c4a00100000000000000000a40006c50c4a00100"
+    "00805a87c4a0010000000000000000000002000000030000000000000000000840000000000000e03f0000"
+    "c07f0000a041a0275ec4a001000001ff0d0260ea0000000000000305006e6f727468040064722d31000001"
+    "060073756d6d6572"
+)
+OLD_THERMOSTAT = DeviceState(
+    info=DeviceInfo(DeviceClass.THERMOSTAT, PriorityLevel.STANDARD, "north", ("summer",), 4.5),
+    last_seen_ms=T0,
+    last_good=LastGood(T0, 3.25, True),
+    participation=Participation(
+        "dr-1",
+        Action.CURTAIL,
+        T0,
+        T0 + 3_600_000,
+        2,
+        curtailed=True,
+        attempted=True,
+        curtailment_pct=20.0,
+        issued_ts_ms=T0,  # not kept before v3: its start stands in
+        rounds=1,
+    ),
+    stats=PowerStats(3, 3.0, 0.5),
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "watch"), [(V1_THERMOSTAT, None), (V2_THERMOSTAT, T0 + 900_000)], ids=["v1", "v2"]
+)
+def test_an_old_state_from_a_savepoint_is_read_and_written_back_as_v3(
+    raw: bytes, watch: int | None
+) -> None:
+    """Upgrade path: v1 and v2 bytes decode field for field (the window of recent reading
+    times dropped; v1 without a watch timer) and re-encode as v3."""
+    state = decode(raw)
+    assert state == dataclasses.replace(OLD_THERMOSTAT, watch_ms=watch)
     upgraded = encode(state)
-    assert upgraded[0] == 2
+    assert upgraded[0] == 3
     assert decode(upgraded) == state
 
 

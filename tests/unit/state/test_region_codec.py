@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.budget import Window
+from functions.budget import Waiting, Window
 from functions.device import CommandRequest
 from functions.interlocks import PipelineFacts
 from functions.pipeline import Heartbeat, PipelineState
@@ -62,6 +62,7 @@ events = st.builds(
     cancelled=st.booleans(),
     correlation_id=texts,
     cause=causes,
+    issued_ts_ms=times,
 )
 requests = st.builds(
     CommandRequest,
@@ -74,6 +75,7 @@ requests = st.builds(
     correlation_id=texts,
     cause=causes,
 )
+waitings = st.builds(Waiting, requests, st.booleans())
 windows = st.builds(Window, start_ms=times, used=st.integers(0, 10**6))
 pipelines = st.builds(
     PipelineState,
@@ -86,12 +88,16 @@ CODECS: dict[str, tuple[st.SearchStrategy[Any], Codec]] = {
     "weather": (weathers, (codec.encode_weather, codec.decode_weather)),
     "roster_entry": (roster_entries, (codec.encode_roster_entry, codec.decode_roster_entry)),
     "event": (events, (codec.encode_event, codec.decode_event)),
-    "request": (requests, (codec.encode_request, codec.decode_request)),
+    "request": (waitings, (codec.encode_waiting, codec.decode_waiting)),
     "window": (windows, (codec.encode_window, codec.decode_window)),
     "pipeline": (pipelines, (codec.encode_pipeline, codec.decode_pipeline)),
 }
 DECODERS = [decode for _, (_, decode) in CODECS.values()]
-READS = {"weather": (1, codec.WEATHER_VERSION)}  # the version bytes a decoder accepts
+READS = {  # the version bytes a decoder accepts (the current one and those it upgrades)
+    "weather": (1, codec.WEATHER_VERSION),
+    "event": (1, codec.EVENT_VERSION),
+    "request": (1, codec.WAITING_VERSION),
+}  # the version bytes a decoder accepts
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
@@ -240,6 +246,7 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("cause", "cause"),
         ("setpoint_offset_c", "number?"),
         ("curtailment_pct", "number?"),
+        ("issued_ts_ms", "int"),
     ],
     "request": [
         ("command_id", "str"),
@@ -252,6 +259,7 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("cause", "cause"),
         ("setpoint_offset_c", "number?"),
         ("curtailment_pct", "number?"),
+        ("deferred", "bool"),
     ],
     "window": [("start_ms", "int"), ("used", "int")],
     "pipeline": [("frozen", "bool"), ("source_silent", "bool"), ("beats", "list")],
@@ -301,3 +309,16 @@ def test_a_field_list_of_the_wrong_length_is_refused(name: str) -> None:
             decode(raw[:1] + json.dumps(fields).encode())
 
     refused()
+
+
+def test_a_v1_event_and_request_from_an_old_savepoint_are_read() -> None:
+    """Upgrade path: a v1 DR event has no issue time (its start stands in); a v1 waiting
+    request had been audited DEFERRED when it was queued."""
+    event = codec.decode_event(
+        b'\x01["ev-1","p1","CURTAIL",10,20,1,false,"c",["test",null,null,"e"],null,null]'
+    )
+    assert (event.event_id, event.start_ts_ms, event.issued_ts_ms) == ("ev-1", 10, 10)
+    waiting = codec.decode_waiting(
+        b'\x01["cmd-1","dev-1","north","CURTAIL",1,10,"c",["test",null,null,"e"],null,null]'
+    )
+    assert (waiting.request.command_id, waiting.deferred) == ("cmd-1", True)
