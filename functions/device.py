@@ -79,6 +79,12 @@ class Context:
     region: RegionMode
     pipeline: PipelineFacts = dataclasses.field(default_factory=PipelineFacts)
     policy: DevicePolicy = dataclasses.field(default_factory=DevicePolicy)
+    watermark_ms: int | None = None  # every input stamped up to here has arrived (None: now)
+
+    @property
+    def settled_ms(self) -> int:
+        """Up to when the stage has heard everything (within the out-of-orderness bound)."""
+        return self.now_ms if self.watermark_ms is None else self.watermark_ms
 
 
 # Inputs ---------------------------------------------------------------------------------------
@@ -229,9 +235,11 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         wanted.add(state.watch_ms)
     part = state.participation
     if part is not None:
-        if not part.attempted and not part.opted_out:
+        if not part.attempted and not part.opted_out_at(part.start_ts_ms):
             wanted.add(part.start_ts_ms)
         wanted.add(part.end_ts_ms)
+        if part.opt_out_ts_ms is not None and not part.opted_out:
+            wanted.add(part.opt_out_ts_ms)  # an opt-out stamped ahead takes effect then
     wanted.update(p.end_ts_ms for p in state.queued)  # resolved at their end if still waiting
     if state.pending is not None:
         wanted.add(state.pending.expires_ts_ms)
@@ -351,7 +359,7 @@ def _facts(state: DeviceState, ctx: Context) -> DeviceFacts:
         priority=info.priority if info else None,
         device_class=info.device_class if info else None,
         stale=state.stale or heard is None or ctx.now_ms >= heard + ctx.policy.silence_ms(info),
-        opted_out=part is not None and part.opted_out,
+        opted_out=part is not None and part.opted_out_at(ctx.now_ms),
     )
 
 
@@ -486,44 +494,55 @@ def _release_if_unsafe(out: _Out, corr: str, cause: Cause) -> None:
         _restore(out, corr, cause, tuple(unsafe))
 
 
+def _over(out: _Out, part: Participation) -> bool:
+    """Whether the event is over as the stage has settled it: the watermark has passed its
+    end, so its start was decided first whatever the order the inputs came in."""
+    return part.end_ts_ms <= min(out.ctx.now_ms, out.ctx.settled_ms)
+
+
 def _finish_if_over(out: _Out, corr: str, cause: Cause) -> None:
     part = out.state.participation
-    if part is None or out.ctx.now_ms < part.end_ts_ms:
+    if part is None or not _over(out, part):
         return
     _void_pending_start(out, corr, cause)
     _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
     _drop_if_done(out)
 
 
-def _promote(out: _Out, corr: str, cause: Cause) -> None:
-    """With no current event, the first queued one still on becomes current; those that ended
-    while they waited are resolved (BLOCKED: another event held the device all through)."""
-    if out.state.participation is not None or not out.state.queued:
-        return
+def _resolve_queue(out: _Out, corr: str, cause: Cause) -> None:
+    """Events that ended while they waited are resolved (BLOCKED: another event held the device
+    all through them, or the customer opted out); with no current event, the first one still
+    on becomes current."""
     waiting = []
     for part in sorted(out.state.queued, key=lambda p: p.order):
-        if out.ctx.now_ms < part.end_ts_ms:
+        if not _over(out, part):
             waiting.append(part)
         else:
-            why = ReasonCode.OPT_OUT if part.opted_out else ReasonCode.DR_EVENT
+            why = ReasonCode.OPT_OUT if part.opt_out_ts_ms is not None else ReasonCode.DR_EVENT
             out.audit(AuditOutcome.BLOCKED, part.action, (why,), corr, cause)
-    current = waiting[0] if waiting else None
-    out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting[1:]))
+    current = out.state.participation
+    if current is None and waiting:
+        current, waiting = waiting[0], waiting[1:]
+    out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting))
 
 
 def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
-    """Start the device's part in its event if the event is on: once, or again (silently while
-    still blocked) after an interlock blocked it and no longer does. Operator actions are not
-    retried: a rejected or expired recommendation stays answered."""
+    """Start the device's part in its event if the event is on: once the stage has heard
+    everything up to the start (the watermark passed it, so an override or a record stamped
+    before the start has arrived), or again, silently while still blocked, after an interlock
+    blocked it and no longer does. Operator actions are not retried: a rejected or expired
+    recommendation stays answered."""
     part = out.state.participation
     now = out.ctx.now_ms
     if (
         part is None
         or part.curtailed
-        or part.opted_out
+        or part.opted_out_at(now)
         or not part.start_ts_ms <= now < part.end_ts_ms
     ):
         return
+    if not part.attempted and part.start_ts_ms > out.ctx.settled_ms:
+        return  # its timer takes it when the watermark passes the start
     if part.attempted:
         info = out.state.info
         if needs_operator(part.action, info.device_class if info else None) or _blocking(
@@ -539,27 +558,52 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
 
 def _settle(out: _Out, corr: str, cause: Cause) -> None:
     """Re-derive what is due from the state at `now`, whichever input came last."""
+    _act_on_opt_outs(out, corr, cause)
     _release_if_unsafe(out, corr, cause)
     _finish_if_over(out, corr, cause)
-    _promote(out, corr, cause)
+    _resolve_queue(out, corr, cause)
     _start_if_due(out, corr, cause)
 
 
 def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
-    """A customer override at `ts_ms` opts the device out of every event it overlaps."""
+    """A customer override at `ts_ms` opts the device out, from that instant, of every event
+    it overlaps; kept with its time for an event that arrives later."""
     state = out.state
     if state.override_ts_ms is None or ts_ms > state.override_ts_ms:
         out.state = state = dataclasses.replace(state, override_ts_ms=ts_ms)
-    parts: list[Participation | None] = []
-    for part in (state.participation, *state.queued):
-        if part is not None and not part.opted_out and part.covers(ts_ms):
-            out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
-            if part.curtailed:
-                out.withdraw((ReasonCode.OPT_OUT,), corr, cause)
-            part = dataclasses.replace(part, opted_out=True)
-        parts.append(part)
-    queued = tuple(p for p in parts[1:] if p is not None)
-    out.state = dataclasses.replace(out.state, participation=parts[0], queued=queued)
+
+    def opted(part: Participation) -> Participation:
+        if not part.covers(ts_ms) or part.opted_out_at(ts_ms):
+            return part
+        return dataclasses.replace(part, opt_out_ts_ms=ts_ms)
+
+    current = state.participation
+    out.state = dataclasses.replace(
+        state,
+        participation=None if current is None else opted(current),
+        queued=tuple(opted(p) for p in state.queued),
+    )
+    _act_on_opt_outs(out, corr, cause)
+
+
+def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
+    """Audit each opt-out once it is in force, and withdraw a request still waiting."""
+    now = out.ctx.now_ms
+
+    def act(part: Participation) -> Participation:
+        if part.opted_out or not part.opted_out_at(now):
+            return part
+        out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
+        if part.curtailed:
+            out.withdraw((ReasonCode.OPT_OUT,), corr, cause)
+        return dataclasses.replace(part, opted_out=True)
+
+    current = out.state.participation
+    out.state = dataclasses.replace(
+        out.state,
+        participation=None if current is None else act(current),
+        queued=tuple(act(p) for p in out.state.queued),
+    )
 
 
 def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
@@ -631,13 +675,15 @@ def _joined(state: DeviceState, event: Activation) -> Participation:
     old = known.get(event.event_id)
     if old is None:
         override = state.override_ts_ms
-        return dataclasses.replace(part, opted_out=override is not None and part.covers(override))
+        covered = override is not None and part.covers(override)
+        return dataclasses.replace(part, opt_out_ts_ms=override if covered else None)
     return dataclasses.replace(
         part,
         curtailed=old.curtailed,
         opted_out=old.opted_out,
         attempted=old.attempted,
         rounds=old.rounds,
+        opt_out_ts_ms=old.opt_out_ts_ms,
     )
 
 
@@ -671,8 +717,6 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
     current = state.participation
     queued = [p for p in state.queued if p.event_id != event.event_id]
     is_new = all(p.event_id != event.event_id for p in (current, *state.queued) if p is not None)
-    if is_new and part.opted_out:
-        out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
     if current is None or current.event_id == event.event_id:
         current = part
     elif not current.attempted and part.order < current.order:
@@ -704,7 +748,7 @@ def on_release(state: DeviceState, event: Release, ctx: Context) -> Step:
 
 def _drop_if_over(out: _Out) -> None:
     part = out.state.participation
-    if part is not None and out.ctx.now_ms >= part.end_ts_ms:
+    if part is not None and _over(out, part):
         _drop_if_done(out)
 
 

@@ -66,10 +66,20 @@ def _bytes_state(rc: RuntimeContext, name: str) -> Any:
     return rc.get_state(ValueStateDescriptor(name, PICKLED))
 
 
-def decision_time(ts_ms: int, ctx: Any) -> int:
-    """A stage's "now" for an input or timer at `ts_ms`: that time, or the stage's current event
-    time (its watermark) when that is later, so a late input is judged as of now."""
-    return max(ts_ms, int(ctx.timer_service().current_watermark()))
+END_OF_INPUT = 2**63 - 1  # the watermark that ends a bounded input: not a time of day
+
+
+def watermark(ctx: Any) -> int:
+    """The stage's current event time (its watermark)."""
+    return int(ctx.timer_service().current_watermark())
+
+
+def decision_time(ts_ms: int, watermark_ms: int) -> int:
+    """A stage's "now" for an input stamped `ts_ms`: that time, or the stage's current event
+    time (its watermark) when that is later, so a late input is judged as of now, not as of its
+    own past. The watermark that ends a bounded input says everything has arrived, not what
+    time it is."""
+    return ts_ms if watermark_ms == END_OF_INPUT else max(ts_ms, watermark_ms)
 
 
 def _reconcile(held: frozenset[int], wanted: frozenset[int], ctx: Any) -> None:
@@ -167,7 +177,7 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         region_id = ctx.get_current_key()
         if isinstance(value, region.WeatherInput):
-            now = decision_time(value.ts_ms, ctx)
+            now = decision_time(value.ts_ms, watermark(ctx))
             raw = self.weather.value()
             old = None if raw is None else codec.decode_weather(raw)
             step = region.on_weather(old, value, now, self.wetbulb)
@@ -185,7 +195,7 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         elif isinstance(value, region.RosterLeave):
             self.roster.remove(value.device_id)
         elif isinstance(value, device.RegistryUpdate):
-            yield from self._register(value, region_id, decision_time(value.ts_ms, ctx))
+            yield from self._register(value, region_id, decision_time(value.ts_ms, watermark(ctx)))
         elif isinstance(value, region.EventForRegion):
             event = value.event
             raw = self.events.get(event.event_id)
@@ -226,10 +236,8 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         weather = codec.decode_weather(raw)
         region_id = ctx.get_current_key()
         step = region.on_weather_timer(weather, region_id, timestamp, self.wetbulb)
-        if step.weather != weather:  # aged out: every stage's copy hears it with the alert
-            encoded = codec.encode_weather(step.weather)
-            self.weather.update(encoded)
-            yield region_key(region_id), encoded
+        if step.weather != weather:
+            self.weather.update(codec.encode_weather(step.weather))
         for at in region.weather_timers(step.weather, self.wetbulb):
             # A no-op when armed; re-arms a deadline that a changed max age moved.
             ctx.timer_service().register_event_time_timer(at)
@@ -334,15 +342,21 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if self.mirror is not None:
             self.mirror.mirror.close()
 
-    def _run(self, event: device.Event, ctx: Any, now_ms: int) -> Iterator[Any]:
+    def _run(self, event: device.Event, ctx: Any) -> Iterator[Any]:
         raw = self.state.value()
         old = None if raw is None else device_codec.decode(raw)
         info = event.info if isinstance(event, device.RegistryUpdate) else old and old.info
+        settled = watermark(ctx)
+        # A timer decides at its own instant (it fires as the watermark passes it); an input at
+        # its own time, or the watermark's if it comes late.
+        is_timer = isinstance(event, device.Timer)
+        now_ms = event.ts_ms if is_timer else decision_time(event.ts_ms, settled)
         decision = device.Context(
             now_ms,
             self.context.region_mode(ctx, info.region_id if info else None, now_ms),
             self.context.pipeline(ctx),
             self.policy,
+            settled,
         )
         result = device.step(old, event, decision)
         new = result.state
@@ -361,7 +375,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         # Each event carries its own event time: thread mode can lose element timestamps
         # through union and key_by, and the decision must not depend on that.
-        yield from self._run(value, ctx, decision_time(value.ts_ms, ctx))
+        yield from self._run(value, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         self.context.store(value, ctx)
@@ -371,8 +385,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if self.mirror is not None:
                 yield from self.mirror.poll(timestamp, ctx)
             return
-        timer = device.Timer(ctx.get_current_key(), timestamp)
-        yield from self._run(timer, ctx, decision_time(timestamp, ctx))
+        yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx)
 
 
 class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
@@ -428,10 +441,10 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if isinstance(value, device.Withdrawal):
             ids = self._waiting_ids(value.device_id)
             mine = [codec.decode_waiting(self.waiting.get(i)) for i in sorted(ids)]
-            now = decision_time(value.ts_ms, ctx)
+            now = decision_time(value.ts_ms, watermark(ctx))
             step = budget.on_withdrawal(self._window(), mine, value, now, self.policy)
         else:
-            now = decision_time(value.requested_ts_ms, ctx)
+            now = decision_time(value.requested_ts_ms, watermark(ctx))
             step = budget.on_request(self._window(), value, now, self.policy)
         yield from self._apply(step, ctx)
 
@@ -442,12 +455,11 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if self.waiting.is_empty():
             return
         waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
-        now = decision_time(timestamp, ctx)
         step = budget.on_release(
             self._window(),
             waiting,
-            now,
-            self.context.region_mode(ctx, ctx.get_current_key(), now),
+            timestamp,  # a timer decides at its own instant, the same live and in replay
+            self.context.region_mode(ctx, ctx.get_current_key(), timestamp),
             self.context.pipeline(ctx),
             self.policy,
         )

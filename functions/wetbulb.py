@@ -93,8 +93,7 @@ def stale_from_ms(state: RegionWeather, policy: WetBulbPolicy) -> int:
 
 
 def mode(state: RegionWeather | None, now_ms: int, policy: WetBulbPolicy) -> RegionMode:
-    """The region's mode at `now_ms`: missing or stale weather is Grid-Follow (fail-open), and
-    so is weather the region stage has already declared aged out, whatever `now_ms` says."""
-    if state is None or state.aged_out or now_ms >= stale_from_ms(state, policy):
+    """The region's mode at `now_ms`: missing or stale weather is Grid-Follow (fail-open)."""
+    if state is None or now_ms >= stale_from_ms(state, policy):
         return RegionMode.GRID_FOLLOW
     return RegionMode.SUSPENDED if state.suspended else RegionMode.NORMAL

@@ -57,8 +57,11 @@ class Participation:
 
     `attempted` once the start was decided (emitted, blocked or recommended): a blocked start
     is taken later only once nothing blocks it. `curtailed` once its load-reducing command
-    went out. `rounds` counts the commands and recommendations asked for in this part, so each
-    gets an id of its own that does not depend on which input triggered it.
+    went out. `opt_out_ts_ms` is the earliest customer override within the event (it counts
+    from that instant on, whenever it arrived); `opted_out` once that opt-out was acted on
+    (audited, a waiting request withdrawn). `rounds` counts the commands and recommendations
+    asked for in this part, so each gets an id of its own that does not depend on which input
+    triggered it.
     """
 
     event_id: str
@@ -73,6 +76,7 @@ class Participation:
     curtailment_pct: float | None = None
     issued_ts_ms: int = 0
     rounds: int = 0
+    opt_out_ts_ms: int | None = None
 
     @property
     def order(self) -> tuple[int, int, str]:
@@ -83,6 +87,10 @@ class Participation:
     def covers(self, ts_ms: int) -> bool:
         """Whether `ts_ms` falls between the event's announcement and its end."""
         return min(self.issued_ts_ms, self.start_ts_ms) <= ts_ms < self.end_ts_ms
+
+    def opted_out_at(self, now_ms: int) -> bool:
+        """Whether a customer override had opted the device out of the event by `now_ms`."""
+        return self.opt_out_ts_ms is not None and self.opt_out_ts_ms <= now_ms
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,11 +147,11 @@ class DeviceState:
 
 
 _FIXED = struct.Struct("<7BdqqqdqqIddq")
-_PART = struct.Struct("<qqqiHBBff")  # ff: the event's sizes, NaN for none
+_PART = struct.Struct("<qqqqiHBBff")  # ff: the event's sizes, NaN for none
 _FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")
 _FIXED_V2 = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
 _INFO, _INFO_TS, _SEEN, _GOOD, _STALE, _PENDING, _WATCH, _OVERRIDE = (1 << i for i in range(8))
-_CURTAILED, _OPTED_OUT, _ATTEMPTED = 1, 2, 4
+_CURTAILED, _OPTED_OUT, _ATTEMPTED, _OPT_OUT_TS = 1, 2, 4, 8
 _GOOD_ON = 1
 _OLD_CURTAILED, _OLD_OPTED_OUT, _OLD_GOOD_ON, _OLD_ATTEMPTED = 1, 2, 4, 8
 
@@ -184,9 +192,11 @@ def _encode_part(p: Participation) -> bytes:
         (_CURTAILED if p.curtailed else 0)
         | (_OPTED_OUT if p.opted_out else 0)
         | (_ATTEMPTED if p.attempted else 0)
+        | (_OPT_OUT_TS if p.opt_out_ts_ms is not None else 0)
     )
     return _PART.pack(
-        p.start_ts_ms, p.end_ts_ms, p.issued_ts_ms, p.priority, min(p.rounds, 0xFFFF),
+        p.start_ts_ms, p.end_ts_ms, p.issued_ts_ms, p.opt_out_ts_ms or 0, p.priority,
+        min(p.rounds, 0xFFFF),
         _ACTIONS.index(p.action), bits, _size(p.setpoint_offset_c), _size(p.curtailment_pct),
     )  # fmt: skip
 
@@ -249,11 +259,11 @@ def decode(data: bytes) -> DeviceState:
 
 
 def _participation(event_id: str, raw: tuple[Any, ...]) -> Participation:
-    start, end, issued, priority, rounds, action, bits, offset_c, pct = raw
+    start, end, issued, opt_out, priority, rounds, action, bits, offset_c, pct = raw
     return Participation(
         event_id, _ACTIONS[action], start, end, priority, bool(bits & _CURTAILED),
         bool(bits & _OPTED_OUT), bool(bits & _ATTEMPTED), _unsize(offset_c), _unsize(pct),
-        issued, rounds,
+        issued, rounds, opt_out if bits & _OPT_OUT_TS else None,
     )  # fmt: skip
 
 
@@ -309,7 +319,7 @@ def _decode_old(data: memoryview, fixed: struct.Struct) -> DeviceState:
     part = Participation(
         event_id, _ACTIONS[part_action], start, end, dr_prio, bool(bits & _OLD_CURTAILED),
         bool(bits & _OLD_OPTED_OUT), attempted, _unsize(offset_c), _unsize(curtail_pct),
-        start, int(attempted),
+        start, int(attempted), start if bits & _OLD_OPTED_OUT else None,
     )  # fmt: skip
     return DeviceState(
         info=DeviceInfo(_CLASSES[cls], _PRIORITIES[prio], region, programs, rated)

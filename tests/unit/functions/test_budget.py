@@ -54,7 +54,8 @@ def audits(outputs: tuple[object, ...] | list[object], outcome: AuditOutcome) ->
 @dataclasses.dataclass
 class Driver:
     """Drives the budget like its adapter: waiting requests in a map, the timers it asks for,
-    and a watermark; "now" is the input's time or the watermark, whichever is later."""
+    and a watermark; an input's "now" is its time or the watermark, whichever is later, a
+    timer's is its own instant."""
 
     policy: BudgetPolicy = POLICY
     window: Window | None = None
@@ -86,10 +87,10 @@ class Driver:
         self.watermark = max(self.watermark, to)
         fired = []
         while due := [t for t in self.timers if t <= self.watermark]:
-            self.timers.discard(min(due))
+            now = min(due)  # a timer decides at its own instant
+            self.timers.discard(now)
             if not self.waiting:
                 continue
-            now = self.watermark
             step = on_release(
                 self.window, self.waiting.values(), now, region, pipeline, self.policy
             )
