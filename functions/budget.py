@@ -10,8 +10,11 @@ priority order. A waiting command is re-checked against the region's interlocks 
 released: a region in suspension, Grid-Follow or a freeze defers it once (this stage's copy of
 the context may only be behind the device stage's) and blocks it if it still forbids it a
 window later; a device that stopped wanting it (LIFE_SAFETY or unknown now, stale, opted out,
-its event over) sends a `Withdrawal` that blocks it. RESTORE gives load back and is never
-held. Pure: the adapter keeps the waiting requests in map state and passes them in.
+its event over) sends a `Withdrawal` that blocks its requests still waiting at that instant.
+Withdrawals wait for the watermark too, and a timer applies those due before it releases, so
+a request and a later withdrawal act in event-time order even when the watermark jumps past
+both at once (a backlog, a replay). RESTORE gives load back and is never held. Pure: the
+adapter keeps the waiting requests and withdrawals in map state and passes them in.
 """
 
 from __future__ import annotations
@@ -61,13 +64,15 @@ Output = DeviceCommand | AuditDecision
 @dataclasses.dataclass(frozen=True)
 class BudgetStep:
     """The window after the step, what to emit, the waiting entries to keep (new or changed),
-    the command ids that left the queue, and when to call `on_release` next (if at all)."""
+    the command ids that left the queue, when to call `on_release` next (if at all), and the
+    withdrawals it applied (to forget)."""
 
     window: Window
     outputs: tuple[Output, ...] = ()
     queued: tuple[Waiting, ...] = ()
     dequeued: tuple[str, ...] = ()
     wake_ms: int | None = None
+    applied: tuple[Withdrawal, ...] = ()
 
 
 def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
@@ -139,19 +144,33 @@ def release_order(waiting: Iterable[Waiting]) -> list[Waiting]:
 def on_release(
     window: Window | None,
     waiting: Iterable[Waiting],
+    withdrawals: Iterable[Withdrawal],
     now_ms: int,
     region: RegionMode,
     pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """Release the requests due by `now_ms` in priority order within the window's budget,
-    re-checking the region's interlocks; the rest are deferred (audited once) to the next
-    window, and a request the region still forbids after a window is blocked."""
+    """At `now_ms`: first the withdrawals due block their device's requests still waiting,
+    then the requests due go out in priority order within the window's budget, re-checking
+    the region's interlocks; the rest are deferred (audited once) to the next window, and a
+    request the region still forbids after a window is blocked."""
     win = current(window, now_ms, policy)
     outputs: list[Output] = []
     changed: list[Waiting] = []
     dequeued: list[str] = []
-    due = [w for w in waiting if w.request.requested_ts_ms <= now_ms]
+    applied = sorted((w for w in withdrawals if w.ts_ms <= now_ms), key=lambda w: w.ts_ms)
+    left = list(waiting)
+    for withdrawal in applied:
+        for entry in left:
+            req = entry.request
+            if req.device_id == withdrawal.device_id and req.requested_ts_ms <= withdrawal.ts_ms:
+                outputs.append(
+                    _audit(req, withdrawal.ts_ms, AuditOutcome.BLOCKED, withdrawal.reasons)
+                )
+                dequeued.append(req.command_id)
+        left = [e for e in left if e.request.command_id not in dequeued]
+    due = [w for w in left if w.request.requested_ts_ms <= now_ms]
+    settled = 0
     for entry in release_order(due):
         req = entry.request
         reasons = region_reasons(req.action, region, pipeline)
@@ -167,28 +186,19 @@ def on_release(
                 changed.append(dataclasses.replace(entry, deferred=True))
             continue
         dequeued.append(req.command_id)
-    left = len(due) > len(dequeued)
+        settled += 1
     return BudgetStep(
         win,
         tuple(outputs),
         queued=tuple(changed),
         dequeued=tuple(dequeued),
-        wake_ms=next_window_ms(win, policy) if left else None,
+        wake_ms=next_window_ms(win, policy) if len(due) > settled else None,
+        applied=tuple(applied),
     )
 
 
 def on_withdrawal(
-    window: Window | None,
-    waiting: Iterable[Waiting],
-    withdrawal: Withdrawal,
-    now_ms: int,
-    policy: BudgetPolicy,
+    window: Window | None, withdrawal: Withdrawal, now_ms: int, policy: BudgetPolicy
 ) -> BudgetStep:
-    """Block the device's requests that still wait (`waiting`: the device's own), with the
-    withdrawal's reasons."""
-    mine = [w.request for w in waiting if w.request.device_id == withdrawal.device_id]
-    return BudgetStep(
-        current(window, now_ms, policy),
-        tuple(_audit(r, now_ms, AuditOutcome.BLOCKED, withdrawal.reasons) for r in mine),
-        dequeued=tuple(r.command_id for r in mine),
-    )
+    """A withdrawal waits, like a request, until the watermark reaches its time."""
+    return BudgetStep(current(window, now_ms, policy), wake_ms=withdrawal.ts_ms)

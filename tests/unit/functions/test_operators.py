@@ -48,7 +48,7 @@ from schemas.models import (
 from state import region as codec
 from state.device import DeviceInfo
 from tests.harness import Harness
-from tests.vocabulary import DAY_MS, MINUTE_MS, SECOND_MS
+from tests.vocabulary import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 
 pytestmark = pytest.mark.unit
 
@@ -122,6 +122,26 @@ def test_device_stage_without_weather_blocks_the_start_as_weather_unknown() -> N
     assert of(CommandRequest, out) == []
     (blocked,) = of(AuditDecision, out)
     assert blocked.outcome is AuditOutcome.BLOCKED
+    assert ReasonCode.WEATHER_UNKNOWN in blocked.reason_codes
+
+
+def test_device_stage_judges_a_late_dr_event_against_the_weather_as_of_now() -> None:
+    """A DR event delivered 20 min late, after the weather aged out: judged as of the stage's
+    watermark (weather 40 min old, Grid-Follow), not as of its own announcement (when the
+    weather was 20 min old and fresh)."""
+    h = Harness(DeviceStage(DevicePolicy(), WETBULB)).open()
+    h.process_broadcast(weather_entry(T0))
+    h.process(DEV, registry(DEV))
+    late = T0 + 20 * MINUTE_MS
+    h.advance_watermark(T0 + 40 * MINUTE_MS)
+    h.process(DEV, Telemetry(DEV, T0 + 40 * MINUTE_MS, 2.0, True, True, False, "t", CAUSE))
+    act = Activation(
+        DEV, REGION, "ev-1", Action.CURTAIL, late, late + HOUR_MS, 1, False, "a", CAUSE, late
+    )
+    out = h.process(DEV, act)
+    assert of(CommandRequest, out) == []
+    (blocked,) = of(AuditDecision, out)
+    assert blocked.decided_ts_ms == T0 + 40 * MINUTE_MS
     assert ReasonCode.WEATHER_UNKNOWN in blocked.reason_codes
 
 
@@ -265,24 +285,23 @@ def budget_request(n: int, ts: int = T0, priority: int = 1) -> CommandRequest:
     return CommandRequest(f"cmd-{n}", f"dev-{n}", REGION, Action.CURTAIL, priority, ts, "c", CAUSE)
 
 
-def test_budget_stage_blocks_a_withdrawn_waiting_request_and_keeps_no_index_of_it() -> None:
-    """The third request waits; its device withdraws (LIFE_SAFETY now): BLOCKED, never sent,
-    and neither the queue nor the per-device index keeps an entry."""
+def test_budget_stage_applies_a_withdrawal_at_its_time_and_keeps_nothing_of_it() -> None:
+    """Requests and a withdrawal wait for the watermark; at the withdrawal's instant it blocks
+    its device's request still waiting (LIFE_SAFETY now), before anything of that instant is
+    released; the others go out; neither queue keeps an entry, no timer is left."""
     h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
     h.process_broadcast(weather_entry())
     for n in range(3):
-        assert h.process(REGION, budget_request(n, T0 + n)) == []  # each waits for its time
-    assert h.state_value(REGION, "by-device") == {f"dev-{n}": f"cmd-{n}" for n in range(3)}
+        assert h.process(REGION, budget_request(n, T0 + 5)) == []  # each waits for its time
     why = (ReasonCode.LIFE_SAFETY_EXCLUSION,)
-    (blocked,) = h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 5))
-    assert (blocked.device_id, blocked.outcome, blocked.reason_codes) == (
-        "dev-2", AuditOutcome.BLOCKED, why,
-    )  # fmt: skip
-    assert sorted(h.state_value(REGION, "by-device")) == ["dev-0", "dev-1"]
-    released = of(DeviceCommand, h.advance_watermark(T0 + 20_000))
-    assert [c.command_id for c in released] == ["cmd-0", "cmd-1"]
+    assert h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 5)) == []
+    assert sorted(h.state_value(REGION, "withdrawn")) == [f"dev-2@{T0 + 5}"]
+    out = h.advance_watermark(T0 + 20_000)
+    (blocked,) = [a for a in of(AuditDecision, out) if a.outcome is AuditOutcome.BLOCKED]
+    assert (blocked.device_id, blocked.reason_codes) == ("dev-2", why)
+    assert [c.command_id for c in of(DeviceCommand, out)] == ["cmd-0", "cmd-1"]
     assert h.state_value(REGION, "waiting") is None
-    assert h.state_value(REGION, "by-device") is None
+    assert h.state_value(REGION, "withdrawn") is None
     assert h.pending_timers() == []
 
 

@@ -1,0 +1,94 @@
+"""The decoder at the job's edge: clock skew bounded, and a DR event's end statuses."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from functions import device, region
+from jobs.io import input_row
+from jobs.records import DEAD_LETTERS, Decode, SchemaAccess, events_of
+from schemas import models
+from schemas.dead_letter import JobInfo
+from tests.vocabulary import MINUTE_MS, SECOND_MS, encoded, record
+
+pytestmark = pytest.mark.unit
+
+
+def decode(rec: models.TopicRecord, key: str, max_skew_ms: int = 5_000) -> list[Any]:
+    decoder = Decode(SchemaAccess(), JobInfo("test", "0"), max_skew_ms)
+    decoder.open(None)
+    row = input_row(rec.TOPIC, 0, 7, 0, key.encode(), encoded(rec), None)
+    return list(decoder.process_element(row, None))
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@pytest.mark.parametrize(
+    ("ahead_ms", "error"),
+    [(30 * SECOND_MS, "ClockSkewError"), (10 * MINUTE_MS, "ValidationFailure")],
+)
+def test_a_reading_stamped_beyond_the_clock_skew_is_dead_lettered(
+    ahead_ms: int, error: str
+) -> None:
+    """A reading 30 s ahead of the job's clock goes to the DLQ naming the skew (10 min ahead
+    the record models' own bound refuses it first), and reaches no stage: it cannot move
+    anyone's clock."""
+    now = now_ms()
+    reading = record(models.IotTelemetry, now + ahead_ms, device_id="t-1", ts_ms=now + ahead_ms)
+    (out,) = decode(reading, "t-1")
+    tag, letter = out
+    assert tag is DEAD_LETTERS
+    assert letter.error_class == error
+    if error == "ClockSkewError":
+        assert "max clock skew 5000 ms" in letter.error_message
+
+
+def test_weather_stamped_beyond_the_clock_skew_is_dead_lettered() -> None:
+    """An observation from the future would mask the real later ones: dead-lettered."""
+    now = now_ms()
+    obs = record(models.WeatherObservation, now + MINUTE_MS, region_id="r", ts_ms=now + MINUTE_MS)
+    ((tag, _),) = decode(obs, "r")
+    assert tag is DEAD_LETTERS
+
+
+def test_a_reading_within_the_skew_keeps_its_time_but_stamps_no_later_than_the_clock() -> None:
+    """Two seconds ahead: accepted with its own time, but its watermark stamp is the job's
+    clock, so it moves no one else's clock ahead."""
+    before = now_ms()
+    reading = record(models.IotTelemetry, before + 2_000, device_id="t-1", ts_ms=before + 2_000)
+    outputs = decode(reading, "t-1")
+    (keyed, stamp), *_ = outputs
+    assert keyed[1].ts_ms == before + 2_000
+    assert before <= stamp <= now_ms()
+
+
+@pytest.mark.parametrize(
+    ("status", "ended"),
+    [("SCHEDULED", False), ("ACTIVE", False), ("COMPLETED", True), ("CANCELLED", True)],
+)
+def test_a_completed_or_cancelled_dr_event_lets_its_devices_go(status: str, ended: bool) -> None:
+    """COMPLETED ends an event like CANCELLED: its devices are released now."""
+    now = now_ms()
+    event = record(
+        models.DrEvent, now, status=status, target_region_ids=["north", "south"], issued_ts_ms=now
+    )
+    cause = models.Cause(source_topic="dr.events", event_id="e")
+    arrivals = list(events_of(event, cause))
+    assert [a.region_id for a in arrivals] == ["north", "south"]
+    assert all(isinstance(a, region.EventForRegion) for a in arrivals)
+    assert {a.event.cancelled for a in arrivals} == {ended}
+    assert {a.event.issued_ts_ms for a in arrivals} == {now}
+
+
+def test_a_registry_tombstone_is_a_deregistration() -> None:
+    """A null value on the compacted registry deletes the device's record."""
+    decoder = Decode(SchemaAccess(), JobInfo("test", "0"))
+    decoder.open(None)
+    row = input_row("device.registry", 0, 8, now_ms(), b"t-9", None, None)
+    keyed, _stamp = next(iter(decoder.process_element(row, None)))
+    assert isinstance(keyed[1], device.Deregistration)
