@@ -13,8 +13,10 @@ window later; a device that stopped wanting it (LIFE_SAFETY or unknown now, stal
 its event over) sends a `Withdrawal` that blocks its requests still waiting at that instant.
 Withdrawals wait for the watermark too, and a timer applies those due before it releases, so
 a request and a later withdrawal act in event-time order even when the watermark jumps past
-both at once (a backlog, a replay). RESTORE gives load back and is never held. Pure: the
-adapter keeps the waiting requests and withdrawals in map state and passes them in.
+both at once (a backlog, a replay). A request the watermark keeps waiting more than
+`hold_ms` of processing time (a quiet feed) is released then (`flush_time`). RESTORE gives
+load back and is never held. Pure: the adapter keeps the waiting requests and withdrawals in
+map state and passes them in.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class BudgetPolicy:
 
     commands_per_window: int = 200
     window_ms: int = 10_000
+    hold_ms: int = 1_000  # processing time a request waits for the watermark at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +198,17 @@ def on_release(
         wake_ms=next_window_ms(win, policy) if len(due) > settled else None,
         applied=tuple(applied),
     )
+
+
+def flush_time(waiting: Iterable[Waiting], watermark_ms: int | None) -> int | None:
+    """When the watermark keeps a request waiting longer than `hold_ms` (no input moves it:
+    a quiet feed), the requests are released as of the newest requested time (or the
+    watermark, if later): all that compete with them have arrived by then in practice, and
+    a command must not wait for traffic that may not come. None when nothing waits."""
+    times = [w.request.requested_ts_ms for w in waiting if not w.deferred]
+    if not times:
+        return None
+    return max(max(times), watermark_ms or max(times))
 
 
 def on_withdrawal(

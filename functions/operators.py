@@ -430,6 +430,11 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         else:
             now = decision_time(value.requested_ts_ms, watermark(ctx))
             step = budget.on_request(self._window(), value, now, self.policy)
+            if step.queued:
+                service = ctx.timer_service()
+                service.register_processing_time_timer(
+                    service.current_processing_time() + self.policy.hold_ms
+                )
         yield from self._apply(step, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
@@ -438,12 +443,19 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         if self.waiting.is_empty() and self.withdrawn.is_empty():
             return
+        waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
+        now: int | None = timestamp  # a timer decides at its own instant, live and in replay
+        if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the hold is over
+            settled = watermark(ctx)
+            now = budget.flush_time(waiting, None if settled == END_OF_INPUT else settled)
+        if now is None:
+            return
         step = budget.on_release(
             self._window(),
-            [codec.decode_waiting(raw) for raw in self.waiting.values()],
+            waiting,
             [codec.decode_withdrawal(raw) for raw in self.withdrawn.values()],
-            timestamp,  # a timer decides at its own instant, the same live and in replay
-            self.context.region_mode(ctx, ctx.get_current_key(), timestamp),
+            now,
+            self.context.region_mode(ctx, ctx.get_current_key(), now),
             self.context.pipeline(ctx),
             self.policy,
         )

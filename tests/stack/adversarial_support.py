@@ -189,3 +189,13 @@ def sleep_until(epoch_ms: int) -> None:
     """Sleep until the wall clock reads `epoch_ms` or later."""
     while (left := epoch_ms - now_ms()) > 0:
         time.sleep(left / 1000)
+
+
+def until_suspended(settings: Settings, region_id: str, what: str) -> Records:
+    """The outputs about `region_id` once its WET_BULB_SUSPEND alert is out."""
+    return until(
+        settings,
+        [region_id],
+        lambda f: any(a["kind"] == "WET_BULB_SUSPEND" for a in f[topics.ALERTS]),
+        what,
+    )

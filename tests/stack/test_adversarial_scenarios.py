@@ -47,6 +47,7 @@ from tests.stack.adversarial_support import (
     reporting,
     sleep_until,
     supported,
+    until_suspended,
 )
 from tests.stack.scenarios_support import (
     SETTLE_MS,
@@ -337,12 +338,7 @@ def test_a_curtailed_thermostat_moved_into_a_suspended_region_is_restored(
     device = unique("thermostat")
     play(settings, add_weather(Scenario(), hot, **HOT), quiet)
     enroll(settings, home, program, [device])
-    until(
-        settings,
-        [hot],
-        lambda f: any(a["kind"] == "WET_BULB_SUSPEND" for a in f[topics.ALERTS]),
-        "the WET_BULB_SUSPEND alert of the hot region",
-    )
+    until_suspended(settings, hot, "the WET_BULB_SUSPEND alert of the hot region")
     play(settings, add_event(Scenario(), home, program, "CURTAIL", curtailment_pct=20.0), quiet)
     until(settings, [device], lambda f: commanded(f, device), "the CURTAIL")
 
@@ -687,10 +683,9 @@ def test_weather_stamped_in_the_future_is_dead_lettered_and_masks_no_later_obser
     assert corr_of(found, topics.DLQ, near), "weather stamped 30 s ahead was not dead-lettered"
 
     play(settings, add_weather(Scenario(), region, **HOT), quiet)
-    until(
+    until_suspended(
         settings,
-        [region],
-        lambda f: any(a["kind"] == "WET_BULB_SUSPEND" for a in f[topics.ALERTS]),
+        region,
         "WET_BULB_SUSPEND from the hot observation read after the future-stamped ones",
     )
     play(settings, add_event(Scenario(), region, program, "CURTAIL", curtailment_pct=20.0), quiet)

@@ -325,6 +325,25 @@ def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> No
     assert h.pending_timers() == []
 
 
+def test_budget_stage_releases_on_a_quiet_feed_after_the_hold() -> None:
+    """No input moves the watermark after the requests: after `hold_ms` of processing time
+    they go out anyway, in priority order, as of the newest requested time."""
+    policy = BudgetPolicy(commands_per_window=1, window_ms=10_000, hold_ms=1_000)
+    h = Harness(BudgetStage(policy, WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    h.processing_time = 5_000
+    h.process(REGION, budget_request(0, T0, priority=5))
+    h.process(REGION, budget_request(1, T0, priority=1))
+    assert h.advance_processing_time(5_999) == []
+    out = h.advance_processing_time(6_000)
+    assert [c.command_id for c in of(DeviceCommand, out)] == ["cmd-1"]
+    assert [a.outcome for a in of(AuditDecision, out)] == [
+        AuditOutcome.EMITTED,
+        AuditOutcome.DEFERRED,
+    ]
+    assert h.pending_timers(REGION) == [T0, T0 + 10_000]
+
+
 def test_budget_stage_spends_a_window_on_the_higher_priority_whatever_came_first() -> None:
     """Requests of one instant compete by DR priority before the budget is spent: the
     priority-1 ones arrive last and still go out first; the others wait a window."""
