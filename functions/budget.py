@@ -200,15 +200,18 @@ def on_release(
     )
 
 
-def flush_time(waiting: Iterable[Waiting], watermark_ms: int | None) -> int | None:
-    """When the watermark keeps a request waiting longer than `hold_ms` (no input moves it:
-    a quiet feed), the requests are released as of the newest requested time (or the
-    watermark, if later): all that compete with them have arrived by then in practice, and
-    a command must not wait for traffic that may not come. None when nothing waits."""
+def flush_time(
+    waiting: Iterable[Waiting], withdrawals: Iterable[Withdrawal], watermark_ms: int | None
+) -> int | None:
+    """When the watermark keeps a request or withdrawal waiting longer than `hold_ms` (no input
+    moves it: a quiet feed), they are applied as of the newest of their times (or the
+    watermark, if later): all that compete with them have arrived by then in practice, and a
+    command must not wait for traffic that may not come. None when nothing waits."""
     times = [w.request.requested_ts_ms for w in waiting if not w.deferred]
+    times += [w.ts_ms for w in withdrawals]
     if not times:
         return None
-    return max(max(times), watermark_ms or max(times))
+    return max(*times, watermark_ms if watermark_ms is not None else max(times))
 
 
 def on_withdrawal(

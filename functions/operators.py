@@ -348,9 +348,12 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         info = event.info if isinstance(event, device.RegistryUpdate) else old and old.info
         settled = watermark(ctx)
         # A timer decides at its own instant (it fires as the watermark passes it); an input at
-        # its own time, or the watermark's if it comes late.
-        is_timer = isinstance(event, device.Timer)
-        now_ms = event.ts_ms if is_timer else decision_time(event.ts_ms, settled)
+        # the latest of its own time, the watermark and the device's newest reading.
+        if isinstance(event, device.Timer):
+            now_ms = event.ts_ms
+        else:  # never earlier than what the device has already reported either
+            newest = old.last_seen_ms if old is not None and old.last_seen_ms else event.ts_ms
+            now_ms = max(decision_time(event.ts_ms, settled), newest)
         decision = device.Context(
             now_ms,
             self.context.region_mode(ctx, info.region_id if info else None, now_ms),
@@ -430,11 +433,11 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         else:
             now = decision_time(value.requested_ts_ms, watermark(ctx))
             step = budget.on_request(self._window(), value, now, self.policy)
-            if step.queued:
-                service = ctx.timer_service()
-                service.register_processing_time_timer(
-                    service.current_processing_time() + self.policy.hold_ms
-                )
+        if step.wake_ms is not None:  # it waits for the watermark, or the hold at most
+            service = ctx.timer_service()
+            service.register_processing_time_timer(
+                service.current_processing_time() + self.policy.hold_ms
+            )
         yield from self._apply(step, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
@@ -444,16 +447,18 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if self.waiting.is_empty() and self.withdrawn.is_empty():
             return
         waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
+        withdrawals = [codec.decode_withdrawal(raw) for raw in self.withdrawn.values()]
         now: int | None = timestamp  # a timer decides at its own instant, live and in replay
         if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the hold is over
             settled = watermark(ctx)
-            now = budget.flush_time(waiting, None if settled == END_OF_INPUT else settled)
+            known = None if settled == END_OF_INPUT else settled
+            now = budget.flush_time(waiting, withdrawals, known)
         if now is None:
             return
         step = budget.on_release(
             self._window(),
             waiting,
-            [codec.decode_withdrawal(raw) for raw in self.withdrawn.values()],
+            withdrawals,
             now,
             self.context.region_mode(ctx, ctx.get_current_key(), now),
             self.context.pipeline(ctx),

@@ -70,7 +70,8 @@ def test_a_silent_source_raises_grid_follow_blocks_curtail_and_clears_when_telem
     )
     (blocked,) = of(found, topics.AUDIT, device)
     assert (blocked["outcome"], blocked["action"]) == ("BLOCKED", "CURTAIL")
-    assert blocked["reason_codes"] == ["GRID_FOLLOW"]
+    # It has never reported either: unknown is unsafe, so it is stale too.
+    assert blocked["reason_codes"] == ["TELEMETRY_STALE", "GRID_FOLLOW"]
     assert of(found, topics.COMMANDS, device) == []
 
     returned = Scenario().telemetry_iot(device_id=device).sleep(SETTLE_MS)
@@ -87,7 +88,10 @@ def test_a_silent_source_raises_grid_follow_blocks_curtail_and_clears_when_telem
 
     (command,) = of(found, topics.COMMANDS, device)
     assert command["action"] == "CURTAIL"
-    assert [a["outcome"] for a in of(found, topics.AUDIT, device)] == ["BLOCKED", "EMITTED"]
+    # The second event waits behind the first (DEFERRED), which the device holds until it
+    # ends; the first's blocked start is taken once nothing blocks it (the reading).
+    outcomes = [a["outcome"] for a in of(found, topics.AUDIT, device)]
+    assert outcomes == ["BLOCKED", "DEFERRED", "EMITTED"]
     # One alert for the silence (the source, silent again after its last reading, may be
     # noticed again while the outputs commit; that is a new silence).
     (cleared,) = pipeline_alerts(found, "GRID_FOLLOW_CLEARED", alert["raised_ts_ms"])

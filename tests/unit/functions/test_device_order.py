@@ -86,7 +86,7 @@ class Stage:
     """The device stage as Flink runs it: the watermark trails the newest input by `BOUND`; the
     adapter keeps registered exactly the timers the state wants (a timer fires once); timers
     fire as the watermark passes them, each deciding at its own instant; every input is judged
-    at its own time or the watermark, whichever is later."""
+    at the latest of its own time, the watermark and the device's newest reading."""
 
     regions: dict[str, RegionMode] = dataclasses.field(default_factory=dict)
     state: DeviceState | None = None
@@ -107,7 +107,8 @@ class Stage:
         self.log.append((ctx, result))
 
     def send(self, event: Event) -> None:
-        self._run(event, max(event.ts_ms, self.watermark))
+        newest = self.state.last_seen_ms if self.state and self.state.last_seen_ms else LONG_MIN
+        self._run(event, max(event.ts_ms, self.watermark, newest))
         self.newest = max(self.newest, event.ts_ms)
         self.advance(self.newest - BOUND - 1)
 
