@@ -23,7 +23,7 @@ def _stack(args: argparse.Namespace, settings: config.Settings) -> int:
     else:
         statuses = stack.status()
         for s in statuses:
-            print(f"{s.name:<9} {s.address:<28} {'answers' if s.answers else 'DOWN'}")
+            print(f"{s.name:<10} {s.address:<28} {'answers' if s.answers else 'DOWN'}")
         return 0 if all(s.answers for s in statuses) else 1
     return 0
 

@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from gridstream import topics
 from gridstream.config import Settings
-from gridstream.stack.components import Component, Flink, Kafka, Redis, Registry
+from gridstream.stack.components import Component, Flink, Kafka, Redis, Registry, Supervisor
 from gridstream.stack.process import ComponentError
 from schemas import catalog
 from schemas.registry import Registry as SchemaRegistry
@@ -38,33 +38,39 @@ class LocalStack:
         self.redis = Redis(settings)
         self.registry = Registry(settings)
         self.flink = Flink(settings)
-        self.components: tuple[Component, ...] = (self.kafka, self.redis, self.registry, self.flink)
+        self.supervisor = Supervisor(settings)
+        self.components: tuple[Component, ...] = (
+            self.kafka,
+            self.redis,
+            self.registry,
+            self.flink,
+            self.supervisor,  # after Flink: it restarts Flink's TaskManager, so stops first
+        )
 
     def up(self) -> None:
         """Start whatever does not answer yet, then make sure the topics exist (idempotent)."""
         self.settings.stack.home.mkdir(parents=True, exist_ok=True)
         for component in self.components:
             if component.answers():
-                self.say(f"{component.name:<9} already up at {component.address}")
+                self.say(f"{component.name:<10} already up at {component.address}")
                 continue
             started = time.monotonic()
-            self.say(f"{component.name:<9} starting ...")
+            self.say(f"{component.name:<10} starting ...")
             component.start()
-            self.say(
-                f"{component.name:<9} up at {component.address} ({time.monotonic() - started:.1f}s)"
-            )
+            took = time.monotonic() - started
+            self.say(f"{component.name:<10} up at {component.address} ({took:.1f}s)")
         created = self.create_topics()
-        self.say(f"topics    {len(created)} created, {len(topics.INPUTS + topics.OUTPUTS)} in all")
+        self.say(f"topics     {len(created)} created, {len(topics.INPUTS + topics.OUTPUTS)} in all")
         registered = SchemaRegistry(RegistryConfig.from_settings(self.settings)).register(
             catalog.default()
         )
-        self.say(f"schemas   {len(registered)} versions registered at {self.registry.address}")
+        self.say(f"schemas    {len(registered)} versions registered at {self.registry.address}")
 
     def down(self) -> None:
         """Stop, in reverse order, only the components this stack started."""
         for component in reversed(self.components):
             stopped = component.stop()
-            self.say(f"{component.name:<9} {'stopped' if stopped else 'was not started here'}")
+            self.say(f"{component.name:<10} {'stopped' if stopped else 'was not started here'}")
 
     def status(self) -> list[ComponentStatus]:
         """Each component, its address and whether it answers."""

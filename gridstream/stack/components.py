@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -17,7 +18,14 @@ from typing import Any, Protocol
 
 from gridstream import config, flinkconf
 from gridstream.config import Settings, worker_python_path
-from gridstream.stack.process import ComponentError, ManagedProcess, wait_until
+from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER, DaemonPids, exclusive
+from gridstream.stack.process import (
+    ComponentError,
+    ManagedProcess,
+    pid_alive,
+    terminate,
+    wait_until,
+)
 
 
 class Component(Protocol):
@@ -235,6 +243,7 @@ class Registry:
         return self.process.stop()
 
 
+HEARTBEAT_MAX_AGE_S = 15.0  # the supervisor touches its heartbeat every second or so
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gridstream", "jobs", "functions", "state", "schemas")  # as pyproject.toml installs
@@ -292,6 +301,10 @@ class Flink:
             # pemja (the embedded interpreter) loads libpython once per JVM: from the cluster's
             # own classpath, not from each job's class loader (see `_link_lib`).
             "classloader.parent-first-patterns.additional": "pemja.",
+            # A dead TaskManager is noticed after 2 failed heartbeat RPCs (a refused connection
+            # on loopback): 4 s instead of 20 s, so a job fails over to the TaskManager the
+            # supervisor starts soon after. The timeout for a live but silent one is unchanged.
+            "heartbeat.interval": "2 s",
         }
 
     def answers(self) -> bool:
@@ -302,10 +315,15 @@ class Flink:
             return False
 
     def _script(self, name: str, *args: str) -> None:
+        """Run one of the distribution's cluster scripts on this cluster's folders.
+
+        In a new session: a daemon it starts then belongs to no terminal or process group of
+        the caller's (the supervisor's own stop must not take a TaskManager it started with it).
+        """
         script = flinkconf.flink_home() / "bin" / name
         result = subprocess.run(
             ["bash", str(script), *args], env={**os.environ, **self.env}, capture_output=True,
-            text=True, check=False,
+            text=True, check=False, start_new_session=True,
         )  # fmt: skip
         if result.returncode != 0:
             raise ComponentError(f"flink {name} failed: {result.stderr or result.stdout}")
@@ -407,6 +425,42 @@ class Flink:
         with urllib.request.urlopen(f"{self.address}/taskmanagers", timeout=5) as response:
             return {str(tm["id"]) for tm in json.load(response)["taskmanagers"]}
 
+    def daemons(self, daemon: str) -> DaemonPids:
+        """The pid files of this cluster's JobManager (`JOBMANAGER`) or TaskManagers."""
+        return DaemonPids(self.home / "pid", daemon, self.home / "conf")
+
+    @property
+    def lock_file(self) -> Path:
+        """Held around every look-then-start or stop of a daemon (`daemons.exclusive`)."""
+        return self.home / "daemons.lock"
+
+    def _start_daemon(self, daemon: str) -> int:
+        """Start one daemon with its cluster script (the caller holds the lock); its pid."""
+        pids = self.daemons(daemon)
+        before = set(pids.prune())
+        script = "jobmanager.sh" if daemon == JOBMANAGER else "taskmanager.sh"
+        self._script(script, "start")
+        fresh = [pid for pid in pids.listed() if pid not in before]
+        # The script lists the pid of a forked shell that then execs java: until it has, the
+        # pid's command line is the shell's, and pruning then would drop a starting daemon.
+        wait_until(lambda: all(pids.owns(p) or not pid_alive(p) for p in fresh), 10, 0.05)
+        new = [pid for pid in pids.prune() if pid in fresh]
+        if not new:
+            raise ComponentError(
+                f"flink {script} start: no {daemon} process stayed up: see {self.home / 'log'}"
+            )
+        if daemon == TASKMANAGER:
+            self.code_stamp.write_text(code_digest())
+        return new[-1]
+
+    def revive_taskmanager(self) -> int | None:
+        """Start a TaskManager if this cluster's JobManager runs and none of its TaskManagers
+        does; the new one's pid, or None when nothing was needed (or there is no JobManager)."""
+        with exclusive(self.lock_file):
+            if self.daemons(TASKMANAGER).prune() or not self.daemons(JOBMANAGER).prune():
+                return None
+            return self._start_daemon(TASKMANAGER)
+
     def restart_taskmanager(self) -> None:
         """A fresh TaskManager process, which imports the project's code as it is now.
 
@@ -419,17 +473,15 @@ class Flink:
                 "stop them (`gridstream job stop`), or `gridstream stack down` and up again"
             )
         old = self.taskmanager_ids()
-        self._script("taskmanager.sh", "stop")
-        self._script("taskmanager.sh", "start")
+        with exclusive(self.lock_file):
+            for pid in self.daemons(TASKMANAGER).prune():
+                terminate(pid, "flink taskmanager")
+            self._start_daemon(TASKMANAGER)
         timeout = self.settings.stack.start_timeout_s
         if not wait_until(lambda: (ids := self.taskmanager_ids()) and not ids & old, timeout, 0.5):
             raise ComponentError(
                 f"no fresh TaskManager registered within {timeout:.0f}s: see {self.home / 'log'}"
             )
-        self.code_stamp.write_text(code_digest())
-
-    def _pids(self) -> list[Path]:
-        return sorted((self.home / "pid").glob("*.pid"))
 
     def _link_lib(self) -> None:
         """The cluster's `lib/`: the distribution's, plus `flink-python` from its `opt/`.
@@ -447,23 +499,92 @@ class Flink:
             (lib / jar.name).symlink_to(jar)
 
     def start(self) -> None:
-        for folder in ("log", "pid", "tmp", "checkpoints", "savepoints"):
-            (self.home / folder).mkdir(parents=True, exist_ok=True)
-        self._link_lib()
-        flinkconf.write_conf_dir(self.home / "conf", self.overlay())
-        self._script("start-cluster.sh")
-        if not wait_until(self.answers, self.settings.stack.start_timeout_s, 0.5):
+        """Start whichever of the JobManager and the TaskManager is not running, never a second
+        one of either (a second JobManager dies on the taken ports), and wait until it answers.
+        """
+        with exclusive(self.lock_file):
+            jobmanager = self.daemons(JOBMANAGER).prune()
+            taskmanager = self.daemons(TASKMANAGER).prune()
+            if not jobmanager and not taskmanager:  # nothing runs on lib/ and conf/: rewrite them
+                for folder in ("log", "pid", "tmp", "checkpoints", "savepoints"):
+                    (self.home / folder).mkdir(parents=True, exist_ok=True)
+                self._link_lib()
+                flinkconf.write_conf_dir(self.home / "conf", self.overlay())
+            if not jobmanager:
+                self._start_daemon(JOBMANAGER)
+            if not taskmanager:
+                self._start_daemon(TASKMANAGER)
+        timeout = self.settings.stack.start_timeout_s
+        if not wait_until(self.answers, timeout, 0.5):
             raise ComponentError(
-                f"flink did not become ready within {self.settings.stack.start_timeout_s:.0f}s: "
-                f"see {self.home / 'log'}"
+                f"flink did not become ready within {timeout:.0f}s: see {self.home / 'log'}"
             )
-        self.code_stamp.write_text(code_digest())
+        if not self.daemons(JOBMANAGER).prune():
+            raise ComponentError(
+                f"flink answers at {self.address} but this stack's JobManager is not running "
+                f"(another process holds its ports?): see {self.home / 'log'}"
+            )
 
     def started_here(self) -> bool:
-        return any(path.read_text().strip() for path in self._pids())
+        return bool(self.daemons(JOBMANAGER).live() or self.daemons(TASKMANAGER).live())
 
     def stop(self) -> bool:
-        if not self.started_here():
+        """Stop this cluster's own TaskManagers, then its JobManager (by their pid files)."""
+        with exclusive(self.lock_file):
+            stopped = False
+            for daemon in (TASKMANAGER, JOBMANAGER):
+                pids = self.daemons(daemon)
+                for pid in pids.prune():
+                    terminate(pid, f"flink {daemon}")
+                    stopped = True
+                pids.forget()
+        return stopped
+
+
+class Supervisor:
+    """Brings a dead TaskManager of the stack's Flink cluster back (`gridstream.stack.supervisor`).
+
+    A separate small process, because nothing else is there when the TaskManager dies: a
+    standalone session cluster never replaces a lost TaskManager, and the stack's commands run
+    only when someone types them. Started after Flink by `up`, stopped before it by `down`.
+    """
+
+    name = "supervisor"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.process = ManagedProcess(self.name, settings.stack.home)
+        self.heartbeat = settings.stack.home / "supervisor" / "heartbeat"
+
+    @property
+    def address(self) -> str:
+        return str(self.process.log_file)
+
+    def answers(self) -> bool:
+        """Alive, and looked at the TaskManager within the last few seconds."""
+        if self.process.pid is None:
             return False
-        self._script("stop-cluster.sh")
-        return True
+        try:
+            age_s = time.time() - self.heartbeat.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        return age_s < HEARTBEAT_MAX_AGE_S
+
+    def start(self) -> None:
+        """Start the supervisor; one that is alive but stopped checking is replaced (stopped
+        first, so that two never watch the same cluster)."""
+        if self.process.pid is not None:
+            self.process.stop()
+        self.heartbeat.unlink(missing_ok=True)
+        self.process.start(
+            [sys.executable, "-m", "gridstream.stack.supervisor"],
+            env=config.as_env(self.settings),
+            cwd=PROJECT_ROOT,  # this checkout's code, whatever the venv's editable path says
+        )
+        self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
+
+    def started_here(self) -> bool:
+        return self.process.pid is not None
+
+    def stop(self) -> bool:
+        return self.process.stop()

@@ -33,6 +33,18 @@ def wait_until(probe: Callable[[], bool], timeout_s: float, interval_s: float = 
     return probe()
 
 
+def terminate(pid: int, name: str, timeout_s: float = 30.0) -> None:
+    """SIGTERM one process, SIGKILL it after `timeout_s`; `name` says what it was in errors."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return
+        if wait_until(lambda: not pid_alive(pid), timeout_s):
+            return
+    raise ComponentError(f"{name} (pid {pid}) did not stop")
+
+
 class ManagedProcess:
     """One detached child process with `<home>/<name>.pid` and `<home>/logs/<name>.log`."""
 

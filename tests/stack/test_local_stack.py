@@ -18,6 +18,7 @@ def test_every_component_answers_after_up(local_stack: LocalStack) -> None:
         "redis": True,
         "registry": True,
         "flink": True,
+        "supervisor": True,
     }
 
 
@@ -25,8 +26,8 @@ def test_up_twice_starts_nothing_new(local_stack: LocalStack) -> None:
     """A second `up` finds everything running and creates no topic."""
     said: list[str] = []
     LocalStack(local_stack.settings, say=said.append).up()
-    assert all("already up" in line for line in said[:4])
-    assert "0 created" in said[4]
+    assert all("already up" in line for line in said[:5])
+    assert "0 created" in said[5]
 
 
 def test_design_topics_exist_and_registry_topic_is_compacted(local_stack: LocalStack) -> None:
