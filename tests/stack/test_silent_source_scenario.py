@@ -20,6 +20,7 @@ from tests.stack.scenarios_support import (
     SETTLE_MS,
     add_event,
     add_weather,
+    audits,
     commanded,
     job_running,
     now_ms,
@@ -90,7 +91,10 @@ def test_a_silent_source_raises_grid_follow_blocks_curtail_and_clears_when_telem
     assert command["action"] == "CURTAIL"
     # The second event waits behind the first (DEFERRED), which the device holds until it
     # ends; the first's blocked start is taken once nothing blocks it (the reading).
-    outcomes = [a["outcome"] for a in of(found, topics.AUDIT, device)]
+    found = until(  # the DEFERRED audit may be committed after the command
+        settings, [device], lambda f: bool(audits(f, device, "DEFERRED")), "the DEFERRED audit"
+    )
+    outcomes = sorted(a["outcome"] for a in of(found, topics.AUDIT, device))
     assert outcomes == ["BLOCKED", "DEFERRED", "EMITTED"]
     # One alert for the silence (the source, silent again after its last reading, may be
     # noticed again while the outputs commit; that is a new silence).
