@@ -92,7 +92,10 @@ def test_a_silent_source_raises_grid_follow_blocks_curtail_and_clears_when_telem
     # The second event waits behind the first (DEFERRED), which the device holds until it
     # ends; the first's blocked start is taken once nothing blocks it (the reading).
     found = until(  # the DEFERRED audit may be committed after the command
-        settings, [device], lambda f: bool(audits(f, device, "DEFERRED")), "the DEFERRED audit"
+        settings,
+        [device, PIPELINE],
+        lambda f: bool(audits(f, device, "DEFERRED")),
+        "the DEFERRED audit",
     )
     outcomes = sorted(a["outcome"] for a in of(found, topics.AUDIT, device))
     assert outcomes == ["BLOCKED", "DEFERRED", "EMITTED"]
