@@ -199,3 +199,15 @@ def until_suspended(settings: Settings, region_id: str, what: str) -> Records:
         lambda f: any(a["kind"] == "WET_BULB_SUSPEND" for a in f[topics.ALERTS]),
         what,
     )
+
+
+def recommended(settings: Settings, device_id: str) -> dict[str, Any]:
+    """The device's one recommendation, once it is out."""
+    found = until(
+        settings,
+        [device_id],
+        lambda f: bool(of(f, topics.RECOMMENDATIONS, device_id)),
+        "the SWITCH_OPEN recommendation",
+    )
+    (recommendation,) = of(found, topics.RECOMMENDATIONS, device_id)
+    return recommendation

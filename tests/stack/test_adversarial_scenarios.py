@@ -44,6 +44,7 @@ from tests.stack.adversarial_support import (
     future_raw,
     in_order,
     mirrored,
+    recommended,
     reporting,
     sleep_until,
     supported,
@@ -558,13 +559,7 @@ def test_an_approval_stamped_at_the_expiry_instant_is_void(settings: Settings) -
     with reporting(settings, {feeder: FEEDER}):
         mirrored(settings, {feeder: region})
         play(settings, add_event(Scenario(), region, program, "SWITCH_OPEN"), quiet)
-        found = until(
-            settings,
-            [feeder],
-            lambda f: bool(of(f, topics.RECOMMENDATIONS, feeder)),
-            "the SWITCH_OPEN recommendation",
-        )
-        (recommendation,) = of(found, topics.RECOMMENDATIONS, feeder)
+        recommendation = recommended(settings, feeder)
         expires = recommendation["expires_ts_ms"]
         ttl_ms = expires - recommendation["created_ts_ms"]
         known = "has" if supported(recommendation_ttl_ms=TTL_MS) else "lacks"
@@ -615,13 +610,7 @@ def test_a_breaker_opened_under_approval_is_not_reclosed_automatically_when_its_
             start_ts_ms=t0 - 10 * SECOND_MS, end_ts_ms=t0 + 35 * SECOND_MS, issued_ts_ms=t0,
         )  # fmt: skip
         play(settings, event, quiet)
-        found = until(
-            settings,
-            [feeder],
-            lambda f: bool(of(f, topics.RECOMMENDATIONS, feeder)),
-            "the SWITCH_OPEN recommendation",
-        )
-        (recommendation,) = of(found, topics.RECOMMENDATIONS, feeder)
+        recommendation = recommended(settings, feeder)
         approval = Scenario().approval(
             recommendation_id=recommendation["recommendation_id"],
             device_id=feeder,

@@ -137,6 +137,18 @@ def play(*events: Event, until: int | None = None) -> Stage:
     return stage
 
 
+def switch_recommended(cls: DeviceClass, end: int) -> tuple[Stage, Recommendation]:
+    """A SCADA switch in a SWITCH_OPEN event from T0 to `end`, and its recommendation."""
+    stage = play(
+        record(T0 - HOUR_MS, cls=cls),
+        reading(T0 - SECOND_MS),
+        event("ev-1", T0, end, Action.SWITCH_OPEN),
+    )
+    stage.advance(T0)
+    (rec,) = stage.outputs(Recommendation)
+    return stage, rec
+
+
 def readings(start: int, end: int, every: int = MINUTE_MS) -> list[Telemetry]:
     return [reading(ts) for ts in range(start, end, every)]
 
@@ -205,13 +217,7 @@ def test_an_override_stamped_before_the_event_was_announced_does_not_opt_out() -
 def test_an_approval_at_the_expiry_instant_is_void() -> None:
     """APPROVE stamped exactly at `expires_ts_ms`: EXPIRED, no SWITCH_OPEN (closed on the safe
     side, as the expiry timer treats that instant)."""
-    stage = play(
-        record(T0 - HOUR_MS, cls=DeviceClass.FEEDER_BREAKER),
-        reading(T0 - SECOND_MS),
-        event("ev-1", T0, T0 + HOUR_MS, Action.SWITCH_OPEN),
-    )
-    stage.advance(T0)
-    (rec,) = stage.outputs(Recommendation)
+    stage, rec = switch_recommended(DeviceClass.FEEDER_BREAKER, T0 + HOUR_MS)
     expiry = rec.expires_ts_ms
     stage.send(reading(expiry - 2 * SECOND_MS))
     stage.send(
@@ -307,13 +313,7 @@ def test_a_later_announced_event_never_silently_replaces_an_earlier_one() -> Non
 def test_a_breaker_opened_under_approval_is_not_reclosed_without_an_operator() -> None:
     """At the event's end, a SCADA breaker opened on approval gets a SWITCH_CLOSE
     recommendation, not an automatic RESTORE; the close follows only its approval."""
-    stage = play(
-        record(T0 - HOUR_MS, cls=DeviceClass.FEEDER_BREAKER),
-        reading(T0 - SECOND_MS),
-        event("ev-1", T0, T0 + MINUTE_MS, Action.SWITCH_OPEN),
-    )
-    stage.advance(T0)
-    (open_rec,) = stage.outputs(Recommendation)
+    stage, open_rec = switch_recommended(DeviceClass.FEEDER_BREAKER, T0 + MINUTE_MS)
     stage.send(
         Approval(DEVICE, open_rec.recommendation_id, ApprovalDecision.APPROVE, "op", "x", CAUSE, T0)
     )
