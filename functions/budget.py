@@ -10,13 +10,13 @@ priority order. A waiting command is re-checked against the region's interlocks 
 released: a region in suspension, Grid-Follow or a freeze defers it once (this stage's copy of
 the context may only be behind the device stage's) and blocks it if it still forbids it a
 window later; a device that stopped wanting it (LIFE_SAFETY or unknown now, stale, opted out,
-its event over) sends a `Withdrawal` that blocks its requests still waiting at that instant.
-Withdrawals wait for the watermark too, and a timer applies those due before it releases, so
-a request and a later withdrawal act in event-time order even when the watermark jumps past
-both at once (a backlog, a replay). A request the watermark keeps waiting more than
-`hold_ms` of processing time (a quiet feed) is released then (`flush_time`). RESTORE gives
-load back and is never held. Pure: the adapter keeps the waiting requests and withdrawals in
-map state and passes them in.
+its event over) sends a `Withdrawal` that blocks, on arrival, every request of that device
+still waiting, whatever their times: a command goes out now, and the device has said it no
+longer wants it (its RESTORE follows the withdrawal and is never held). A device's requests
+and withdrawals reach this stage in the order it made them, so all that wait were made
+before the withdrawal. A request the watermark keeps waiting more than `hold_ms` of
+processing time (a quiet feed) is released then (`flush_time`). Pure: the adapter keeps the
+waiting requests in map state and passes them in.
 """
 
 from __future__ import annotations
@@ -67,15 +67,13 @@ Output = DeviceCommand | AuditDecision
 @dataclasses.dataclass(frozen=True)
 class BudgetStep:
     """The window after the step, what to emit, the waiting entries to keep (new or changed),
-    the command ids that left the queue, when to call `on_release` next (if at all), and the
-    withdrawals it applied (to forget)."""
+    the requests that left the queue, and when to call `on_release` next (if at all)."""
 
     window: Window
     outputs: tuple[Output, ...] = ()
     queued: tuple[Waiting, ...] = ()
-    dequeued: tuple[str, ...] = ()
+    dequeued: tuple[CommandRequest, ...] = ()
     wake_ms: int | None = None
-    applied: tuple[Withdrawal, ...] = ()
 
 
 def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
@@ -147,32 +145,19 @@ def release_order(waiting: Iterable[Waiting]) -> list[Waiting]:
 def on_release(
     window: Window | None,
     waiting: Iterable[Waiting],
-    withdrawals: Iterable[Withdrawal],
     now_ms: int,
     region: RegionMode,
     pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """At `now_ms`: first the withdrawals due block their device's requests still waiting,
-    then the requests due go out in priority order within the window's budget, re-checking
-    the region's interlocks; the rest are deferred (audited once) to the next window, and a
-    request the region still forbids after a window is blocked."""
+    """At `now_ms` the requests due go out in priority order within the window's budget,
+    re-checking the region's interlocks; the rest are deferred (audited once) to the next
+    window, and a request the region still forbids after a window is blocked."""
     win = current(window, now_ms, policy)
     outputs: list[Output] = []
     changed: list[Waiting] = []
-    dequeued: list[str] = []
-    applied = sorted((w for w in withdrawals if w.ts_ms <= now_ms), key=lambda w: w.ts_ms)
-    left = list(waiting)
-    for withdrawal in applied:
-        for entry in left:
-            req = entry.request
-            if req.device_id == withdrawal.device_id and req.requested_ts_ms <= withdrawal.ts_ms:
-                outputs.append(
-                    _audit(req, withdrawal.ts_ms, AuditOutcome.BLOCKED, withdrawal.reasons)
-                )
-                dequeued.append(req.command_id)
-        left = [e for e in left if e.request.command_id not in dequeued]
-    due = [w for w in left if w.request.requested_ts_ms <= now_ms]
+    dequeued: list[CommandRequest] = []
+    due = [w for w in waiting if w.request.requested_ts_ms <= now_ms]
     settled = 0
     for entry in release_order(due):
         req = entry.request
@@ -188,7 +173,7 @@ def on_release(
                 outputs.append(_audit(req, now_ms, AuditOutcome.DEFERRED, why))
                 changed.append(dataclasses.replace(entry, deferred=True))
             continue
-        dequeued.append(req.command_id)
+        dequeued.append(req)
         settled += 1
     return BudgetStep(
         win,
@@ -196,26 +181,32 @@ def on_release(
         queued=tuple(changed),
         dequeued=tuple(dequeued),
         wake_ms=next_window_ms(win, policy) if len(due) > settled else None,
-        applied=tuple(applied),
     )
 
 
-def flush_time(
-    waiting: Iterable[Waiting], withdrawals: Iterable[Withdrawal], watermark_ms: int | None
-) -> int | None:
-    """When the watermark keeps a request or withdrawal waiting longer than `hold_ms` (no input
-    moves it: a quiet feed), they are applied as of the newest of their times (or the
-    watermark, if later): all that compete with them have arrived by then in practice, and a
-    command must not wait for traffic that may not come. None when nothing waits."""
+def flush_time(waiting: Iterable[Waiting], watermark_ms: int | None) -> int | None:
+    """When the watermark keeps a request waiting longer than `hold_ms` (no input moves it: a
+    quiet feed), the requests are released as of the newest of their times (or the watermark,
+    if later): all that compete with them have arrived by then in practice, and a command
+    must not wait for traffic that may not come. None when nothing new waits."""
     times = [w.request.requested_ts_ms for w in waiting if not w.deferred]
-    times += [w.ts_ms for w in withdrawals]
     if not times:
         return None
     return max(*times, watermark_ms if watermark_ms is not None else max(times))
 
 
 def on_withdrawal(
-    window: Window | None, withdrawal: Withdrawal, now_ms: int, policy: BudgetPolicy
+    window: Window | None,
+    mine: Iterable[Waiting],
+    withdrawal: Withdrawal,
+    now_ms: int,
+    policy: BudgetPolicy,
 ) -> BudgetStep:
-    """A withdrawal waits, like a request, until the watermark reaches its time."""
-    return BudgetStep(current(window, now_ms, policy), wake_ms=withdrawal.ts_ms)
+    """Block every request of the withdrawing device still waiting (`mine`), with the
+    withdrawal's reasons, now."""
+    blocked = [w.request for w in mine if w.request.device_id == withdrawal.device_id]
+    return BudgetStep(
+        current(window, now_ms, policy),
+        tuple(_audit(r, now_ms, AuditOutcome.BLOCKED, withdrawal.reasons) for r in blocked),
+        dequeued=tuple(blocked),
+    )

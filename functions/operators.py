@@ -392,9 +392,13 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
 
 class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
-    """Keyed by region: `functions.budget` over the window, the waiting requests (by command id)
-    and the withdrawals waiting for the watermark (by device and time). Its event-time timers
-    are the instants `functions.budget` asks to be woken at (one per instant)."""
+    """Keyed by region: `functions.budget` over the window and the waiting requests.
+
+    `waiting` holds the requests by command id; `by-device` the waiting command ids of each
+    device, so a withdrawal finds its device's requests without scanning the queue (a
+    suspension withdraws a whole region's cooling loads at once). Its event-time timers are
+    the instants `functions.budget` asks to be woken at (one per instant).
+    """
 
     def __init__(self, policy: budget.BudgetPolicy, wetbulb: WetBulbPolicy) -> None:
         self.policy = policy
@@ -405,34 +409,48 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.waiting = runtime_context.get_map_state(
             MapStateDescriptor("waiting", Types.STRING(), PICKLED)
         )
-        self.withdrawn = runtime_context.get_map_state(
-            MapStateDescriptor("withdrawn", Types.STRING(), PICKLED)
+        self.by_device = runtime_context.get_map_state(
+            MapStateDescriptor("by-device", Types.STRING(), Types.STRING())
         )
 
     def _window(self) -> budget.Window | None:
         raw = self.window.value()
         return None if raw is None else codec.decode_window(raw)
 
+    def _waiting_ids(self, device_id: str) -> set[str]:
+        ids = self.by_device.get(device_id)
+        return set(ids.split(",")) if ids else set()
+
+    def _index(self, device_id: str, command_ids: set[str]) -> None:
+        if command_ids:
+            self.by_device.put(device_id, ",".join(sorted(command_ids)))
+        else:
+            self.by_device.remove(device_id)
+
     def _apply(self, step: budget.BudgetStep, ctx: Any) -> Iterator[Any]:
         self.window.update(codec.encode_window(step.window))
         for entry in step.queued:
-            self.waiting.put(entry.request.command_id, codec.encode_waiting(entry))
-        for command_id in step.dequeued:
-            self.waiting.remove(command_id)
-        for withdrawal in step.applied:
-            self.withdrawn.remove(_withdrawal_key(withdrawal))
+            req = entry.request
+            self.waiting.put(req.command_id, codec.encode_waiting(entry))
+            self._index(req.device_id, {*self._waiting_ids(req.device_id), req.command_id})
+        for req in step.dequeued:
+            self.waiting.remove(req.command_id)
+            self._index(req.device_id, self._waiting_ids(req.device_id) - {req.command_id})
         if step.wake_ms is not None:
             ctx.timer_service().register_event_time_timer(step.wake_ms)
         yield from step.outputs
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         if isinstance(value, device.Withdrawal):
-            self.withdrawn.put(_withdrawal_key(value), codec.encode_withdrawal(value))
             now = decision_time(value.ts_ms, watermark(ctx))
-            step = budget.on_withdrawal(self._window(), value, now, self.policy)
-        else:
-            now = decision_time(value.requested_ts_ms, watermark(ctx))
-            step = budget.on_request(self._window(), value, now, self.policy)
+            ids = sorted(self._waiting_ids(value.device_id))
+            mine = [codec.decode_waiting(self.waiting.get(i)) for i in ids]
+            yield from self._apply(
+                budget.on_withdrawal(self._window(), mine, value, now, self.policy), ctx
+            )
+            return
+        now = decision_time(value.requested_ts_ms, watermark(ctx))
+        step = budget.on_request(self._window(), value, now, self.policy)
         if step.wake_ms is not None:  # it waits for the watermark, or the hold at most
             service = ctx.timer_service()
             service.register_processing_time_timer(
@@ -444,28 +462,21 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        if self.waiting.is_empty() and self.withdrawn.is_empty():
+        if self.waiting.is_empty():
             return
         waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
-        withdrawals = [codec.decode_withdrawal(raw) for raw in self.withdrawn.values()]
         now: int | None = timestamp  # a timer decides at its own instant, live and in replay
         if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the hold is over
             settled = watermark(ctx)
-            known = None if settled == END_OF_INPUT else settled
-            now = budget.flush_time(waiting, withdrawals, known)
+            now = budget.flush_time(waiting, None if settled == END_OF_INPUT else settled)
         if now is None:
             return
         step = budget.on_release(
             self._window(),
             waiting,
-            withdrawals,
             now,
             self.context.region_mode(ctx, ctx.get_current_key(), now),
             self.context.pipeline(ctx),
             self.policy,
         )
         yield from self._apply(step, ctx)
-
-
-def _withdrawal_key(withdrawal: device.Withdrawal) -> str:
-    return f"{withdrawal.device_id}@{withdrawal.ts_ms}"

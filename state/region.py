@@ -14,12 +14,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from functions.budget import Waiting, Window
-from functions.device import CommandRequest, Withdrawal
+from functions.device import CommandRequest
 from functions.interlocks import PipelineFacts
 from functions.pipeline import Heartbeat, PipelineState
 from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
-from schemas.models import Action, Cause, DeviceClass, ReasonCode
+from schemas.models import Action, Cause, DeviceClass
 
 VERSION = 1  # every record here but the weather and the DR event
 WEATHER_VERSION = 2  # v2 added `aged_out`; v1 (without it) still reads, as not aged out
@@ -107,12 +107,6 @@ class _Fields:
             return kind(self.text(name))
         except ValueError:
             raise self._bad(name, f"one of {', '.join(str(m.value) for m in kind)}") from None
-
-    def choices(self, name: str, kind: type[E]) -> tuple[E, ...]:
-        try:
-            return tuple(kind(v) for v in self.texts(name))
-        except ValueError:
-            raise self._bad(name, f"a list of {kind.__name__}") from None
 
     def nested(self, name: str, names: Sequence[str]) -> _Fields:
         return _Fields(f"{self.record}.{name}", self.values[name], names)
@@ -280,30 +274,6 @@ def decode_waiting(data: bytes) -> Waiting:
         return Waiting(request, version != WAITING_VERSION or f.flag("deferred"))
 
     return _unpack(data, "request", build, (VERSION, WAITING_VERSION))
-
-
-def encode_withdrawal(w: Withdrawal) -> bytes:
-    """A device's withdrawal waiting for the watermark as bytes."""
-    reasons = [r.value for r in w.reasons]
-    return _pack([w.device_id, w.region_id, reasons, w.correlation_id, _cause(w.cause), w.ts_ms])
-
-
-def decode_withdrawal(data: bytes) -> Withdrawal:
-    """Read `encode_withdrawal`'s bytes."""
-
-    def build(_: int, raw: Any) -> Withdrawal:
-        names = ("device_id", "region_id", "reasons", "correlation_id", "cause", "ts_ms")
-        f = _Fields("withdrawal", raw, names)
-        return Withdrawal(
-            f.text("device_id"),
-            f.text("region_id"),
-            f.choices("reasons", ReasonCode),
-            f.text("correlation_id"),
-            _read_cause(f.nested("cause", _CAUSE)),
-            f.integer("ts_ms"),
-        )
-
-    return _unpack(data, "withdrawal", build)
 
 
 def encode_window(w: Window) -> bytes:

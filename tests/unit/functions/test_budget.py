@@ -60,7 +60,6 @@ class Driver:
     policy: BudgetPolicy = POLICY
     window: Window | None = None
     waiting: dict[str, Waiting] = dataclasses.field(default_factory=dict)
-    withdrawn: list[Withdrawal] = dataclasses.field(default_factory=list)
     timers: set[int] = dataclasses.field(default_factory=set)
     watermark: int = T0 - 1
     # (what ran, at what time, its step, the requests still waiting after it)
@@ -71,9 +70,8 @@ class Driver:
     def _apply(self, kind: str, now: int, step: BudgetStep) -> BudgetStep:
         self.window = step.window
         self.waiting.update({w.request.command_id: w for w in step.queued})
-        for command_id in step.dequeued:
-            del self.waiting[command_id]
-        self.withdrawn = [w for w in self.withdrawn if w not in step.applied]
+        for req in step.dequeued:
+            del self.waiting[req.command_id]
         if step.wake_ms is not None:
             self.timers.add(step.wake_ms)
         self.steps.append((kind, now, step, tuple(self.waiting.values())))
@@ -91,12 +89,11 @@ class Driver:
         while due := [t for t in self.timers if t <= self.watermark]:
             now = min(due)  # a timer decides at its own instant
             self.timers.discard(now)
-            if not self.waiting and not self.withdrawn:
+            if not self.waiting:
                 continue
             step = on_release(
-                self.window, self.waiting.values(), self.withdrawn, now, region, pipeline,
-                self.policy,
-            )  # fmt: skip
+                self.window, self.waiting.values(), now, region, pipeline, self.policy
+            )
             fired.append(self._apply("release", now, step))
         return fired
 
@@ -108,9 +105,9 @@ class Driver:
 
     def withdraw(self, device_id: str, ts: int, reasons: tuple[ReasonCode, ...]) -> BudgetStep:
         w = Withdrawal(device_id, "north", reasons, "w", CAUSE, ts)
-        self.withdrawn.append(w)
         now = max(ts, self.watermark)
-        return self._apply("withdrawal", now, on_withdrawal(self.window, w, now, self.policy))
+        mine = [e for e in self.waiting.values() if e.request.device_id == device_id]
+        return self._apply("withdrawal", now, on_withdrawal(self.window, mine, w, now, self.policy))
 
     def outputs(self) -> list[object]:
         return [o for _, _, s, _ in self.steps for o in s.outputs]
@@ -146,7 +143,6 @@ def test_a_withdrawn_waiting_request_is_blocked_with_its_reasons_and_never_relea
     for n in range(5):
         d.request(request(n, T0 + n))
     d.withdraw("dev-4", T0 + 4, (ReasonCode.LIFE_SAFETY_EXCLUSION,))
-    d.advance(T0 + 4)
     (blocked,) = [o for o in d.outputs() if getattr(o, "device_id", None) == "dev-4"]
     assert isinstance(blocked, AuditDecision)
     assert (blocked.device_id, blocked.outcome) == ("dev-4", AuditOutcome.BLOCKED)
@@ -162,21 +158,24 @@ def test_a_withdrawal_of_a_command_already_sent_changes_nothing() -> None:
     d.request(request(0, T0))
     d.advance(T0)
     before = d.window
-    d.withdraw("dev-0", T0 + 1, (ReasonCode.TELEMETRY_STALE,))
-    (step,) = d.advance(T0 + 1)
-    assert step.outputs == ()
-    assert (d.window, d.waiting, d.withdrawn) == (before, {}, [])
+    step = d.withdraw("dev-0", T0 + 1, (ReasonCode.TELEMETRY_STALE,))
+    assert (step.outputs, step.dequeued) == ((), ())
+    assert (d.window, d.waiting) == (before, {})
 
 
-def test_a_withdrawal_after_a_request_acts_after_its_release_even_if_both_are_overdue() -> None:
-    """The watermark jumps past a request and a later withdrawal of it at once (a backlog or
-    a replay): the request is released at its own time first, as it would have been live."""
-    d = Driver()
-    d.request(request(0, T0))
-    d.withdraw("dev-0", T0 + 5 * 60_000, (ReasonCode.DR_EVENT,))
-    d.advance(T0 + 10 * 60_000)
-    assert [c.command_id for c in commands(d.outputs())] == ["cmd-0"]
-    assert (d.waiting, d.withdrawn) == ({}, [])
+def test_a_withdrawal_blocks_a_waiting_request_whatever_the_times() -> None:
+    """A withdrawal stamped after the request's release time (the window that would release
+    it opens first in event time) or before the request's own time (a device's timer decides
+    at its own, earlier, instant) still blocks it: the device made the request first and no
+    longer wants it now, and its RESTORE is already on its way."""
+    for withdrawn_at in (T0 + 5 * 60_000, T0 - 1_000):
+        d = Driver()
+        d.request(request(0, T0))
+        step = d.withdraw("dev-0", withdrawn_at, (ReasonCode.DR_EVENT,))
+        assert [r.command_id for r in step.dequeued] == ["cmd-0"]
+        d.advance(T0 + 10 * 60_000)
+        assert commands(d.outputs()) == []
+        assert d.waiting == {}
 
 
 def test_requests_of_one_instant_go_in_priority_order_whatever_their_arrival() -> None:
@@ -313,13 +312,12 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     script: list[tuple], gaps: list[int], budget: int
 ) -> None:
     """Property: under any request stream and window timing, each request ends EMITTED exactly
-    once (deferred ones later, none dropped) unless its device withdrew it, at or after its
-    time, before it went out (then BLOCKED, never emitted); each window within budget, in
-    priority order."""
+    once (deferred ones later, none dropped) unless its device withdrew while it waited (then
+    BLOCKED, never emitted); each window within budget, in priority order."""
     d = Driver(policy=BudgetPolicy(commands_per_window=budget, window_ms=10_000))
     clock = T0
     sent: list[CommandRequest] = []
-    withdrawals: list[tuple[str, int]] = []
+    withdrawn: set[str] = set()  # the command ids waiting when their device withdrew
     gap_iter = iter(gaps)
     for n, (_, dt, priority, action) in enumerate(script):
         clock += dt
@@ -327,7 +325,9 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
             d.advance(clock - next(gap_iter, 0))
         if n % 7 == 6 and sent:  # now and then an earlier device withdraws
             victim = sent[(n * 3) % len(sent)]
-            withdrawals.append((victim.device_id, clock))
+            withdrawn |= {
+                c for c, w in d.waiting.items() if w.request.device_id == victim.device_id
+            }
             d.withdraw(victim.device_id, clock, (ReasonCode.TELEMETRY_STALE,))
         req = request(n, clock, priority, action)
         sent.append(req)
@@ -346,14 +346,7 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     assert sorted([*issued, *(f"cmd-{b[4:]}" for b in blocked)]) == sorted(
         r.command_id for r in sent
     )
-    for r in sent:
-        withdrawn_at = [
-            w for dev, w in withdrawals if dev == r.device_id and w >= r.requested_ts_ms
-        ]
-        if r.command_id in issued:  # a withdrawal applies before releases at its instant
-            assert not any(w <= issued[r.command_id] for w in withdrawn_at)
-        else:
-            assert withdrawn_at
+    assert set(issued) == {r.command_id for r in sent} - withdrawn
     deferred = [o for o in d.outputs() if getattr(o, "outcome", None) is AuditOutcome.DEFERRED]
     assert all(o.action in LOAD_REDUCING_ACTIONS for o in deferred)
     _check_windows(d)

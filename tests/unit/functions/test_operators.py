@@ -285,24 +285,27 @@ def budget_request(n: int, ts: int = T0, priority: int = 1) -> CommandRequest:
     return CommandRequest(f"cmd-{n}", f"dev-{n}", REGION, Action.CURTAIL, priority, ts, "c", CAUSE)
 
 
-def test_budget_stage_applies_a_withdrawal_at_its_time_and_keeps_nothing_of_it() -> None:
-    """Requests and a withdrawal wait for the watermark; at the withdrawal's instant it blocks
-    its device's request still waiting (LIFE_SAFETY now), before anything of that instant is
-    released; the others go out; neither queue keeps an entry, no timer is left."""
+def test_budget_stage_blocks_a_withdrawn_request_on_arrival_even_before_its_next_window() -> None:
+    """Budget 2: dev-2's CURTAIL is DEFERRED to the next window; its device turns LIFE_SAFETY
+    and withdraws, stamped after that window opens, while the watermark is still short of it.
+    The request is BLOCKED on the withdrawal's arrival (the RESTORE that follows it must be the
+    last word) and never released when the window opens; no entry or index is left."""
     h = Harness(BudgetStage(BudgetPolicy(commands_per_window=2, window_ms=10_000), WETBULB)).open()
     h.process_broadcast(weather_entry())
     for n in range(3):
         assert h.process(REGION, budget_request(n, T0 + 5)) == []  # each waits for its time
-    why = (ReasonCode.LIFE_SAFETY_EXCLUSION,)
-    assert h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 5)) == []
-    assert sorted(h.state_value(REGION, "withdrawn")) == [f"dev-2@{T0 + 5}"]
-    out = h.advance_watermark(T0 + 20_000)
-    (blocked,) = [a for a in of(AuditDecision, out) if a.outcome is AuditOutcome.BLOCKED]
-    assert (blocked.device_id, blocked.reason_codes) == ("dev-2", why)
+    out = h.advance_watermark(T0 + 5)
     assert [c.command_id for c in of(DeviceCommand, out)] == ["cmd-0", "cmd-1"]
+    assert sorted(h.state_value(REGION, "by-device")) == ["dev-2"]
+    why = (ReasonCode.LIFE_SAFETY_EXCLUSION,)
+    arrival = h.process(REGION, Withdrawal("dev-2", REGION, why, "w", CAUSE, T0 + 15_000))
+    (blocked,) = of(AuditDecision, arrival)
+    assert (blocked.device_id, blocked.outcome, blocked.reason_codes) == (
+        "dev-2", AuditOutcome.BLOCKED, why,
+    )  # fmt: skip
+    assert of(DeviceCommand, h.advance_watermark(T0 + 30_000)) == []
     assert h.state_value(REGION, "waiting") is None
-    assert h.state_value(REGION, "withdrawn") is None
-    assert h.pending_timers() == []
+    assert h.state_value(REGION, "by-device") is None
 
 
 def test_budget_stage_defers_over_budget_and_releases_at_the_next_window() -> None:
