@@ -107,28 +107,20 @@ class KafkaSources:
             "`headers` MAP<STRING, BYTES> METADATA VIRTUAL"
             f") WITH ({_with(options)})"
         )
-        # Epoch millis in SQL: thread mode hands Python a raw java.time.Instant otherwise.
+        # Everything an INPUT_RECORD holds is computed here, in Java: a Python map over every
+        # record costs a crossing into Python. Epoch millis in SQL (thread mode hands Python a
+        # raw java.time.Instant otherwise); the correlation header decoded as UTF-8 (invalid
+        # bytes replaced), or derived from the record's coordinates when absent, as `input_row`.
         columns = (
             "`topic`, `partition`, `offset`, "
             "EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`) AS ts_ms, "
-            "`key`, `value`, `headers`"
+            "`key`, `value`, "
+            f"COALESCE(CAST(`headers`['{CORRELATION_HEADER}'] AS STRING), "
+            "`topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING))"
+            " AS correlation_id"
         )
         table = t_env.sql_query(f"SELECT {columns} FROM {self.table}")  # noqa: S608 (own names)
-        return (
-            t_env.to_data_stream(table)
-            .map(_from_table_row, output_type=INPUT_RECORD)
-            .name("decode kafka coordinates")
-            .uid("kafka-inputs")
-        )
-
-
-def _from_table_row(row: Row) -> Row:
-    headers = row[6] or {}
-    correlation = headers.get(CORRELATION_HEADER)
-    return input_row(
-        row[0], row[1], row[2], row[3], row[4], row[5],
-        correlation.decode("utf-8", "replace") if correlation else None,
-    )  # fmt: skip
+        return t_env.to_data_stream(table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,24 +153,14 @@ class KafkaSinks:
             "`headers` MAP<STRING, BYTES> METADATA"
             f") WITH ({_with(options)})"
         )
-        with_headers = (
-            records.map(
-                _to_table_row,
-                output_type=Types.ROW_NAMED(
-                    ["key", "value", "topic", "headers"],
-                    [BYTES, BYTES, Types.STRING(), Types.MAP(Types.STRING(), BYTES)],
-                ),
-            )
-            .name("encode kafka headers")
-            .uid("kafka-outputs")
-        )
+        # The header map is built in SQL, in Java: a Python map would see every output again.
+        t_env.create_temporary_view(f"{self.table}_rows", t_env.from_data_stream(records))
         statements = t_env.create_statement_set()
-        statements.add_insert(self.table, t_env.from_data_stream(with_headers))
+        statements.add_insert_sql(
+            f"INSERT INTO {self.table} SELECT `key`, `value`, `topic`, "  # noqa: S608 (own names)
+            f"MAP['{CORRELATION_HEADER}', CAST(`correlation_id` AS BYTES)] FROM {self.table}_rows"
+        )
         statements.attach_as_datastream()
-
-
-def _to_table_row(row: Row) -> Row:
-    return Row(row[1], row[2], row[0], {CORRELATION_HEADER: row[3].encode()})
 
 
 @dataclasses.dataclass(frozen=True)
