@@ -9,14 +9,21 @@ arrived, within the out-of-orderness bound), and all that are due are released t
 priority order. A waiting command is re-checked against the region's interlocks when it is
 released: a region in suspension, Grid-Follow or a freeze defers it once (this stage's copy of
 the context may only be behind the device stage's) and blocks it if it still forbids it a
-window later; a device that stopped wanting it (LIFE_SAFETY or unknown now, stale, opted out,
-its event over) sends a `Withdrawal` that blocks, on arrival, every request of that device
-still waiting, whatever their times: a command goes out now, and the device has said it no
-longer wants it (its RESTORE follows the withdrawal and is never held). A device's requests
-and withdrawals reach this stage in the order it made them, so all that wait were made
-before the withdrawal. A request the watermark keeps waiting more than `hold_ms` of
-processing time (a quiet feed) is released then (`flush_time`). Pure: the adapter keeps the
-waiting requests in map state and passes them in.
+window later. A device that stopped wanting its load reduced sends a `Withdrawal` (ahead of
+its RESTORE) for the load-reducing requests of it still waiting when the withdrawal arrives
+(a device's requests and withdrawals reach this stage in the order it made them):
+- for a safety fact (`IMMEDIATE`: LIFE_SAFETY, unknown, wet-bulb suspension) they are
+  blocked on arrival, whatever their times: a command goes out now, judged on what is known
+  now, so a waiting CURTAIL never reaches a device already known to be a hospital;
+- for the rest (its event over or cancelled, its telemetry lost, an opt-out: instants of event
+  time) the withdrawal waits for the watermark and applies at its own instant, so a request
+  due before it is released first, on a backlog or in a replay as live.
+A RESTORE (anything not load-reducing) uses no budget and goes out on arrival, unless a
+load-reducing request of its device, made no later, still waits: then it waits too, and goes
+at its instant after that request is released or withdrawn. So a RESTORE never overtakes the
+command it undoes. What the watermark keeps waiting more than `hold_ms` of processing time (a
+quiet feed) is released then (`flush_time`). Pure: the adapter keeps the waiting requests and
+withdrawals in map state and passes them in.
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from schemas.models import (
     DeviceCommand,
     ReasonCode,
 )
+
+IMMEDIATE = frozenset(
+    {ReasonCode.LIFE_SAFETY_EXCLUSION, ReasonCode.UNKNOWN_DEVICE, ReasonCode.WET_BULB_SUSPEND}
+)  # the withdrawals that block on arrival
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,19 +72,31 @@ class Waiting:
     deferred: bool = False
 
 
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """A withdrawal waiting for its instant, with the command ids it withdraws: its device's
+    load-reducing requests that were waiting when it arrived."""
+
+    withdrawal: Withdrawal
+    victims: tuple[str, ...]
+
+
 Output = DeviceCommand | AuditDecision
 
 
 @dataclasses.dataclass(frozen=True)
 class BudgetStep:
     """The window after the step, what to emit, the waiting entries to keep (new or changed),
-    the requests that left the queue, and when to call `on_release` next (if at all)."""
+    the requests that left the queue, when to call `on_release` next (if at all), and the
+    withdrawals to keep (`held`) and to forget (`applied`)."""
 
     window: Window
     outputs: tuple[Output, ...] = ()
     queued: tuple[Waiting, ...] = ()
     dequeued: tuple[CommandRequest, ...] = ()
     wake_ms: int | None = None
+    held: tuple[Held, ...] = ()
+    applied: tuple[Held, ...] = ()
 
 
 def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
@@ -123,15 +146,35 @@ def _emit(req: CommandRequest, now_ms: int) -> tuple[Output, ...]:
     return command, _audit(req, now_ms, AuditOutcome.EMITTED, reasons, req.command_id)
 
 
+def reducing(req: CommandRequest) -> bool:
+    """Whether a request reduces load (and so needs budget)."""
+    return req.action in LOAD_REDUCING_ACTIONS
+
+
 def on_request(
-    window: Window | None, req: CommandRequest, now_ms: int, policy: BudgetPolicy
+    window: Window | None,
+    req: CommandRequest,
+    now_ms: int,
+    policy: BudgetPolicy,
+    mine: Iterable[Waiting] = (),
 ) -> BudgetStep:
-    """RESTORE (anything not load-reducing) goes out now; a load-reducing request waits until
-    the watermark reaches `now_ms`, when it competes with every other request due by then."""
+    """A load-reducing request waits until the watermark reaches `now_ms`, when it competes
+    with every other request due by then; a RESTORE goes out now unless a load-reducing
+    request of its device (`mine`: the device's waiting entries) made no later waits."""
     win = current(window, now_ms, policy)
-    if req.action not in LOAD_REDUCING_ACTIONS:
+    if not reducing(req) and not _behind(req, mine):
         return BudgetStep(win, _emit(req, now_ms))
     return BudgetStep(win, queued=(Waiting(req),), wake_ms=now_ms)
+
+
+def _behind(restore: CommandRequest, waiting: Iterable[Waiting]) -> bool:
+    """Whether a load-reducing request of the RESTORE's device, made no later, still waits."""
+    return any(
+        reducing(w.request)
+        and w.request.device_id == restore.device_id
+        and w.request.requested_ts_ms <= restore.requested_ts_ms
+        for w in waiting
+    )
 
 
 def release_order(waiting: Iterable[Waiting]) -> list[Waiting]:
@@ -145,21 +188,32 @@ def release_order(waiting: Iterable[Waiting]) -> list[Waiting]:
 def on_release(
     window: Window | None,
     waiting: Iterable[Waiting],
+    held: Iterable[Held],
     now_ms: int,
     region: RegionMode,
     pipeline: PipelineFacts,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """At `now_ms` the requests due go out in priority order within the window's budget,
-    re-checking the region's interlocks; the rest are deferred (audited once) to the next
-    window, and a request the region still forbids after a window is blocked."""
+    """At `now_ms`: the withdrawals due block what they withdraw still waiting; the
+    load-reducing requests due go out in priority order within the window's budget,
+    re-checking the region's interlocks (the rest are deferred, audited once, to the next
+    window, and one the region still forbids a window later is blocked); then the RESTOREs due
+    that nothing of their device waits in front of."""
     win = current(window, now_ms, policy)
     outputs: list[Output] = []
     changed: list[Waiting] = []
     dequeued: list[CommandRequest] = []
-    due = [w for w in waiting if w.request.requested_ts_ms <= now_ms]
-    settled = 0
-    for entry in release_order(due):
+    applied = sorted((h for h in held if h.withdrawal.ts_ms <= now_ms), key=_held_order)
+    left = {w.request.command_id: w for w in waiting}
+    for h in applied:
+        for command_id in h.victims:
+            if (entry := left.pop(command_id, None)) is not None:
+                why = h.withdrawal.reasons
+                outputs.append(_audit(entry.request, h.withdrawal.ts_ms, AuditOutcome.BLOCKED, why))
+                dequeued.append(entry.request)
+    due = [w for w in left.values() if w.request.requested_ts_ms <= now_ms]
+    wanting = 0
+    for entry in release_order(w for w in due if reducing(w.request)):
         req = entry.request
         reasons = region_reasons(req.action, region, pipeline)
         if reasons and entry.deferred:
@@ -172,27 +226,47 @@ def on_release(
                 why = reasons or (ReasonCode.RATE_LIMITED,)
                 outputs.append(_audit(req, now_ms, AuditOutcome.DEFERRED, why))
                 changed.append(dataclasses.replace(entry, deferred=True))
+            wanting += 1
             continue
+        del left[req.command_id]
         dequeued.append(req)
-        settled += 1
+    restores = sorted(
+        (w.request for w in due if not reducing(w.request)),
+        key=lambda r: (r.requested_ts_ms, r.command_id),
+    )
+    for req in restores:
+        if not _behind(req, left.values()):
+            outputs += _emit(req, now_ms)
+            del left[req.command_id]
+            dequeued.append(req)
     return BudgetStep(
         win,
         tuple(outputs),
         queued=tuple(changed),
         dequeued=tuple(dequeued),
-        wake_ms=next_window_ms(win, policy) if len(due) > settled else None,
+        wake_ms=next_window_ms(win, policy) if wanting else None,
+        applied=tuple(applied),
     )
 
 
-def flush_time(waiting: Iterable[Waiting], watermark_ms: int | None) -> int | None:
-    """When the watermark keeps a request waiting longer than `hold_ms` (no input moves it: a
-    quiet feed), the requests are released as of the newest of their times (or the watermark,
-    if later): all that compete with them have arrived by then in practice, and a command
-    must not wait for traffic that may not come. None when nothing new waits."""
-    times = [w.request.requested_ts_ms for w in waiting if not w.deferred]
+def _held_order(h: Held) -> tuple[int, str]:
+    return h.withdrawal.ts_ms, h.withdrawal.device_id
+
+
+def flush_time(
+    waiting: Iterable[Waiting], held: Iterable[Held], watermark_ms: int | None
+) -> list[int]:
+    """When the watermark keeps requests or withdrawals waiting longer than `hold_ms` (no input
+    moves it: a quiet feed), the instants to release them at, in order: each of their times
+    up to the newest (or the watermark, if later). All that compete with them have arrived by
+    then in practice, and a command must not wait for traffic that may not come. Empty when
+    nothing new waits."""
+    times = {w.request.requested_ts_ms for w in waiting if not w.deferred}
+    times |= {h.withdrawal.ts_ms for h in held}
     if not times:
-        return None
-    return max(*times, watermark_ms if watermark_ms is not None else max(times))
+        return []
+    last = max(*times, watermark_ms if watermark_ms is not None else max(times))
+    return sorted(times | {last})
 
 
 def on_withdrawal(
@@ -202,11 +276,16 @@ def on_withdrawal(
     now_ms: int,
     policy: BudgetPolicy,
 ) -> BudgetStep:
-    """Block every request of the withdrawing device still waiting (`mine`), with the
-    withdrawal's reasons, now."""
-    blocked = [w.request for w in mine if w.request.device_id == withdrawal.device_id]
-    return BudgetStep(
-        current(window, now_ms, policy),
-        tuple(_audit(r, now_ms, AuditOutcome.BLOCKED, withdrawal.reasons) for r in blocked),
-        dequeued=tuple(blocked),
-    )
+    """The device's load-reducing requests still waiting (`mine`: its entries) are blocked now
+    for a safety fact, or held for the withdrawal's instant otherwise; nothing when none
+    waits."""
+    win = current(window, now_ms, policy)
+    victims = [w.request for w in mine if reducing(w.request)]
+    if not victims:
+        return BudgetStep(win)
+    if IMMEDIATE.intersection(withdrawal.reasons):
+        why = withdrawal.reasons
+        blocked = tuple(_audit(r, now_ms, AuditOutcome.BLOCKED, why) for r in victims)
+        return BudgetStep(win, blocked, dequeued=tuple(victims))
+    held = Held(withdrawal, tuple(r.command_id for r in victims))
+    return BudgetStep(win, held=(held,), wake_ms=withdrawal.ts_ms)

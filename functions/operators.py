@@ -392,12 +392,14 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
 
 class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
-    """Keyed by region: `functions.budget` over the window and the waiting requests.
+    """Keyed by region: `functions.budget` over the window, the waiting requests and the
+    withdrawals waiting for their instant.
 
     `waiting` holds the requests by command id; `by-device` the waiting command ids of each
-    device, so a withdrawal finds its device's requests without scanning the queue (a
-    suspension withdraws a whole region's cooling loads at once). Its event-time timers are
-    the instants `functions.budget` asks to be woken at (one per instant).
+    device, so a withdrawal or a RESTORE finds its device's requests without scanning the
+    queue (a suspension withdraws a whole region's cooling loads at once); `withdrawn` the
+    held withdrawals. Its event-time timers are the instants `functions.budget` asks to be
+    woken at (one per instant).
     """
 
     def __init__(self, policy: budget.BudgetPolicy, wetbulb: WetBulbPolicy) -> None:
@@ -412,6 +414,9 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.by_device = runtime_context.get_map_state(
             MapStateDescriptor("by-device", Types.STRING(), Types.STRING())
         )
+        self.withdrawn = runtime_context.get_map_state(
+            MapStateDescriptor("withdrawn", Types.STRING(), PICKLED)
+        )
 
     def _window(self) -> budget.Window | None:
         raw = self.window.value()
@@ -420,6 +425,10 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def _waiting_ids(self, device_id: str) -> set[str]:
         ids = self.by_device.get(device_id)
         return set(ids.split(",")) if ids else set()
+
+    def _mine(self, device_id: str) -> list[budget.Waiting]:
+        ids = sorted(self._waiting_ids(device_id))
+        return [codec.decode_waiting(self.waiting.get(i)) for i in ids]
 
     def _index(self, device_id: str, command_ids: set[str]) -> None:
         if command_ids:
@@ -436,21 +445,22 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         for req in step.dequeued:
             self.waiting.remove(req.command_id)
             self._index(req.device_id, self._waiting_ids(req.device_id) - {req.command_id})
+        for held in step.held:
+            self.withdrawn.put(_held_key(held), codec.encode_held(held))
+        for held in step.applied:
+            self.withdrawn.remove(_held_key(held))
         if step.wake_ms is not None:
             ctx.timer_service().register_event_time_timer(step.wake_ms)
         yield from step.outputs
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        mine = self._mine(value.device_id)
         if isinstance(value, device.Withdrawal):
             now = decision_time(value.ts_ms, watermark(ctx))
-            ids = sorted(self._waiting_ids(value.device_id))
-            mine = [codec.decode_waiting(self.waiting.get(i)) for i in ids]
-            yield from self._apply(
-                budget.on_withdrawal(self._window(), mine, value, now, self.policy), ctx
-            )
-            return
-        now = decision_time(value.requested_ts_ms, watermark(ctx))
-        step = budget.on_request(self._window(), value, now, self.policy)
+            step = budget.on_withdrawal(self._window(), mine, value, now, self.policy)
+        else:
+            now = decision_time(value.requested_ts_ms, watermark(ctx))
+            step = budget.on_request(self._window(), value, now, self.policy, mine)
         if step.wake_ms is not None:  # it waits for the watermark, or the hold at most
             service = ctx.timer_service()
             service.register_processing_time_timer(
@@ -462,21 +472,32 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        if self.waiting.is_empty():
+        if self.waiting.is_empty() and self.withdrawn.is_empty():
             return
-        waiting = [codec.decode_waiting(raw) for raw in self.waiting.values()]
-        now: int | None = timestamp  # a timer decides at its own instant, live and in replay
+        instants = [timestamp]  # a timer decides at its own instant, live and in replay
         if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the hold is over
             settled = watermark(ctx)
-            now = budget.flush_time(waiting, None if settled == END_OF_INPUT else settled)
-        if now is None:
-            return
-        step = budget.on_release(
-            self._window(),
-            waiting,
-            now,
-            self.context.region_mode(ctx, ctx.get_current_key(), now),
-            self.context.pipeline(ctx),
-            self.policy,
-        )
-        yield from self._apply(step, ctx)
+            known = None if settled == END_OF_INPUT else settled
+            instants = budget.flush_time(self._queue(), self._held(), known)
+        for now in instants:
+            step = budget.on_release(
+                self._window(),
+                self._queue(),
+                self._held(),
+                now,
+                self.context.region_mode(ctx, ctx.get_current_key(), now),
+                self.context.pipeline(ctx),
+                self.policy,
+            )
+            yield from self._apply(step, ctx)
+
+    def _queue(self) -> list[budget.Waiting]:
+        return [codec.decode_waiting(raw) for raw in self.waiting.values()]
+
+    def _held(self) -> list[budget.Held]:
+        return [codec.decode_held(raw) for raw in self.withdrawn.values()]
+
+
+def _held_key(held: budget.Held) -> str:
+    w = held.withdrawal
+    return f"{w.device_id}@{w.ts_ms}@{','.join(r.value for r in w.reasons)}"

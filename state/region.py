@@ -13,13 +13,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from functions.budget import Waiting, Window
-from functions.device import CommandRequest
+from functions.budget import Held, Waiting, Window
+from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts
 from functions.pipeline import Heartbeat, PipelineState
 from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
-from schemas.models import Action, Cause, DeviceClass
+from schemas.models import Action, Cause, DeviceClass, ReasonCode
 
 VERSION = 1  # every record here but the weather and the DR event
 WEATHER_VERSION = 2  # v2 added `aged_out`; v1 (without it) still reads, as not aged out
@@ -107,6 +107,12 @@ class _Fields:
             return kind(self.text(name))
         except ValueError:
             raise self._bad(name, f"one of {', '.join(str(m.value) for m in kind)}") from None
+
+    def choices(self, name: str, kind: type[E]) -> tuple[E, ...]:
+        try:
+            return tuple(kind(v) for v in self.texts(name))
+        except ValueError:
+            raise self._bad(name, f"a list of {kind.__name__}") from None
 
     def nested(self, name: str, names: Sequence[str]) -> _Fields:
         return _Fields(f"{self.record}.{name}", self.values[name], names)
@@ -274,6 +280,34 @@ def decode_waiting(data: bytes) -> Waiting:
         return Waiting(request, version != WAITING_VERSION or f.flag("deferred"))
 
     return _unpack(data, "request", build, (VERSION, WAITING_VERSION))
+
+
+def encode_held(h: Held) -> bytes:
+    """A withdrawal waiting for its instant, with the command ids it withdraws, as bytes."""
+    w = h.withdrawal
+    reasons = [r.value for r in w.reasons]
+    return _pack(
+        [w.device_id, w.region_id, reasons, w.correlation_id, _cause(w.cause), w.ts_ms, h.victims]
+    )
+
+
+def decode_held(data: bytes) -> Held:
+    """Read `encode_held`'s bytes."""
+
+    def build(_: int, raw: Any) -> Held:
+        names = ("device_id", "region_id", "reasons", "correlation_id", "cause", "ts_ms", "victims")
+        f = _Fields("withdrawal", raw, names)
+        withdrawal = Withdrawal(
+            f.text("device_id"),
+            f.text("region_id"),
+            f.choices("reasons", ReasonCode),
+            f.text("correlation_id"),
+            _read_cause(f.nested("cause", _CAUSE)),
+            f.integer("ts_ms"),
+        )
+        return Held(withdrawal, f.texts("victims"))
+
+    return _unpack(data, "withdrawal", build)
 
 
 def encode_window(w: Window) -> bytes:

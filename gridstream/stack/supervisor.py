@@ -53,7 +53,8 @@ def restart_delay_s(restarts: Sequence[float], now: float, backoff: Backoff = Ba
     if streak == 0:
         return 0.0
     pause = min(backoff.base_s * 2 ** (streak - 1), backoff.max_s)
-    return max(0.0, restarts[-1] + pause - now)
+    # Clamped again: `restarts[-1] + pause - now` can round a hair past `pause`.
+    return min(max(0.0, restarts[-1] + pause - now), pause)
 
 
 def _log(line: str) -> None:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from functions.budget import (
     BudgetPolicy,
     BudgetStep,
+    Held,
     Waiting,
     Window,
     on_release,
@@ -60,6 +61,7 @@ class Driver:
     policy: BudgetPolicy = POLICY
     window: Window | None = None
     waiting: dict[str, Waiting] = dataclasses.field(default_factory=dict)
+    held: list[Held] = dataclasses.field(default_factory=list)
     timers: set[int] = dataclasses.field(default_factory=set)
     watermark: int = T0 - 1
     # (what ran, at what time, its step, the requests still waiting after it)
@@ -72,14 +74,19 @@ class Driver:
         self.waiting.update({w.request.command_id: w for w in step.queued})
         for req in step.dequeued:
             del self.waiting[req.command_id]
+        self.held = [h for h in self.held if h not in step.applied] + list(step.held)
         if step.wake_ms is not None:
             self.timers.add(step.wake_ms)
         self.steps.append((kind, now, step, tuple(self.waiting.values())))
         return step
 
+    def _mine(self, device_id: str) -> list[Waiting]:
+        return [e for e in self.waiting.values() if e.request.device_id == device_id]
+
     def request(self, req: CommandRequest) -> BudgetStep:
         now = max(req.requested_ts_ms, self.watermark)
-        return self._apply("request", now, on_request(self.window, req, now, self.policy))
+        step = on_request(self.window, req, now, self.policy, self._mine(req.device_id))
+        return self._apply("request", now, step)
 
     def advance(
         self, to: int, region: RegionMode = RegionMode.NORMAL, pipeline: PipelineFacts = CLEAR
@@ -89,10 +96,10 @@ class Driver:
         while due := [t for t in self.timers if t <= self.watermark]:
             now = min(due)  # a timer decides at its own instant
             self.timers.discard(now)
-            if not self.waiting:
+            if not self.waiting and not self.held:
                 continue
             step = on_release(
-                self.window, self.waiting.values(), now, region, pipeline, self.policy
+                self.window, self.waiting.values(), self.held, now, region, pipeline, self.policy
             )
             fired.append(self._apply("release", now, step))
         return fired
@@ -106,8 +113,8 @@ class Driver:
     def withdraw(self, device_id: str, ts: int, reasons: tuple[ReasonCode, ...]) -> BudgetStep:
         w = Withdrawal(device_id, "north", reasons, "w", CAUSE, ts)
         now = max(ts, self.watermark)
-        mine = [e for e in self.waiting.values() if e.request.device_id == device_id]
-        return self._apply("withdrawal", now, on_withdrawal(self.window, mine, w, now, self.policy))
+        step = on_withdrawal(self.window, self._mine(device_id), w, now, self.policy)
+        return self._apply("withdrawal", now, step)
 
     def outputs(self) -> list[object]:
         return [o for _, _, s, _ in self.steps for o in s.outputs]
@@ -163,19 +170,54 @@ def test_a_withdrawal_of_a_command_already_sent_changes_nothing() -> None:
     assert (d.window, d.waiting) == (before, {})
 
 
-def test_a_withdrawal_blocks_a_waiting_request_whatever_the_times() -> None:
-    """A withdrawal stamped after the request's release time (the window that would release
-    it opens first in event time) or before the request's own time (a device's timer decides
-    at its own, earlier, instant) still blocks it: the device made the request first and no
-    longer wants it now, and its RESTORE is already on its way."""
+def test_a_safety_withdrawal_blocks_a_waiting_request_on_arrival_whatever_the_times() -> None:
+    """LIFE_SAFETY stamped after the window that would release the request opens (in event
+    time), or before the request's own time: still blocked on arrival, never released; the
+    RESTORE that follows goes out at once."""
     for withdrawn_at in (T0 + 5 * 60_000, T0 - 1_000):
         d = Driver()
         d.request(request(0, T0))
-        step = d.withdraw("dev-0", withdrawn_at, (ReasonCode.DR_EVENT,))
+        step = d.withdraw("dev-0", withdrawn_at, (ReasonCode.LIFE_SAFETY_EXCLUSION,))
         assert [r.command_id for r in step.dequeued] == ["cmd-0"]
+        restore = dataclasses.replace(
+            request(0, withdrawn_at, action=Action.RESTORE), command_id="r"
+        )
+        assert [c.command_id for c in commands(d.request(restore).outputs)] == ["r"]
         d.advance(T0 + 10 * 60_000)
-        assert commands(d.outputs()) == []
-        assert d.waiting == {}
+        assert [c.action for c in commands(d.outputs())] == [Action.RESTORE]
+        assert (d.waiting, d.held) == ({}, [])
+
+
+def test_an_event_end_after_a_request_acts_after_its_release_even_if_both_are_overdue() -> None:
+    """The watermark jumps past a request and its event's end at once (a backlog, a replay):
+    the CURTAIL goes at its own time, as live, and the RESTORE, which arrived first, waits
+    behind it and goes after it."""
+    d = Driver()
+    d.request(request(0, T0))
+    end = T0 + 5 * 60_000
+    assert d.withdraw("dev-0", end, (ReasonCode.DR_EVENT,)).outputs == ()
+    restore = dataclasses.replace(request(0, end, action=Action.RESTORE), command_id="r")
+    assert d.request(restore).outputs == ()  # behind the CURTAIL it undoes
+    d.advance(T0 + 10 * 60_000)
+    assert [c.command_id for c in commands(d.outputs())] == ["cmd-0", "r"]
+    assert (d.waiting, d.held) == ({}, [])
+
+
+def test_an_event_end_withdraws_a_request_the_budget_deferred_past_it() -> None:
+    """Budget 3, four requests: the fourth waits for the next window, which opens after its
+    event has ended; the end blocks it at its instant and the RESTORE follows, alone."""
+    d = Driver()
+    for n in range(4):
+        d.request(request(n, T0))
+    d.advance(T0)
+    end = T0 + 5_000
+    d.withdraw("dev-3", end, (ReasonCode.DR_EVENT,))
+    d.request(dataclasses.replace(request(3, end, action=Action.RESTORE), command_id="r"))
+    d.advance(T0 + POLICY.window_ms)
+    sent = [(c.device_id, c.action) for c in commands(d.outputs()) if c.device_id == "dev-3"]
+    assert sent == [("dev-3", Action.RESTORE)]
+    assert audits(d.outputs(), AuditOutcome.BLOCKED) == [None]
+    assert (d.waiting, d.held) == ({}, [])
 
 
 def test_requests_of_one_instant_go_in_priority_order_whatever_their_arrival() -> None:
@@ -311,13 +353,16 @@ def _check_windows(d: Driver) -> None:
 def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     script: list[tuple], gaps: list[int], budget: int
 ) -> None:
-    """Property: under any request stream and window timing, each request ends EMITTED exactly
-    once (deferred ones later, none dropped) unless its device withdrew while it waited (then
-    BLOCKED, never emitted); each window within budget, in priority order."""
+    """Property: under any request stream and window timing, each request ends EMITTED or
+    BLOCKED exactly once (deferred ones later, none dropped); one waiting when a safety
+    withdrawal of its device arrived is never emitted, one waiting when another withdrawal
+    arrived only before that withdrawal's instant; each window within budget, in priority
+    order."""
     d = Driver(policy=BudgetPolicy(commands_per_window=budget, window_ms=10_000))
     clock = T0
     sent: list[CommandRequest] = []
-    withdrawn: set[str] = set()  # the command ids waiting when their device withdrew
+    immediate: set[str] = set()  # the command ids waiting when a safety withdrawal came
+    held: list[tuple[int, set[str]]] = []  # a withdrawal's instant, the ids waiting then
     gap_iter = iter(gaps)
     for n, (_, dt, priority, action) in enumerate(script):
         clock += dt
@@ -325,10 +370,14 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
             d.advance(clock - next(gap_iter, 0))
         if n % 7 == 6 and sent:  # now and then an earlier device withdraws
             victim = sent[(n * 3) % len(sent)]
-            withdrawn |= {
-                c for c, w in d.waiting.items() if w.request.device_id == victim.device_id
-            }
-            d.withdraw(victim.device_id, clock, (ReasonCode.TELEMETRY_STALE,))
+            mine = {c for c, w in d.waiting.items() if w.request.device_id == victim.device_id}
+            safety = n % 2 == 0
+            why = ReasonCode.LIFE_SAFETY_EXCLUSION if safety else ReasonCode.TELEMETRY_STALE
+            if safety:
+                immediate |= mine
+            else:
+                held.append((clock, mine))
+            d.withdraw(victim.device_id, clock, (why,))
         req = request(n, clock, priority, action)
         sent.append(req)
         d.request(req)
@@ -346,7 +395,9 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
     assert sorted([*issued, *(f"cmd-{b[4:]}" for b in blocked)]) == sorted(
         r.command_id for r in sent
     )
-    assert set(issued) == {r.command_id for r in sent} - withdrawn
+    assert not immediate & set(issued)  # a safety withdrawal's victims never go out
+    for at, victims in held:  # the others only if released before the withdrawal's instant
+        assert all(issued[v] < at for v in victims & set(issued))
     deferred = [o for o in d.outputs() if getattr(o, "outcome", None) is AuditOutcome.DEFERRED]
     assert all(o.action in LOAD_REDUCING_ACTIONS for o in deferred)
     _check_windows(d)
@@ -399,3 +450,55 @@ def test_no_load_reducing_command_goes_out_while_an_interlock_holds(
     ]
     assert sorted(finished) == sorted(r.device_id for r in sent)
     _check_windows(d)
+
+
+one_device_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["curtail", "end", "life-safety", "advance"]),
+        st.integers(0, 12_000),  # ms since the previous op
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(one_device_ops, st.integers(1, 3))
+def test_a_restore_never_overtakes_the_load_reducing_command_it_undoes(
+    script: list[tuple[str, int]], budget: int
+) -> None:
+    """Property: one device's CURTAILs, each undone by a withdrawal (an event's end, held for
+    its instant, or LIFE_SAFETY, at once) and a RESTORE, in any timing: every CURTAIL made
+    before a RESTORE is resolved (sent or blocked) before that RESTORE goes out, so the last
+    command the device gets is never a CURTAIL that was undone."""
+    d = Driver(policy=BudgetPolicy(commands_per_window=budget, window_ms=10_000))
+    clock, made = T0, []
+    for n, (op, dt) in enumerate(script):
+        clock += dt
+        if op == "advance":
+            d.advance(clock)
+            continue
+        if op == "curtail":
+            made.append(
+                dataclasses.replace(request(0, clock), command_id=f"c-{n}", correlation_id=f"c{n}")
+            )
+            d.request(made[-1])
+            continue
+        why = ReasonCode.DR_EVENT if op == "end" else ReasonCode.LIFE_SAFETY_EXCLUSION
+        d.withdraw("dev-0", clock, (why,))
+        restore = CommandRequest(
+            f"r-{n}", "dev-0", "north", Action.RESTORE, 1, clock, f"c{n}", CAUSE
+        )
+        made.append(restore)
+        d.request(restore)
+    d.drain(clock)
+
+    ends = (AuditOutcome.EMITTED, AuditOutcome.BLOCKED)
+    resolved = [  # the correlation ids of the requests, in the order they were resolved
+        o.correlation_id for o in d.outputs() if isinstance(o, AuditDecision) and o.outcome in ends
+    ]
+    assert sorted(resolved) == sorted(r.correlation_id for r in made)
+    for k, restore in enumerate(made):
+        if restore.action is Action.RESTORE:
+            at = resolved.index(restore.correlation_id)
+            undone = [r for r in made[:k] if r.action is Action.CURTAIL]
+            assert all(resolved.index(r.correlation_id) < at for r in undone)

@@ -347,6 +347,30 @@ def test_budget_stage_releases_on_a_quiet_feed_after_the_hold() -> None:
     assert h.pending_timers(REGION) == [T0, T0 + 10_000]
 
 
+def test_budget_stage_on_a_quiet_feed_sends_a_curtail_before_the_restore_that_undoes_it() -> None:
+    """A CURTAIL, then its event's end (a withdrawal and a RESTORE, minutes later in event
+    time) arrive before the watermark moves: after the hold they go out instant by instant,
+    the CURTAIL at its time and the RESTORE after it; the withdrawal, held in state, is gone."""
+    policy = BudgetPolicy(commands_per_window=2, window_ms=10_000, hold_ms=1_000)
+    h = Harness(BudgetStage(policy, WETBULB)).open()
+    h.process_broadcast(weather_entry())
+    h.processing_time = 5_000
+    end = T0 + 5 * 60_000
+    assert h.process(REGION, budget_request(0, T0)) == []
+    assert (
+        h.process(REGION, Withdrawal("dev-0", REGION, (ReasonCode.DR_EVENT,), "w", CAUSE, end))
+        == []
+    )
+    assert h.state_value(REGION, "withdrawn") is not None
+    restore = CommandRequest("r-0", "dev-0", REGION, Action.RESTORE, 1, end, "c", CAUSE)
+    assert h.process(REGION, restore) == []  # behind the CURTAIL it undoes
+    out = h.advance_processing_time(6_000)
+    assert [(c.command_id, c.issued_ts_ms) for c in of(DeviceCommand, out)] == [
+        ("cmd-0", T0), ("r-0", end),
+    ]  # fmt: skip
+    assert [h.state_value(REGION, n) for n in ("waiting", "by-device", "withdrawn")] == [None] * 3
+
+
 def test_budget_stage_spends_a_window_on_the_higher_priority_whatever_came_first() -> None:
     """Requests of one instant compete by DR priority before the budget is spent: the
     priority-1 ones arrive last and still go out first; the others wait a window."""

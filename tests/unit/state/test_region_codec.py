@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.budget import Waiting, Window
-from functions.device import CommandRequest
+from functions.budget import Held, Waiting, Window
+from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts
 from functions.pipeline import Heartbeat, PipelineState
 from functions.region import RegionEvent, RosterEntry
 from functions.wetbulb import RegionWeather
-from schemas.models import Action, Cause, DeviceClass
+from schemas.models import Action, Cause, DeviceClass, ReasonCode
 from state import region as codec
 from state.region import RegionStateError, RegionStateFieldError
 
@@ -76,6 +76,19 @@ requests = st.builds(
     cause=causes,
 )
 waitings = st.builds(Waiting, requests, st.booleans())
+helds = st.builds(
+    Held,
+    st.builds(
+        Withdrawal,
+        device_id=texts,
+        region_id=texts,
+        reasons=st.lists(st.sampled_from(ReasonCode), max_size=4).map(tuple),
+        correlation_id=texts,
+        cause=causes,
+        ts_ms=times,
+    ),
+    st.lists(texts, max_size=3).map(tuple),
+)
 windows = st.builds(Window, start_ms=times, used=st.integers(0, 10**6))
 pipelines = st.builds(
     PipelineState,
@@ -90,6 +103,7 @@ CODECS: dict[str, tuple[st.SearchStrategy[Any], Codec]] = {
     "event": (events, (codec.encode_event, codec.decode_event)),
     "request": (waitings, (codec.encode_waiting, codec.decode_waiting)),
     "window": (windows, (codec.encode_window, codec.decode_window)),
+    "withdrawal": (helds, (codec.encode_held, codec.decode_held)),
     "pipeline": (pipelines, (codec.encode_pipeline, codec.decode_pipeline)),
 }
 DECODERS = [decode for _, (_, decode) in CODECS.values()]
@@ -262,6 +276,15 @@ FIELDS: dict[str, list[tuple[str, str]]] = {
         ("deferred", "bool"),
     ],
     "window": [("start_ms", "int"), ("used", "int")],
+    "withdrawal": [
+        ("device_id", "str"),
+        ("region_id", "str"),
+        ("reasons", "strs"),
+        ("correlation_id", "str"),
+        ("cause", "cause"),
+        ("ts_ms", "int"),
+        ("victims", "strs"),
+    ],
     "pipeline": [("frozen", "bool"), ("source_silent", "bool"), ("beats", "list")],
 }
 
