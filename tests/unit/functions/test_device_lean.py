@@ -185,3 +185,27 @@ def test_the_heard_from_state_keeps_every_field_of_the_state() -> None:
     too, or the common reading would reset it."""
     source = inspect.getsource(device._heard)
     assert [f.name for f in dataclasses.fields(DeviceState) if f"{f.name}=" not in source] == []
+
+
+def test_the_stage_writes_no_state_and_moves_no_timer_for_a_reading_that_changes_neither() -> None:
+    """A duplicate reading leaves the stored bytes as they were (not even rewritten), and a
+    common reading rewrites the state but calls the timer service for nothing."""
+    from functions.operators import DeviceStage
+    from functions.wetbulb import WetBulbPolicy
+    from tests.harness import Harness
+
+    h = Harness(DeviceStage(POLICY, WetBulbPolicy())).open()
+    h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
+    h.process(DEV, Telemetry(DEV, T0 + MINUTE_MS, 2.0, True, True, False, "t1", CAUSE))
+    stored, timers = h.state_bytes(DEV, "device"), dict(h.timers)
+    calls: list[str] = []
+    with (
+        mock.patch("tests.harness.FakeTimerService.register_event_time_timer", calls.append),
+        mock.patch("tests.harness.FakeTimerService.delete_event_time_timer", calls.append),
+    ):
+        h.process(DEV, Telemetry(DEV, T0 + MINUTE_MS, 2.0, True, True, False, "dup", CAUSE))
+        assert h.state_bytes(DEV, "device") is stored
+        h.process(DEV, Telemetry(DEV, T0 + 2 * MINUTE_MS, 2.0, True, True, False, "t2", CAUSE))
+    assert calls == []
+    assert h.timers == timers
+    assert h.state_bytes(DEV, "device") != stored
