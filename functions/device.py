@@ -523,7 +523,8 @@ def _resolve_queue(out: _Out, corr: str, cause: Cause) -> None:
     current = out.state.participation
     if current is None and waiting:
         current, waiting = waiting[0], waiting[1:]
-    out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting))
+    if current is not out.state.participation or tuple(waiting) != out.state.queued:
+        out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting))
 
 
 def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
@@ -557,7 +558,13 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
 
 
 def _settle(out: _Out, corr: str, cause: Cause) -> None:
-    """Re-derive what is due from the state at `now`, whichever input came last."""
+    """Re-derive what is due from the state at `now`, whichever input came last.
+
+    Every step below acts on a participation, current or queued: without one nothing can be
+    due, so the common reading of a device in no DR event skips them all.
+    """
+    if out.state.participation is None and not out.state.queued:
+        return
     _act_on_opt_outs(out, corr, cause)
     _release_if_unsafe(out, corr, cause)
     _finish_if_over(out, corr, cause)
@@ -599,11 +606,10 @@ def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
         return dataclasses.replace(part, opted_out=True)
 
     current = out.state.participation
-    out.state = dataclasses.replace(
-        out.state,
-        participation=None if current is None else act(current),
-        queued=tuple(act(p) for p in out.state.queued),
-    )
+    acted = None if current is None else act(current)
+    queued = tuple(act(p) for p in out.state.queued)
+    if acted is not current or queued != out.state.queued:
+        out.state = dataclasses.replace(out.state, participation=acted, queued=queued)
 
 
 def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
@@ -621,22 +627,39 @@ def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:
         if event.customer_override:
             _opt_out(out, event.ts_ms, corr, cause)
         return out.step()
-    out.state = dataclasses.replace(state, last_seen_ms=event.ts_ms)
     if event.good:
-        out.state = dataclasses.replace(
-            out.state,
-            last_good=LastGood(event.ts_ms, event.power_kw, event.is_on),
-            stale=False,
-            stats=state.stats.add(event.power_kw),
-        )
+        out.state = _heard(state, event)
         if state.stale:
             out.alert(
                 AlertKind.TELEMETRY_RESTORED, Severity.INFO, "telemetry restored", corr, cause
             )
+    else:
+        out.state = dataclasses.replace(state, last_seen_ms=event.ts_ms)
     if event.customer_override:
         _opt_out(out, event.ts_ms, corr, cause)
     _settle(out, corr, cause)
     return out.step()
+
+
+def _heard(state: DeviceState, event: Telemetry) -> DeviceState:
+    """`state` after a new reading of good quality: seen, heard from, fresh, one more sample.
+
+    Built field by field in one go: the hot path of every reading (`dataclasses.replace`
+    costs several times more).
+    """
+    return DeviceState(
+        info=state.info,
+        info_ts_ms=state.info_ts_ms,
+        last_seen_ms=event.ts_ms,
+        last_good=LastGood(event.ts_ms, event.power_kw, event.is_on),
+        stale=False,
+        override_ts_ms=state.override_ts_ms,
+        participation=state.participation,
+        queued=state.queued,
+        pending=state.pending,
+        stats=state.stats.add(event.power_kw),
+        watch_ms=state.watch_ms,
+    )
 
 
 def _record_rank(info: DeviceInfo | None, ts_ms: int) -> tuple[object, ...]:
@@ -837,9 +860,29 @@ def step(state: DeviceState | None, event: Event, ctx: Context) -> Step:
     cleared: kept, it would hold an entry with no timer ever to clear it.
     """
     result = _dispatch(state, event, ctx)
-    if result.state is None or dataclasses.replace(result.state, watch_ms=None) == DeviceState():
+    if result.state is None or _knows_nothing(result.state):
         return Step(None, result.outputs)
-    return Step(_armed(result.state, ctx), result.outputs)
+    armed = _armed(result.state, ctx)
+    return result if armed is result.state else Step(armed, result.outputs)
+
+
+_EMPTY = DeviceState()
+
+
+def _knows_nothing(state: DeviceState) -> bool:
+    """Whether `state` equals an empty state, its watch timer aside."""
+    return (
+        state.last_seen_ms is None
+        and state.info is None
+        and state.info_ts_ms is None
+        and state.last_good is None
+        and state.participation is None
+        and state.pending is None
+        and state.override_ts_ms is None
+        and not state.queued
+        and not state.stale
+        and state.stats == _EMPTY.stats
+    )
 
 
 def _dispatch(state: DeviceState | None, event: Event, ctx: Context) -> Step:

@@ -313,6 +313,14 @@ class _MirrorWriter:
         self._schedule(timestamp, ctx)
 
 
+def _timed(state: device_codec.DeviceState | None) -> tuple[Any, ...]:
+    """What `device.timers_for` reads of a state: equal parts, equal timers (so a reading
+    that changes neither moves no timer and costs no timer set)."""
+    if state is None:
+        return ()
+    return (state.watch_ms, state.participation, state.queued, state.pending)
+
+
 class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Keyed by device id: `functions.device.step` over the device state and its timers.
 
@@ -364,10 +372,14 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         result = device.step(old, event, decision)
         new = result.state
         if new is None:
-            self.state.clear()
-        else:
+            if old is not None:
+                self.state.clear()
+            _reconcile(device.timers_for(old, self.policy), frozenset(), ctx)
+        elif new is not old:  # the step hands back the very state when nothing changed
             self.state.update(device_codec.encode(new))
-        _reconcile(device.timers_for(old, self.policy), device.timers_for(new, self.policy), ctx)
+            if _timed(old) != _timed(new):
+                wanted = device.timers_for(new, self.policy)
+                _reconcile(device.timers_for(old, self.policy), wanted, ctx)
         yield from result.outputs
         good = new.last_good if new is not None else None
         if self.mirror is not None and good is not None and (old is None or old.last_good != good):

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pyflink.common import Row, Types
@@ -26,7 +26,7 @@ from pyflink.datastream import (
 from functions import device, pipeline, region
 from functions.operators import PICKLED
 from gridstream import topics
-from schemas import catalog, dead_letter, models, serde
+from schemas import catalog, dead_letter, models, serde, telemetry
 from schemas.registry import USER_INFO_ENV, Registry, RegistryConfig
 from state.device import DeviceInfo
 
@@ -66,17 +66,35 @@ class SchemaAccess:
 
 
 def _telemetry(record: models.ScadaTelemetry | models.IotTelemetry, cause: models.Cause) -> Any:
-    if isinstance(record, models.ScadaTelemetry):
-        q = record.quality
-        good = not (q.invalid or q.not_topical or q.substituted or q.blocked or q.overflow)
-        is_on = record.switch_closed if record.switch_closed is not None else record.power_kw > 0
+    return _reading(record.model_dump(), cause)
+
+
+def _reading(record: Mapping[str, Any], cause: models.Cause) -> device.Telemetry:
+    """The stage's reading from a telemetry record as a dict (decoded Avro or a model's dump)."""
+    quality = record.get("quality")
+    if quality is not None:  # SCADA
+        good = not (
+            quality["invalid"]
+            or quality["not_topical"]
+            or quality["substituted"]
+            or quality["blocked"]
+            or quality["overflow"]
+        )
+        closed = record["switch_closed"]
+        is_on = closed if closed is not None else record["power_kw"] > 0
         override = False
     else:
-        good, is_on, override = True, record.is_on, record.customer_override
+        good, is_on, override = True, record["is_on"], record["customer_override"]
     return device.Telemetry(
-        record.device_id, record.ts_ms, record.power_kw, is_on, good, override,
-        record.correlation_id, cause,
+        record["device_id"], record["ts_ms"], record["power_kw"], is_on, good, override,
+        record["correlation_id"], cause,
     )  # fmt: skip
+
+
+TELEMETRY_MODELS: Mapping[str, type[models.TopicRecord]] = {
+    topics.SCADA_TELEMETRY: models.ScadaTelemetry,
+    topics.IOT_TELEMETRY: models.IotTelemetry,
+}
 
 
 ENDED = frozenset({models.EventStatus.CANCELLED, models.EventStatus.COMPLETED})  # let go now
@@ -185,19 +203,34 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         self.newest = 0
         self.beat_ms = 0
 
+    def _fast_reading(
+        self, topic: str, raw: bytes | None, cause: models.Cause, now_ms: int
+    ) -> device.Telemetry | None:
+        """A reading decoded and range-checked without a model (`schemas.telemetry`), or None:
+        not telemetry, or not surely valid, for the full path to validate or dead-letter."""
+        model = TELEMETRY_MODELS.get(topic)
+        if model is None or raw is None:
+            return None
+        try:
+            _, record = self.deserializers[topic].read(raw)
+        except serde.DecodeError:
+            return None  # the full path dead-letters it, with the same error
+        return _reading(record, cause) if telemetry.passes(model, record, now_ms) else None
+
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         topic, partition, offset, ts_ms, key, raw, correlation_id = value
         now_ms = int(time.time() * 1000)
-        source = dead_letter.SourceRecord(
-            topic, partition, offset, ts_ms, key, raw,
-            [(dead_letter.CORRELATION_HEADER, correlation_id)],
-        )  # fmt: skip
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
         events: Iterable[Any]
-        if topic == topics.DEVICE_REGISTRY and raw is None and key:  # a deleted CIS record
+        reading = self._fast_reading(topic, raw, cause, now_ms)
+        deleted = reading is None and topic == topics.DEVICE_REGISTRY and raw is None and bool(key)
+        if reading is not None:
+            events = (reading,)
+        elif deleted:  # a deleted CIS record
             device_id = bytes(key).decode("utf-8", "replace")
             events = (device.Deregistration(device_id, correlation_id, cause, ts_ms),)
         else:
+            source = _source(value)
             decoder = self.deserializers.get(topic)
             if decoder is None:
                 error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
@@ -208,13 +241,14 @@ class Decode(ProcessFunction):  # type: ignore[misc]
                 yield DEAD_LETTERS, record
                 return
             events = tuple(events_of(record, cause))
+        if not deleted:  # a tombstone's time is Kafka's, not the sender's
             ahead = max((event.ts_ms for event in events), default=now_ms) - now_ms
             if ahead > self.max_clock_skew_ms:
                 error = ClockSkewError(
                     f"{topic}: event time is {ahead} ms ahead of the job's clock (max clock skew"
                     f" {self.max_clock_skew_ms} ms): fix the sender's clock"
                 )
-                yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
+                yield DEAD_LETTERS, dead_letter.build(_source(value), error, self.job, now_ms)
                 return
         for event in events:
             # Event time for the watermark never runs ahead of the job's clock: a record
@@ -232,6 +266,15 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         if now_ms - self.beat_ms >= HEARTBEAT_MS:
             self.beat_ms = now_ms
             yield CONTROL, (pipeline.Heartbeat(self.subtask, now_ms, self.newest), self.newest)
+
+
+def _source(value: Row) -> dead_letter.SourceRecord:
+    """An input row as the dead-letter builder reads it."""
+    topic, partition, offset, ts_ms, key, raw, correlation_id = value
+    return dead_letter.SourceRecord(
+        topic, partition, offset, ts_ms, key, raw,
+        [(dead_letter.CORRELATION_HEADER, correlation_id)],
+    )  # fmt: skip
 
 
 def output_key(record: models.TopicRecord) -> bytes | None:

@@ -173,15 +173,25 @@ def _not_in_future(value: int, info: ValidationInfo) -> int:
     return value
 
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^\S+$")]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Limits shared with the compiled telemetry check (`schemas.telemetry`), which must agree.
+ID_CHARS = 128
+LABEL_CHARS = 64
+PERCENT_RANGE = (0.0, 100.0)
+TEMP_C_RANGE = (-90.0, 100.0)
+VOLTAGE_KV_RANGE = (0.0, 800.0)
+SETPOINT_C_RANGE = (0.0, 95.0)
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=ID_CHARS, pattern=r"^\S+$")]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=LABEL_CHARS)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 TimestampMs = Annotated[int, Field(ge=MIN_TS_MS, le=MAX_TS_MS)]
 EventTimeMs = Annotated[TimestampMs, AfterValidator(_not_in_future)]
 Partition = Annotated[int, Field(ge=0, le=MAX_INT)]
 Offset = Annotated[int, Field(ge=0, le=MAX_LONG)]
-Percent = Annotated[float, Field(ge=0.0, le=100.0)]
-TempC = Annotated[float, Field(ge=-90.0, le=100.0)]
+Percent = Annotated[float, Field(ge=PERCENT_RANGE[0], le=PERCENT_RANGE[1])]
+TempC = Annotated[float, Field(ge=TEMP_C_RANGE[0], le=TEMP_C_RANGE[1])]
+VoltageKv = Annotated[float, Field(ge=VOLTAGE_KV_RANGE[0], le=VOLTAGE_KV_RANGE[1])]
+SetpointC = Annotated[float, Field(ge=SETPOINT_C_RANGE[0], le=SETPOINT_C_RANGE[1])]
 
 
 def _check_power(device_class: DeviceClass, field: str, kw: float) -> None:
@@ -222,7 +232,7 @@ class ScadaTelemetry(TopicRecord):
     ts_ms: EventTimeMs
     correlation_id: Id
     power_kw: float
-    voltage_kv: Annotated[float, Field(ge=0.0, le=800.0)] | None = None
+    voltage_kv: VoltageKv | None = None
     switch_closed: bool | None = None
     quality: IecQuality
 
@@ -243,7 +253,7 @@ class IotTelemetry(TopicRecord):
     correlation_id: Id
     power_kw: float
     is_on: bool
-    setpoint_c: Annotated[float, Field(ge=0.0, le=95.0)] | None = None
+    setpoint_c: SetpointC | None = None
     customer_override: bool
     firmware_version: Label
     measured_temp_c: TempC | None = None
