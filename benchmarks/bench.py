@@ -95,8 +95,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 def taskmanager_cpu(stack: LocalStack) -> float:
-    """CPU seconds of the TaskManager JVM and its children (thread mode: Python runs inside)."""
-    return sum(cpu_seconds(pid) for pid in stack.flink.daemons(TASKMANAGER).prune())
+    """CPU seconds of the TaskManager JVM and its children (thread mode: Python runs inside).
+
+    Read-only (`live`, not `prune`): rewriting the pid files races the supervisor, which then
+    takes the TaskManager for dead and starts a second one.
+    """
+    return sum(cpu_seconds(pid) for pid in stack.flink.daemons(TASKMANAGER).live())
 
 
 def rest(stack: LocalStack, path: str) -> Any:
