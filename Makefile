@@ -68,7 +68,7 @@ schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in s
 test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
 
 BENCH_ARGS ?=
-bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke" for a minute's version).
+bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(BENCH_ARGS)
 
 stack-up: setup ## Start the local stack (idempotent).

@@ -15,7 +15,7 @@ figures are defined in README.md ("Performance").
 
     .venv/bin/python benchmarks/bench.py                      # 100k devices, p1 and p2, both modes
     .venv/bin/python benchmarks/bench.py --devices 20000 --parallelism 1 --modes exactly-once
-    .venv/bin/python benchmarks/bench.py --smoke              # a minute: the stack test's size
+    .venv/bin/python benchmarks/bench.py --smoke              # ~1.5 min: the stack test's size
 """
 
 from __future__ import annotations
