@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack stack-up stack-down stack-status doctor lock clean
+.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack bench stack-up stack-down stack-status doctor lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in s
 
 test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
 
+BENCH_ARGS ?=
+bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(BENCH_ARGS)
+
 stack-up: setup ## Start the local stack (idempotent).
 	$(PY) -m gridstream.cli stack up
 
@@ -80,7 +84,7 @@ doctor: venv ## Check Java, the JVM artifacts, the worker's Python and the ports
 	$(PY) -m gridstream.cli doctor
 
 lock: ## Re-resolve requirements.lock from pyproject.toml.
-	uv pip compile pyproject.toml --group dev --generate-hashes --python-version 3.11 \
+	uv pip compile pyproject.toml --group dev --override benchmarks/overrides.txt --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
 
 clean: ## Remove the venv, the JVM artifacts and the local stack's data.

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from collections.abc import Iterator
 
 import pytest
 
 from gridstream import config
 from gridstream.stack import LocalStack
+from gridstream.stack.process import free_ports
 from tests.stack.scenarios_support import job_running
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports nothing listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import pytest
 from gridstream import config
 from gridstream.stack.components import Flink
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER, command_line
-from gridstream.stack.process import pid_alive, wait_until
-from tests.stack.conftest import free_ports
+from gridstream.stack.process import free_ports, pid_alive, wait_until
 
 pytestmark = pytest.mark.stack
 
