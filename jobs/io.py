@@ -141,10 +141,12 @@ def _device_rows(t_env: Any, table: str) -> tuple[DataStream, DataStream]:
     seen = t_env.from_data_stream(
         devices, Schema.new_builder().column_by_expression("pt", "PROCTIME()").build()
     )
+    # Telemetry only: a registry record's Kafka time is when the CIS sent it, not a reading's.
+    telemetry = f"record.`topic` IN ({_in((topics.SCADA_TELEMETRY, topics.IOT_TELEMETRY))})"
     heartbeats = t_env.sql_query(
         "SELECT MAX(record.ts_ms) AS newest, COUNT(*) AS n FROM TABLE(TUMBLE("  # noqa: S608
         f"TABLE {seen}, DESCRIPTOR(pt), INTERVAL '{HEARTBEAT_S}' SECOND))"
-        " GROUP BY window_start, window_end"
+        f" WHERE {telemetry} GROUP BY window_start, window_end"
     )
     return devices, t_env.to_data_stream(heartbeats)
 
