@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from pyflink.common import Row, Types
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
 from pyflink.table import Schema, StreamTableEnvironment
 
@@ -29,8 +29,12 @@ INPUT_RECORD = Types.ROW_NAMED(
     list(INPUT_FIELDS),
     [Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), BYTES, BYTES, Types.STRING()],
 )
-# (device id, INPUT_RECORD): the device stage's input, keyed in Java on field 0, the Kafka key.
-DEVICE_ROW = Types.ROW_NAMED(["device_key", "record"], [Types.STRING(), INPUT_RECORD])
+# (device id, INPUT_RECORD, event time): the device stage's input, keyed in Java on field 0 (the
+# Kafka key); the stage is handed field 1. The event time (null for rows the job makes) is there
+# so the table conversion stamps each record with it (`_per_subtask_watermarks`).
+DEVICE_ROW = Types.ROW_NAMED(
+    ["device_key", "record", "rowtime"], [Types.STRING(), INPUT_RECORD, Types.INSTANT()]
+)
 OUTPUT_FIELDS = ("topic", "key", "value", "correlation_id")
 OUTPUT_RECORD = Types.ROW_NAMED(list(OUTPUT_FIELDS), [Types.STRING(), BYTES, BYTES, Types.STRING()])
 CORRELATION_HEADER = "correlation_id"
@@ -107,6 +111,12 @@ def _rowtime(ts: str) -> str:
 
 
 HEARTBEAT_S = 1
+CONTROL_GROUP = ".control"  # the control source's consumer group: the job's, and this
+
+
+def consumer_groups(group: str) -> dict[str, tuple[str, ...]]:
+    """The consumer groups `KafkaSources` commits under, with the topics each reads."""
+    return {group: topics.DEVICE_KEYED_INPUTS, f"{group}{CONTROL_GROUP}": topics.CONTROL_INPUTS}
 
 
 def _interval(ms: int) -> str:
@@ -126,18 +136,31 @@ def _in(topic_names: Sequence[str]) -> str:
     return ", ".join(f"'{t}'" for t in topic_names)
 
 
-def _device_rows(t_env: Any, table: str) -> tuple[DataStream, DataStream]:
+def _per_subtask_watermarks(rows: DataStream, timing: EventTime) -> DataStream:
+    """`rows` with watermarks made per subtask from their timestamps (the `rowtime` the table
+    conversion put on each record), in Java, instead of the source's per Kafka partition: a
+    registry partition that rarely gets a record would hold the device stage's clock back for
+    the idle timeout after each one (a DR start 30 s late)."""
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(timing.out_of_orderness_ms)
+    ).with_idleness(Duration.of_millis(timing.idleness_ms))  # the record's timestamp by default
+    j_rows = rows._j_data_stream
+    return DataStream(j_rows.assignTimestampsAndWatermarks(strategy._j_watermark_strategy))
+
+
+def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream, DataStream]:
     """The device-keyed records of `table` (the columns of `INPUT_RECORD`, and a `rowtime`
     with its watermark) as `DEVICE_ROW`s, and their heartbeats. All in Java: a reading first
     meets Python in the device stage."""
     record = "ROW(`topic`, `partition`, `offset`, ts_ms, `key`, `value`, correlation_id)"
     device_key = "COALESCE(CAST(`key` AS STRING), '')"
     wanted = f"`topic` IN ({_in(topics.DEVICE_KEYED_INPUTS)})"
-    query = f"SELECT {device_key} AS device_key, {record} AS record FROM {table} WHERE {wanted}"  # noqa: S608
+    query = f"SELECT {device_key}, {record}, `rowtime` FROM {table} WHERE {wanted}"  # noqa: S608
     devices = t_env.to_data_stream(t_env.sql_query(query))
     # The table runtime's own row type; PyFlink's keyed Python operators need a RowTypeInfo
     # (with the other, the job hangs): the rows are the same Java objects either way.
     devices._j_data_stream.getTransformation().setOutputType(DEVICE_ROW.get_java_type_info())
+    devices = _per_subtask_watermarks(devices, timing)
     seen = t_env.from_data_stream(
         devices, Schema.new_builder().column_by_expression("pt", "PROCTIME()").build()
     )
@@ -209,9 +232,10 @@ class KafkaSources:
         group = self.connection.group_id
         t_env = _table_env(env, "devices", timing)
         self._table(t_env, "device_inputs", topics.DEVICE_KEYED_INPUTS, group, timing)
-        devices, heartbeats = _device_rows(t_env, "device_inputs")
+        devices, heartbeats = _device_rows(t_env, "device_inputs", timing)
         t_env = _table_env(env, "control", timing)
-        self._table(t_env, "control_inputs", topics.CONTROL_INPUTS, f"{group}.control", timing)
+        control_group = f"{group}{CONTROL_GROUP}"
+        self._table(t_env, "control_inputs", topics.CONTROL_INPUTS, control_group, timing)
         return Inputs(devices, _control_rows(t_env, "control_inputs"), heartbeats)
 
 
@@ -272,7 +296,7 @@ class CollectionSources:
             .build()
         )
         t_env.create_temporary_view("collected_inputs", t_env.from_data_stream(rows, schema))
-        devices, heartbeats = _device_rows(t_env, "collected_inputs")
+        devices, heartbeats = _device_rows(t_env, "collected_inputs", timing)
         return Inputs(devices, _control_rows(t_env, "collected_inputs"), heartbeats)
 
 

@@ -291,7 +291,7 @@ def event_row(event: Any) -> Row:
     data = pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
     key = event.device_id
     record = Row(INTERNAL_TOPIC, 0, 0, event.ts_ms, key.encode(), data, event.correlation_id)
-    return Row(key, record)
+    return Row(key, record, None)  # its event time travels with the control stream's
 
 
 class DeviceRows(Decoder):

@@ -131,6 +131,6 @@ def test_an_event_made_for_a_device_travels_as_a_row_and_comes_back_equal() -> N
     approval = device.Approval(
         "t-1", "rec-1", models.ApprovalDecision.APPROVE, "op", "c", CAUSE, now_ms()
     )
-    key, row = event_row(approval)
+    key, row, _ = event_row(approval)
     assert (key, row[0], bytes(row[4])) == ("t-1", INTERNAL_TOPIC, b"t-1")
     assert device_rows().events(row, now_ms()) == (approval,)
