@@ -49,6 +49,7 @@ from gridstream.stack.components import TERMINAL_STATES
 from gridstream.stack.daemons import TASKMANAGER
 from gridstream.stack.process import free_ports
 from jobs.device_control import JOB_NAME
+from jobs.io import consumer_groups
 from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
 
@@ -130,13 +131,19 @@ def input_ends(servers: str) -> dict[tuple[str, int], int]:
 
 
 def committed(servers: str, partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-    """The offsets the job's consumer group has committed (0 where none)."""
-    consumer = Consumer({"bootstrap.servers": servers, "group.id": JOB_NAME})
-    try:
-        found = consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=10)
-        return {(tp.topic, tp.partition): max(tp.offset, 0) for tp in found}
-    finally:
-        consumer.close()
+    """The offsets the job's consumer groups have committed (0 where none; a topic both read,
+    the registry, counts where the slower one is)."""
+    offsets: dict[tuple[str, int], int] = {}
+    for group, names in consumer_groups(JOB_NAME).items():
+        consumer = Consumer({"bootstrap.servers": servers, "group.id": group})
+        try:
+            wanted = [TopicPartition(t, p) for t, p in partitions if t in names]
+            for tp in consumer.committed(wanted, timeout=10):
+                key, done = (tp.topic, tp.partition), max(tp.offset, 0)
+                offsets[key] = min(offsets.get(key, done), done)
+        finally:
+            consumer.close()
+    return offsets
 
 
 @dataclasses.dataclass
@@ -276,19 +283,21 @@ def latency(
 
 
 def forget_offsets(servers: str, attempts: int = 30) -> None:
-    """Delete the job's consumer group, so the next job reads every topic from its beginning."""
+    """Delete the job's consumer groups, so the next job reads every topic from its beginning."""
     admin = AdminClient({"bootstrap.servers": servers})
-    for _ in range(attempts):
-        try:
-            admin.delete_consumer_groups([JOB_NAME])[JOB_NAME].result()
-            return
-        except Exception as err:  # typed only by its message in confluent-kafka
-            if "GROUP_ID_NOT_FOUND" in str(err):
-                return
-            if "COORDINATOR" not in str(err):  # not (yet) the coordinator: ask again
-                raise
-        time.sleep(1.0)
-    raise RuntimeError(f"could not delete consumer group {JOB_NAME}: the broker keeps refusing")
+    for group in consumer_groups(JOB_NAME):
+        for _ in range(attempts):
+            try:
+                admin.delete_consumer_groups([group])[group].result()
+                break
+            except Exception as err:  # typed only by its message in confluent-kafka
+                if "GROUP_ID_NOT_FOUND" in str(err):
+                    break
+                if "COORDINATOR" not in str(err):  # not (yet) the coordinator: ask again
+                    raise
+            time.sleep(1.0)
+        else:
+            raise RuntimeError(f"could not delete consumer group {group}: the broker refuses")
 
 
 def run_job(

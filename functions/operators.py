@@ -8,8 +8,9 @@ Records travel between stages as pickled Python objects; only the sinks see Avro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from pyflink.common import Types
 from pyflink.datastream import (
@@ -23,7 +24,7 @@ from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 from functions import budget, device, pipeline, region
 from functions.interlocks import PipelineFacts
 from functions.wetbulb import RegionMode, WetBulbPolicy, mode
-from schemas.models import Alert, AlertKind, TopicRecord
+from schemas.models import Alert, AlertKind, DeadLetter, TopicRecord
 from state import device as device_codec
 from state import region as codec
 from state.mirror import LastGood, MirrorEvent, RedisMirror
@@ -321,26 +322,40 @@ def _timed(state: device_codec.DeviceState | None) -> tuple[Any, ...]:
     return (state.watch_ms, state.participation, state.queued, state.pending)
 
 
+class RowReader(Protocol):
+    """Turns the device stage's input rows into device events (or a dead letter)."""
+
+    def open(self) -> None: ...
+
+    def events(self, value: Any, now_ms: int) -> tuple[Any, ...] | DeadLetter: ...
+
+
 class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     """Keyed by device id: `functions.device.step` over the device state and its timers.
 
-    With a `redis_url`, each device's new last good reading also goes to the Redis mirror,
-    here rather than in an operator of its own: that one would see every reading again.
+    Its input is raw: the Kafka records keyed by their key in Java and decoded here by
+    `reader`, so a reading crosses into Python once (DR activations and approvals come in
+    the same rows). With a `redis_url`, each device's new last good reading also goes to the
+    Redis mirror, here rather than in an operator of its own: that one would see every reading
+    again.
     """
 
     def __init__(
         self,
+        reader: RowReader,
         policy: device.DevicePolicy,
         wetbulb: WetBulbPolicy,
         redis_url: str | None = None,
         flush_ms: int = 1_000,
     ) -> None:
+        self.reader = reader
         self.policy = policy
         self.context = _Context(wetbulb)
         self.redis_url = redis_url
         self.flush_ms = flush_ms
 
     def open(self, runtime_context: RuntimeContext) -> None:
+        self.reader.open()
         self.state = _bytes_state(runtime_context, "device")
         self.mirror = (
             None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
@@ -390,7 +405,12 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         # Each event carries its own event time: thread mode can lose element timestamps
         # through union and key_by, and the decision must not depend on that.
-        yield from self._run(value, ctx)
+        decoded = self.reader.events(value, int(time.time() * 1000))
+        if isinstance(decoded, DeadLetter):
+            yield decoded
+            return
+        for event in decoded:
+            yield from self._run(event, ctx)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         self.context.store(value, ctx)

@@ -1,8 +1,8 @@
 """The pipeline's view of itself: the lag freeze and the silent-source watchdog (rules 3 and 4).
 
-The decode stage sends a `Heartbeat` at most once a second per subtask while telemetry flows;
-the watch stage folds them in and ticks on processing time. Lag is processing time minus the
-newest event time a subtask has seen. Pure: the clock arrives as an argument.
+A `Heartbeat` comes once a second while device records flow (a SQL window over them, in the
+job); the watch stage folds them in and ticks on processing time. Lag is processing time minus
+the newest event time seen. Pure: the clock arrives as an argument.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ class PipelinePolicy:
 
 @dataclasses.dataclass(frozen=True)
 class Heartbeat:
-    """One decode subtask's progress: when it last saw telemetry and the newest event time."""
+    """One source's progress (`subtask` tells sources apart): when it last saw device records
+    and the newest event time."""
 
     subtask: int
     proc_ms: int

@@ -18,6 +18,10 @@ DLQ = "gridstream.dlq"
 
 INPUTS = (SCADA_TELEMETRY, IOT_TELEMETRY, DEVICE_REGISTRY, WEATHER, DR_EVENTS, OPERATOR_APPROVALS)
 OUTPUTS = (COMMANDS, RECOMMENDATIONS, AUDIT, ALERTS, DLQ)
+# Keyed by device_id: the device-control job keys them by their Kafka key before decoding.
+DEVICE_KEYED_INPUTS = (SCADA_TELEMETRY, IOT_TELEMETRY, DEVICE_REGISTRY)
+# The rest, and the registry again (for the regions' rosters): decoded before they are keyed.
+CONTROL_INPUTS = (DEVICE_REGISTRY, WEATHER, DR_EVENTS, OPERATOR_APPROVALS)
 
 # Per-topic Kafka configs beyond the broker defaults.
 TOPIC_CONFIGS: Mapping[str, Mapping[str, str]] = {

@@ -1,17 +1,18 @@
 """The device-control job: every input topic through the safety interlocks to the output topics.
 
-    inputs ─ decode ─┬─ dead letters ──────────────────────────────────────────────────┐
-                     ├─ control: event time ─┬─ region stage (by region) ─┬─ activations ─┐
-                     │                       │   weather, roster, DR       └─ context ─┐   │
-                     │                       └─ heartbeats ─ pipeline watch ─ context ┤   │
-                     └─ telemetry, registry, approvals: event time ───────────────────┼───┤
-                        device stage (by device) ◄─ broadcast ────────────────────────┘ ◄─┘
-                        └─ requests ─ budget (by region) ──────────────────────────────────┤
+    control topics ─ decode ─┬─ dead letters ──────────────────────────────────────────┐
+                             └─ event time ─┬─ region stage (by region) ─┬─ activations ─┐
+      heartbeats (SQL) ─────────────────────┤   weather, roster, DR       └─ context ─┐   │
+                                            ├─ pipeline watch ───────────── context ─┤   │
+                                            └─ approvals ─────────────────────────────┼───┤
+    device-keyed topics (SQL: key, event time) ── device stage (by device) ◄─ broadcast ┘ ◄─┘
+                                                   └─ requests ─ budget (by region) ─────┤
                                                                            encode ─ sinks
 
-Registry records reach the region stage's roster through the roster keeper (keyed by device),
-which also tells a device's old region when the device moves or is deleted. The trade-offs are
-in jobs/DISCUSSION.md.
+Telemetry and registry records are keyed by their Kafka key in Java and decoded in the device
+stage: a reading crosses into Python once. Registry records also reach the region stage's
+roster through the roster keeper (keyed by device), which tells a device's old region when the
+device moves or is deleted. The trade-offs are in jobs/DISCUSSION.md.
 """
 
 from __future__ import annotations
@@ -29,26 +30,38 @@ from functions import budget, device, operators, pipeline
 from functions.wetbulb import WetBulbPolicy
 from gridstream import config, topics
 from jobs import environment
-from jobs.io import OUTPUT_RECORD, KafkaConnection, KafkaSinks, KafkaSources, Sinks, Sources
+from jobs.io import (
+    DEVICE_ROW,
+    INPUT_RECORD,
+    OUTPUT_RECORD,
+    EventTime,
+    KafkaConnection,
+    KafkaSinks,
+    KafkaSources,
+    Sinks,
+    Sources,
+)
 from jobs.records import (
-    CONTROL,
     DEAD_LETTERS,
-    KEYED,
     MAX_CLOCK_SKEW_MS,
-    TIMED_KEYED,
+    TIMED,
     Decode,
+    Decoder,
+    DeviceRows,
     Encode,
     SchemaAccess,
+    event_row,
+    heartbeat,
+    is_approval,
     is_heartbeat,
     is_region_input,
     is_registry_record,
-    keyed,
     region_of,
 )
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.7.0"
+JOB_VERSION = "0.8.0"
 PICKLED = operators.PICKLED
 
 
@@ -110,15 +123,15 @@ def event_time(
     )
 
 
-def by_device(keyed: DataStream) -> KeyedStream:
-    """`(device id, event)` rows keyed in Java on their first field.
+def by_device(rows: DataStream) -> KeyedStream:
+    """`DEVICE_ROW`s keyed in Java on their first field; the stage is handed the second.
 
-    This is what PyFlink's `key_by` does after its Python key selector, without that extra
-    Python operator on every record: the decoder already put the key in the row.
+    This is what PyFlink's `key_by` does after its Python key selector, without that Python
+    operator on every record: SQL already put the Kafka key in the row.
     """
     key_type = Types.ROW([Types.STRING()]).get_java_type_info()
-    j_keyed = keyed._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
-    return KeyedStream(j_keyed, PICKLED, keyed)
+    j_keyed = rows._j_data_stream.keyBy(get_gateway().jvm.KeyByKeySelector(), key_type)
+    return KeyedStream(j_keyed, INPUT_RECORD, rows)
 
 
 def build(
@@ -135,16 +148,17 @@ def build(
     """
     schemas = schemas or SchemaAccess()
     policies = policies or Policies()
+    job = JobInfo(JOB_NAME, JOB_VERSION)
+    inputs = sources.inputs(env, EventTime(policies.out_of_orderness_ms, policies.idleness_ms))
     decoded = (
-        sources.records(env)
-        .process(
-            Decode(schemas, JobInfo(JOB_NAME, JOB_VERSION), policies.max_clock_skew_ms),
-            output_type=TIMED_KEYED,
+        inputs.control.process(
+            Decode(Decoder(schemas, job, policies.max_clock_skew_ms)), output_type=TIMED
         )
         .name("decode")
         .uid("decode")
     )
-    control = event_time(decoded.get_side_output(CONTROL), policies, "control-time")
+    beats = inputs.heartbeats.map(heartbeat, output_type=TIMED).name("heartbeats")
+    control = event_time(decoded.union(beats), policies, "control-time")
     roster_changes = (
         control.filter(is_registry_record)
         .key_by(lambda record: record.device_id, key_type=Types.STRING())
@@ -168,12 +182,13 @@ def build(
         .uid("pipeline-watch")
     )
     context = regions.union(watch).filter(operators.is_context).broadcast(operators.CONTEXT)
-    activations = regions.filter(operators.is_device_event).map(keyed, output_type=KEYED)
+    made = control.filter(is_approval).union(regions.filter(operators.is_device_event))
+    reader = DeviceRows(schemas, job, policies.max_clock_skew_ms)
     devices = (
-        by_device(event_time(decoded, policies, "event-time", KEYED).union(activations))
+        by_device(inputs.devices.union(made.map(event_row, output_type=DEVICE_ROW)))
         .connect(context)
         .process(
-            operators.DeviceStage(policies.device, policies.wetbulb, redis_url),
+            operators.DeviceStage(reader, policies.device, policies.wetbulb, redis_url),
             output_type=PICKLED,
         )
         .name("device stage")
@@ -213,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     build(
         env,
-        KafkaSources(connection, topics.INPUTS),
+        KafkaSources(connection),
         KafkaSinks(connection, topics.OUTPUTS),
         SchemaAccess(settings.stack.registry_url),
         policies_from(settings.job),

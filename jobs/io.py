@@ -1,7 +1,9 @@
 """Where the jobs read and write: Kafka through the SQL connector, or collections in tests.
 
-Every job sees its input as one stream of `INPUT_RECORD` rows (the raw bytes plus the Kafka
-coordinates the dead-letter queue needs) and writes one stream of `OUTPUT_RECORD` rows whose
+A job sees its input as `INPUT_RECORD` rows (the raw bytes plus the Kafka coordinates the
+dead-letter queue needs), split in SQL, in Java, into `Inputs`: the device-keyed topics as
+`DEVICE_ROW`s with event time and watermarks, the control topics as plain rows, and a
+heartbeat a second of the device rows. It writes one stream of `OUTPUT_RECORD` rows whose
 `topic` field routes each record. Reading through the Kafka *table* connector is what gives
 PyFlink the record's key, headers, topic, partition and offset: the DataStream `KafkaSource`
 offers only the value in Python.
@@ -14,9 +16,11 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from pyflink.common import Row, Types
+from pyflink.common import Duration, Row, Types, WatermarkStrategy
 from pyflink.datastream import DataStream, StreamExecutionEnvironment
-from pyflink.table import StreamTableEnvironment
+from pyflink.table import Schema, StreamTableEnvironment
+
+from gridstream import topics
 
 BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
 
@@ -25,15 +29,42 @@ INPUT_RECORD = Types.ROW_NAMED(
     list(INPUT_FIELDS),
     [Types.STRING(), Types.INT(), Types.LONG(), Types.LONG(), BYTES, BYTES, Types.STRING()],
 )
+# (device id, INPUT_RECORD, event time): the device stage's input, keyed in Java on field 0 (the
+# Kafka key); the stage is handed field 1. The event time (null for rows the job makes) is there
+# so the table conversion stamps each record with it (`_per_subtask_watermarks`).
+DEVICE_ROW = Types.ROW_NAMED(
+    ["device_key", "record", "rowtime"], [Types.STRING(), INPUT_RECORD, Types.INSTANT()]
+)
 OUTPUT_FIELDS = ("topic", "key", "value", "correlation_id")
 OUTPUT_RECORD = Types.ROW_NAMED(list(OUTPUT_FIELDS), [Types.STRING(), BYTES, BYTES, Types.STRING()])
 CORRELATION_HEADER = "correlation_id"
 
 
-class Sources(Protocol):
-    """Gives a job its input records."""
+@dataclasses.dataclass(frozen=True)
+class EventTime:
+    """How the device rows' watermark follows their Kafka timestamps."""
 
-    def records(self, env: StreamExecutionEnvironment) -> DataStream: ...
+    out_of_orderness_ms: int = 5_000
+    idleness_ms: int = 30_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """A job's input: `devices`, `DEVICE_ROW`s of the device-keyed topics with event time (the
+    Kafka timestamp, never later than the job's clock); `control`, `INPUT_RECORD`s of the
+    other topics (and the registry again); `heartbeats`, `(newest ms, count)` rows of the
+    device rows, one a second while they flow (from the same reading as `devices`, so a
+    backlog there shows here)."""
+
+    devices: DataStream
+    control: DataStream
+    heartbeats: DataStream
+
+
+class Sources(Protocol):
+    """Gives a job its inputs."""
+
+    def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs: ...
 
 
 class Sinks(Protocol):
@@ -74,53 +105,138 @@ def _with(options: dict[str, str]) -> str:
     return ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
 
 
+def _rowtime(ts: str) -> str:
+    """Event time from a Kafka timestamp `ts`: a clock ahead of the job's moves no watermark."""
+    return f"LEAST({ts}, CURRENT_TIMESTAMP)"
+
+
+HEARTBEAT_S = 1
+CONTROL_GROUP = ".control"  # the control source's consumer group: the job's, and this
+
+
+def consumer_groups(group: str) -> dict[str, tuple[str, ...]]:
+    """The consumer groups `KafkaSources` commits under, with the topics each reads."""
+    return {group: topics.DEVICE_KEYED_INPUTS, f"{group}{CONTROL_GROUP}": topics.CONTROL_INPUTS}
+
+
+def _interval(ms: int) -> str:
+    return f"INTERVAL '{ms / 1000:.3f}' SECOND"
+
+
+def _table_env(env: StreamExecutionEnvironment, name: str, timing: EventTime) -> Any:
+    """A table environment whose sources get uids of their own (`name-1_source`, ...)."""
+    t_env = StreamTableEnvironment.create(env)
+    config = t_env.get_config()
+    config.set("table.exec.uid.format", f"{name}-<id>_<transformation>")
+    config.set("table.exec.source.idle-timeout", f"{timing.idleness_ms} ms")
+    return t_env
+
+
+def _in(topic_names: Sequence[str]) -> str:
+    return ", ".join(f"'{t}'" for t in topic_names)
+
+
+def _per_subtask_watermarks(rows: DataStream, timing: EventTime) -> DataStream:
+    """`rows` with watermarks made per subtask from their timestamps (the `rowtime` the table
+    conversion put on each record), in Java, instead of the source's per Kafka partition: a
+    registry partition that rarely gets a record would hold the device stage's clock back for
+    the idle timeout after each one (a DR start 30 s late)."""
+    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
+        Duration.of_millis(timing.out_of_orderness_ms)
+    ).with_idleness(Duration.of_millis(timing.idleness_ms))  # the record's timestamp by default
+    j_rows = rows._j_data_stream
+    return DataStream(j_rows.assignTimestampsAndWatermarks(strategy._j_watermark_strategy))
+
+
+def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream, DataStream]:
+    """The device-keyed records of `table` (the columns of `INPUT_RECORD`, and a `rowtime`
+    with its watermark) as `DEVICE_ROW`s, and their heartbeats. All in Java: a reading first
+    meets Python in the device stage."""
+    record = "ROW(`topic`, `partition`, `offset`, ts_ms, `key`, `value`, correlation_id)"
+    device_key = "COALESCE(CAST(`key` AS STRING), '')"
+    wanted = f"`topic` IN ({_in(topics.DEVICE_KEYED_INPUTS)})"
+    query = f"SELECT {device_key}, {record}, `rowtime` FROM {table} WHERE {wanted}"  # noqa: S608
+    devices = t_env.to_data_stream(t_env.sql_query(query))
+    # The table runtime's own row type; PyFlink's keyed Python operators need a RowTypeInfo
+    # (with the other, the job hangs): the rows are the same Java objects either way.
+    devices._j_data_stream.getTransformation().setOutputType(DEVICE_ROW.get_java_type_info())
+    devices = _per_subtask_watermarks(devices, timing)
+    seen = t_env.from_data_stream(
+        devices, Schema.new_builder().column_by_expression("pt", "PROCTIME()").build()
+    )
+    # Telemetry only: a registry record's Kafka time is when the CIS sent it, not a reading's.
+    telemetry = f"record.`topic` IN ({_in((topics.SCADA_TELEMETRY, topics.IOT_TELEMETRY))})"
+    heartbeats = t_env.sql_query(
+        "SELECT MAX(record.ts_ms) AS newest, COUNT(*) AS n FROM TABLE(TUMBLE("  # noqa: S608
+        f"TABLE {seen}, DESCRIPTOR(pt), INTERVAL '{HEARTBEAT_S}' SECOND))"
+        f" WHERE {telemetry} GROUP BY window_start, window_end"
+    )
+    return devices, t_env.to_data_stream(heartbeats)
+
+
+def _control_rows(t_env: Any, table: str) -> DataStream:
+    """The control records of `table` as `INPUT_RECORD`s."""
+    columns = ", ".join(f"`{name}`" for name in INPUT_FIELDS)
+    return t_env.to_data_stream(
+        t_env.sql_query(
+            f"SELECT {columns} FROM {table}"  # noqa: S608 (own names)
+            f" WHERE `topic` IN ({_in(topics.CONTROL_INPUTS)})"
+        )
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class KafkaSources:
-    """All input topics, read as raw bytes with key, headers and coordinates (`read_committed`)."""
+    """The input topics, read as raw bytes with key, headers and coordinates (`read_committed`):
+    the device-keyed ones and the control ones by two sources (uids `devices-1_source` and
+    `control-1_source`, consumer groups `<group>` and `<group>.control`), so neither reads the
+    other's records; the registry is read by both."""
 
     connection: KafkaConnection
-    topics: Sequence[str]
-    table: str = "gridstream_inputs"
 
-    def records(self, env: StreamExecutionEnvironment) -> DataStream:
-        t_env = StreamTableEnvironment.create(env)
-        c = self.connection
+    def _table(
+        self, t_env: Any, name: str, topic_names: Sequence[str], group: str, timing: EventTime
+    ) -> None:
         options = {
             "connector": "kafka",
-            "topic": ";".join(self.topics),
-            "properties.bootstrap.servers": c.bootstrap_servers,
-            "properties.group.id": c.group_id,
+            "topic": ";".join(topic_names),
+            "properties.bootstrap.servers": self.connection.bootstrap_servers,
+            "properties.group.id": group,
             "properties.isolation.level": "read_committed",
             "properties.auto.offset.reset": "earliest",
-            "scan.startup.mode": c.startup_mode,
+            "scan.startup.mode": self.connection.startup_mode,
             "key.format": "raw",
             "key.fields": "key",
             "value.format": "raw",
             "value.fields-include": "EXCEPT_KEY",
         }
+        # Epoch millis in SQL (thread mode hands Python a raw java.time.Instant otherwise); the
+        # correlation header decoded as UTF-8 (invalid bytes replaced), or derived from the
+        # record's coordinates when absent, as `input_row`.
         t_env.execute_sql(
-            f"CREATE TEMPORARY TABLE {self.table} ("
+            f"CREATE TEMPORARY TABLE {name} ("
             "`key` BYTES, `value` BYTES, "
             "`topic` STRING METADATA VIRTUAL, `partition` INT METADATA VIRTUAL, "
             "`offset` BIGINT METADATA VIRTUAL, "
             "`ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
-            "`headers` MAP<STRING, BYTES> METADATA VIRTUAL"
+            "`headers` MAP<STRING, BYTES> METADATA VIRTUAL, "
+            "ts_ms AS EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`), "
+            f"correlation_id AS COALESCE(CAST(`headers`['{CORRELATION_HEADER}'] AS STRING), "
+            "`topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING)), "
+            f"`rowtime` AS {_rowtime('`ts`')}, "
+            f"WATERMARK FOR `rowtime` AS `rowtime` - {_interval(timing.out_of_orderness_ms)}"
             f") WITH ({_with(options)})"
         )
-        # Everything an INPUT_RECORD holds is computed here, in Java: a Python map over every
-        # record costs a crossing into Python. Epoch millis in SQL (thread mode hands Python a
-        # raw java.time.Instant otherwise); the correlation header decoded as UTF-8 (invalid
-        # bytes replaced), or derived from the record's coordinates when absent, as `input_row`.
-        columns = (
-            "`topic`, `partition`, `offset`, "
-            "EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`) AS ts_ms, "
-            "`key`, `value`, "
-            f"COALESCE(CAST(`headers`['{CORRELATION_HEADER}'] AS STRING), "
-            "`topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING))"
-            " AS correlation_id"
-        )
-        table = t_env.sql_query(f"SELECT {columns} FROM {self.table}")  # noqa: S608 (own names)
-        return t_env.to_data_stream(table)
+
+    def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
+        group = self.connection.group_id
+        t_env = _table_env(env, "devices", timing)
+        self._table(t_env, "device_inputs", topics.DEVICE_KEYED_INPUTS, group, timing)
+        devices, heartbeats = _device_rows(t_env, "device_inputs", timing)
+        t_env = _table_env(env, "control", timing)
+        control_group = f"{group}{CONTROL_GROUP}"
+        self._table(t_env, "control_inputs", topics.CONTROL_INPUTS, control_group, timing)
+        return Inputs(devices, _control_rows(t_env, "control_inputs"), heartbeats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,6 +249,7 @@ class KafkaSinks:
 
     def write(self, env: StreamExecutionEnvironment, records: DataStream) -> None:
         t_env = StreamTableEnvironment.create(env)
+        t_env.get_config().set("table.exec.uid.format", "outputs-<id>_<transformation>")
         c = self.connection
         options = {
             "connector": "kafka",
@@ -169,8 +286,18 @@ class CollectionSources:
 
     rows: Sequence[Row]
 
-    def records(self, env: StreamExecutionEnvironment) -> DataStream:
-        return env.from_collection(list(self.rows), type_info=INPUT_RECORD)
+    def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
+        t_env = _table_env(env, "collection", timing)
+        rows = env.from_collection(list(self.rows), type_info=INPUT_RECORD)
+        schema = (
+            Schema.new_builder()
+            .column_by_expression("rowtime", _rowtime("TO_TIMESTAMP_LTZ(ts_ms, 3)"))
+            .watermark("rowtime", f"`rowtime` - {_interval(timing.out_of_orderness_ms)}")
+            .build()
+        )
+        t_env.create_temporary_view("collected_inputs", t_env.from_data_stream(rows, schema))
+        devices, heartbeats = _device_rows(t_env, "collected_inputs", timing)
+        return Inputs(devices, _control_rows(t_env, "collected_inputs"), heartbeats)
 
 
 class CollectingSinks:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
+import pickle
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pyflink.common import Row, Types
@@ -32,10 +32,9 @@ from state.device import DeviceInfo
 
 DEAD_LETTERS = OutputTag("dead-letters", PICKLED)
 TIMED = Types.TUPLE([PICKLED, Types.LONG()])  # (event, its time)
-KEYED = Types.ROW([Types.STRING(), PICKLED])  # (key, event): keyed in Java on field 0
-TIMED_KEYED = Types.TUPLE([KEYED, Types.LONG()])
-CONTROL = OutputTag("control", TIMED)
-HEARTBEAT_MS = 1_000
+# The events other stages make for a device (DR activations, approvals) join the device
+# stage's Kafka rows (`jobs.io.DEVICE_ROW`) pickled under this topic.
+INTERNAL_TOPIC = "gridstream.internal"
 MAX_CLOCK_SKEW_MS = 5_000  # see `ClockSkewError`
 
 
@@ -134,7 +133,6 @@ def events_of(record: models.TopicRecord, cause: models.Cause) -> Iterator[Any]:
 
 REGION_INPUTS = (region.WeatherInput, region.EventForRegion)
 REGISTRY_RECORDS = (device.RegistryUpdate, device.Deregistration)
-CONTROL_INPUTS = REGION_INPUTS + REGISTRY_RECORDS  # with the heartbeats, the control stream
 
 
 def is_region_input(event: Any) -> bool:
@@ -143,21 +141,19 @@ def is_region_input(event: Any) -> bool:
 
 
 def is_registry_record(event: Any) -> bool:
-    """Registry records and their deletions go to the roster keeper (and the device stage)."""
+    """Registry records and their deletions go to the roster keeper (the device stage reads
+    them from Kafka itself)."""
     return isinstance(event, REGISTRY_RECORDS)
 
 
-def is_device_input(event: Any) -> bool:
-    """Telemetry, registry records (and their deletions) and approvals go to the device stage."""
-    return isinstance(
-        event,
-        device.Telemetry | device.RegistryUpdate | device.Deregistration | device.Approval,
-    )
-
-
 def is_heartbeat(event: Any) -> bool:
-    """A decoder's heartbeat, for the pipeline watch."""
+    """A heartbeat of the device inputs, for the pipeline watch."""
     return isinstance(event, pipeline.Heartbeat)
+
+
+def is_approval(event: Any) -> bool:
+    """An operator's answer, for the device stage."""
+    return isinstance(event, device.Approval)
 
 
 def region_of(event: Any) -> str:
@@ -167,20 +163,27 @@ def region_of(event: Any) -> str:
     )
 
 
-def keyed(event: Any) -> Row:
-    """A device event as the device stage's input: `(device id, event)`, a `KEYED` row."""
-    return Row(event.device_id, event)
+def heartbeat(beat: Row) -> tuple[pipeline.Heartbeat, int]:
+    """A second's `(newest ms, count)` of the device rows as the pipeline watch's heartbeat,
+    stamped with that newest time (never later than the job's clock)."""
+    now_ms = int(time.time() * 1000)
+    newest = min(int(beat[0]), now_ms)
+    return pipeline.Heartbeat(0, now_ms, newest), newest
 
 
-class Decode(ProcessFunction):  # type: ignore[misc]
-    """Input rows to `(value, event time)` pairs for the stages, in one pass per record.
+class KeyMismatchError(ValueError):
+    """A device record whose Kafka key is not its `device_id`: keyed by the key, it would reach
+    another device's state. The producer must key each record by its device (DESIGN.md)."""
+
+
+class Decoder:
+    """One input row to the stage events it stands for, or a dead letter; never raises.
 
     A tombstone on the compacted registry (null value) is the deletion of the device's
-    record. Device inputs leave on the main output as `keyed` rows; region inputs, registry
-    records and deletions (for the roster keeper too) and the watchdog's heartbeats (at most
-    one a second per subtask, while telemetry flows) on `CONTROL`; what cannot be decoded or
-    validated on `DEAD_LETTERS`. Routing here, with side outputs, keeps each record on one
-    path: a filter per branch would make every branch's Python operator see every record.
+    record. Telemetry takes a fast path (`schemas.telemetry`) and falls back to the models'
+    validation for anything it is not sure of. A record stamped beyond `max_clock_skew_ms`
+    ahead of the job's clock is dead-lettered (`ClockSkewError`). Built once per task:
+    `open` makes the serdes on the worker.
     """
 
     def __init__(
@@ -193,15 +196,12 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         self.job = job
         self.max_clock_skew_ms = max_clock_skew_ms
 
-    def open(self, runtime_context: RuntimeContext) -> None:
+    def open(self) -> None:
+        """Build the deserializers (on the worker: the registry is reached from there)."""
         source = self.schemas.source()
         self.deserializers = {
             topic: serde.deserializer(models.MODELS[topic], source) for topic in topics.INPUTS
         }
-        # Thread mode's runtime context has no subtask index; any id unique per instance will do.
-        self.subtask = random.getrandbits(31)
-        self.newest = 0
-        self.beat_ms = 0
 
     def _fast_reading(
         self, topic: str, raw: bytes | None, cause: models.Cause, now_ms: int
@@ -217,11 +217,14 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             return None  # the full path dead-letters it, with the same error
         return _reading(record, cause) if telemetry.passes(model, record, now_ms) else None
 
-    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+    def decode(
+        self, value: Row, now_ms: int, keyed: bool = False
+    ) -> tuple[Any, ...] | models.DeadLetter:
+        """The events of one `INPUT_RECORD` row, or its dead letter. With `keyed`, the row was
+        keyed by its Kafka key: an event of another device is refused (`KeyMismatchError`)."""
         topic, partition, offset, ts_ms, key, raw, correlation_id = value
-        now_ms = int(time.time() * 1000)
         cause = models.Cause(source_topic=topic, source_partition=partition, source_offset=offset)
-        events: Iterable[Any]
+        events: tuple[Any, ...]
         reading = self._fast_reading(topic, raw, cause, now_ms)
         deleted = reading is None and topic == topics.DEVICE_REGISTRY and raw is None and bool(key)
         if reading is not None:
@@ -230,42 +233,76 @@ class Decode(ProcessFunction):  # type: ignore[misc]
             device_id = bytes(key).decode("utf-8", "replace")
             events = (device.Deregistration(device_id, correlation_id, cause, ts_ms),)
         else:
-            source = _source(value)
             decoder = self.deserializers.get(topic)
             if decoder is None:
                 error = serde.DecodeError(f"topic {topic!r} is not an input of this job")
-                yield DEAD_LETTERS, dead_letter.build(source, error, self.job, now_ms)
-                return
-            record = dead_letter.decode_or_dead_letter(decoder, source, self.job, now_ms)
+                return dead_letter.build(_source(value), error, self.job, now_ms)
+            record = dead_letter.decode_or_dead_letter(decoder, _source(value), self.job, now_ms)
             if isinstance(record, models.DeadLetter):
-                yield DEAD_LETTERS, record
-                return
+                return record
             events = tuple(events_of(record, cause))
         if not deleted:  # a tombstone's time is Kafka's, not the sender's
             ahead = max((event.ts_ms for event in events), default=now_ms) - now_ms
             if ahead > self.max_clock_skew_ms:
-                error = ClockSkewError(
+                error: Exception = ClockSkewError(
                     f"{topic}: event time is {ahead} ms ahead of the job's clock (max clock skew"
                     f" {self.max_clock_skew_ms} ms): fix the sender's clock"
                 )
-                yield DEAD_LETTERS, dead_letter.build(_source(value), error, self.job, now_ms)
-                return
-        for event in events:
-            # Event time for the watermark never runs ahead of the job's clock: a record
-            # within the skew keeps its own time but cannot move anyone else's.
-            stamp = min(event.ts_ms, now_ms)
-            if is_device_input(event):
-                yield keyed(event), stamp
-            if isinstance(event, CONTROL_INPUTS):
-                yield CONTROL, (event, stamp)
-            if isinstance(event, device.Telemetry):
-                yield from self._heartbeat(stamp, now_ms)
+                return dead_letter.build(_source(value), error, self.job, now_ms)
+        if keyed:
+            named = bytes(key or b"").decode("utf-8", "replace")
+            strays = [e.device_id for e in events if e.device_id != named]
+            if strays:
+                error = KeyMismatchError(
+                    f"{topic}: a record of device {strays[0]!r} keyed {named!r}: key each record"
+                    " by its device_id"
+                )
+                return dead_letter.build(_source(value), error, self.job, now_ms)
+        return events
 
-    def _heartbeat(self, event_ms: int, now_ms: int) -> Iterator[Any]:
-        self.newest = max(self.newest, event_ms)
-        if now_ms - self.beat_ms >= HEARTBEAT_MS:
-            self.beat_ms = now_ms
-            yield CONTROL, (pipeline.Heartbeat(self.subtask, now_ms, self.newest), self.newest)
+
+class Decode(ProcessFunction):  # type: ignore[misc]
+    """Input rows (the control topics: weather, DR events, the registry, approvals) to
+    `(event, event time)` pairs for the control stages, dead letters on `DEAD_LETTERS`.
+
+    An event's time for the watermark never runs ahead of the job's clock: a record within the
+    skew keeps its own time but cannot move anyone else's.
+    """
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.decoder.open()
+
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
+        now_ms = int(time.time() * 1000)
+        decoded = self.decoder.decode(value, now_ms)
+        if isinstance(decoded, models.DeadLetter):
+            yield DEAD_LETTERS, decoded
+            return
+        for event in decoded:
+            yield event, min(event.ts_ms, now_ms)
+
+
+def event_row(event: Any) -> Row:
+    """An event another stage made for a device (a DR activation, an approval) as a
+    `DEVICE_ROW`, so it joins the device stage's one keyed input."""
+    data = pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL)
+    key = event.device_id
+    record = Row(INTERNAL_TOPIC, 0, 0, event.ts_ms, key.encode(), data, event.correlation_id)
+    return Row(key, record, None)  # its event time travels with the control stream's
+
+
+class DeviceRows(Decoder):
+    """The device stage's input rows to its events: Kafka records decoded (and checked against
+    their key), the events other stages made unpickled (they never left the job)."""
+
+    def events(self, value: Row, now_ms: int) -> tuple[Any, ...] | models.DeadLetter:
+        """The events of one `DEVICE_ROW`'s record, or its dead letter."""
+        if value[0] == INTERNAL_TOPIC:
+            return (pickle.loads(value[5]),)  # noqa: S301 (made by this job, never from Kafka)
+        return self.decode(value, now_ms, keyed=True)
 
 
 def _source(value: Row) -> dead_letter.SourceRecord:

@@ -328,3 +328,15 @@ class Harness:
         if value is not None and not isinstance(value, bytes):
             raise TypeError(f"state {name!r} of key {key!r} holds {type(value).__name__}")
         return value
+
+
+class DecodedInputs:
+    """A `functions.operators.RowReader` for harness tests: the input is already the device
+    event (the job's own reader, `jobs.records.DeviceRows`, decodes Kafka rows)."""
+
+    def open(self) -> None:
+        """Nothing to build."""
+
+    def events(self, value: Any, now_ms: int) -> tuple[Any, ...]:
+        """The event itself."""
+        return (value,)

@@ -37,9 +37,13 @@ def encoded(rec: models.TopicRecord) -> bytes:
 
 
 def input_row(rec: models.TopicRecord, key: str, *, partition: int = 0) -> Row:
-    """An `INPUT_RECORD` carrying `rec` encoded, with a fresh offset."""
+    """An `INPUT_RECORD` carrying `rec` encoded, with a fresh offset, stamped (its Kafka
+    timestamp) with its event time where its topic has one, as `gridstream scenario` sends it."""
+    from gridstream.scenario import EVENT_TIME_FIELDS
     from jobs.io import input_row as row  # pure tests need not load pyflink
 
     value = encoded(rec)
     corr = str(rec.correlation_id)
-    return row(rec.TOPIC, partition, next(_offsets), 0, key.encode(), value, corr)
+    field = EVENT_TIME_FIELDS.get(rec.TOPIC)
+    ts = int(getattr(rec, field)) if field else 0
+    return row(rec.TOPIC, partition, next(_offsets), ts, key.encode(), value, corr)

@@ -107,7 +107,9 @@ def test_dr_event_curtails_enrolled_devices_only_and_bad_input_is_dead_lettered(
     duplicates = [o["device_id"] for o in audits if o["outcome"] == "DUPLICATE"]
     if parallelism == 1:
         assert commands == expected
-        assert {HOSPITAL, DELETED} <= blocked
+        # The deleted device is blocked (UNKNOWN_DEVICE) if the region stage named it to the
+        # event before its deletion reached the roster; never commanded either way.
+        assert HOSPITAL in blocked
         assert duplicates == [ENROLLED[0]]
     else:
         # One collection source deals rows round robin to the two decoders: a device's records

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +17,8 @@ from jobs.io import KafkaConnection, KafkaSinks, KafkaSources
 
 pytestmark = pytest.mark.flink
 
+ROOT = Path(__file__).resolve().parents[2]
+GRAPH = "tests.flink.test_job_graph"
 STAGES = {"device stage", "region stage", "region budget", "pipeline watch", "roster keeper"}
 STATE_FACTORIES = {"SourceOperatorFactory", "SinkWriterOperatorFactory", "CommitterOperatorFactory"}
 
@@ -20,7 +27,7 @@ def _stream_nodes() -> list[Any]:
     """The stream graph's nodes of the Kafka job, after PyFlink's own rewriting (chaining)."""
     env = environment.create(config.load(env={}))
     kafka = KafkaConnection(bootstrap_servers="127.0.0.1:9", group_id="graph-only")
-    device_control.build(env, KafkaSources(kafka, topics.INPUTS), KafkaSinks(kafka, topics.OUTPUTS))
+    device_control.build(env, KafkaSources(kafka), KafkaSinks(kafka, topics.OUTPUTS))
     graph = env._generate_stream_graph(job_name="graph-only")  # what `execute` submits
     nodes = graph.getStreamNodes().iterator()
     return [nodes.next() for _ in range(graph.getStreamNodes().size())]
@@ -34,22 +41,40 @@ def _keeps_state(node: Any) -> bool:
     )
 
 
-def test_every_operator_that_keeps_state_has_a_fixed_uid() -> None:
-    """A savepoint maps state to operators by uid. One without a uid gets an id hashed from the
-    graph's shape, so any later change to the graph would orphan its state: the Kafka source's
-    offsets, the sink's transactions, a stage's devices (0.5's Kafka source and sink had none)."""
-    stateful = {
+def stateful_uids() -> dict[str, str | None]:
+    """The uid of each operator of the job that keeps state, by name."""
+    return {
         node.getOperatorName(): node.getTransformationUID()
         for node in _stream_nodes()
         if _keeps_state(node)
     }
+
+
+def test_every_operator_that_keeps_state_has_a_fixed_uid() -> None:
+    """A savepoint maps state to operators by uid. One without a uid gets an id hashed from the
+    graph's shape, so any later change to the graph would orphan its state: the Kafka source's
+    offsets, the sink's transactions, a stage's devices (0.5's Kafka source and sink had none).
+
+    The planner numbers its nodes across the process, so the graph is built in a process of its
+    own, as `gridstream job start` submits it."""
+    built = subprocess.run(
+        [sys.executable, "-c", f"import json, {GRAPH} as g; print(json.dumps(g.stateful_uids()))"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    stateful = json.loads(built.stdout.strip().splitlines()[-1])
     assert {name: uid for name, uid in stateful.items() if uid is None} == {}
     names = set(stateful)
     assert names >= STAGES
-    # The planner's node ids that 0.6 and later savepoints hold the offsets and transactions
-    # under: a change to the SQL of jobs/io.py must keep them.
-    assert {uid for name, uid in stateful.items() if name.startswith("Source: ")} == {"1_source"}
-    assert {uid for name, uid in stateful.items() if name.endswith(": Writer")} == {"6_sink"}
+    # The uids 0.8 and later savepoints hold the offsets and transactions under (a table
+    # environment's name and the planner's node id): a change to jobs/io.py must keep them.
+    assert {uid for name, uid in stateful.items() if name.startswith("Source: ")} == {
+        "devices-1_source",
+        "control-10_source",
+    }
+    assert {uid for name, uid in stateful.items() if name.endswith(": Writer")} == {
+        "outputs-15_sink"
+    }
     assert {uid for name, uid in stateful.items() if name.endswith(": Committer")} == {
-        "Sink Committer: 6_sink"
+        "Sink Committer: outputs-15_sink"
     }

@@ -192,9 +192,9 @@ def test_the_stage_writes_no_state_and_moves_no_timer_for_a_reading_that_changes
     common reading rewrites the state but calls the timer service for nothing."""
     from functions.operators import DeviceStage
     from functions.wetbulb import WetBulbPolicy
-    from tests.harness import Harness
+    from tests.harness import DecodedInputs, Harness
 
-    h = Harness(DeviceStage(POLICY, WetBulbPolicy())).open()
+    h = Harness(DeviceStage(DecodedInputs(), POLICY, WetBulbPolicy())).open()
     h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
     h.process(DEV, Telemetry(DEV, T0 + MINUTE_MS, 2.0, True, True, False, "t1", CAUSE))
     stored, timers = h.state_bytes(DEV, "device"), dict(h.timers)

@@ -47,7 +47,7 @@ from schemas.models import (
 )
 from state import region as codec
 from state.device import DeviceInfo
-from tests.harness import Harness
+from tests.harness import DecodedInputs, Harness
 from tests.vocabulary import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
 
 pytestmark = pytest.mark.unit
@@ -83,7 +83,7 @@ def test_device_stage_curtails_at_the_start_restores_at_the_end_and_forgets_the_
     """A registered thermostat with fresh weather gets CURTAIL when the watermark passes the
     start, RESTORE at the end; after retention no state entry and no timer is left."""
     policy = DevicePolicy(retention_ms=DAY_MS)
-    h = Harness(DeviceStage(policy, WETBULB)).open()
+    h = Harness(DeviceStage(DecodedInputs(), policy, WETBULB)).open()
     h.process_broadcast(weather_entry())
     h.process_broadcast((PIPELINE_KEY, codec.encode_pipeline(PipelineState())))
     start, end = T0 + 5 * MINUTE_MS, T0 + 10 * MINUTE_MS
@@ -112,7 +112,7 @@ def test_device_stage_curtails_at_the_start_restores_at_the_end_and_forgets_the_
 
 def test_device_stage_without_weather_blocks_the_start_as_weather_unknown() -> None:
     """No weather in the broadcast context is Grid-Follow: the DR start is BLOCKED."""
-    h = Harness(DeviceStage(DevicePolicy(), WETBULB)).open()
+    h = Harness(DeviceStage(DecodedInputs(), DevicePolicy(), WETBULB)).open()
     h.process(DEV, registry(DEV))
     h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
     act = Activation(
@@ -129,7 +129,7 @@ def test_device_stage_judges_a_late_dr_event_against_the_weather_as_of_now() -> 
     """A DR event delivered 20 min late, after the weather aged out: judged as of the stage's
     watermark (weather 40 min old, Grid-Follow), not as of its own announcement (when the
     weather was 20 min old and fresh)."""
-    h = Harness(DeviceStage(DevicePolicy(), WETBULB)).open()
+    h = Harness(DeviceStage(DecodedInputs(), DevicePolicy(), WETBULB)).open()
     h.process_broadcast(weather_entry(T0))
     h.process(DEV, registry(DEV))
     late = T0 + 20 * MINUTE_MS
@@ -149,7 +149,7 @@ def test_device_stage_keeps_no_state_for_a_forgotten_device_that_a_region_still_
     """After retention, a Release or an event from the region's roster leaves no state entry
     (regression: an empty device state with no timer used to stay forever)."""
     policy = DevicePolicy(retention_ms=DAY_MS)
-    h = Harness(DeviceStage(policy, WETBULB)).open()
+    h = Harness(DeviceStage(DecodedInputs(), policy, WETBULB)).open()
     h.process(DEV, registry(DEV))
     h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
     h.advance_watermark(T0 + DAY_MS)

@@ -1,4 +1,5 @@
-"""The decoder at the job's edge: clock skew bounded, and a DR event's end statuses."""
+"""The decoders at the job's edge: clock skew bounded, a DR event's end statuses, the device
+stage's rows checked against their key."""
 
 from __future__ import annotations
 
@@ -9,16 +10,26 @@ import pytest
 
 from functions import device, region
 from jobs.io import input_row
-from jobs.records import DEAD_LETTERS, Decode, SchemaAccess, events_of
+from jobs.records import (
+    DEAD_LETTERS,
+    INTERNAL_TOPIC,
+    Decode,
+    Decoder,
+    DeviceRows,
+    SchemaAccess,
+    event_row,
+    events_of,
+)
 from schemas import models
 from schemas.dead_letter import JobInfo
 from tests.vocabulary import MINUTE_MS, SECOND_MS, encoded, record
 
 pytestmark = pytest.mark.unit
+CAUSE = models.Cause(source_topic="operator.approvals", source_partition=0, source_offset=1)
 
 
 def decode(rec: models.TopicRecord, key: str, max_skew_ms: int = 5_000) -> list[Any]:
-    decoder = Decode(SchemaAccess(), JobInfo("test", "0"), max_skew_ms)
+    decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0"), max_skew_ms))
     decoder.open(None)
     row = input_row(rec.TOPIC, 0, 7, 0, key.encode(), encoded(rec), None)
     return list(decoder.process_element(row, None))
@@ -61,9 +72,8 @@ def test_a_reading_within_the_skew_keeps_its_time_but_stamps_no_later_than_the_c
     clock, so it moves no one else's clock ahead."""
     before = now_ms()
     reading = record(models.IotTelemetry, before + 2_000, device_id="t-1", ts_ms=before + 2_000)
-    outputs = decode(reading, "t-1")
-    (keyed, stamp), *_ = outputs
-    assert keyed[1].ts_ms == before + 2_000
+    ((event, stamp),) = decode(reading, "t-1")
+    assert event.ts_ms == before + 2_000
     assert before <= stamp <= now_ms()
 
 
@@ -87,8 +97,40 @@ def test_a_completed_or_cancelled_dr_event_lets_its_devices_go(status: str, ende
 
 def test_a_registry_tombstone_is_a_deregistration() -> None:
     """A null value on the compacted registry deletes the device's record."""
-    decoder = Decode(SchemaAccess(), JobInfo("test", "0"))
+    decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0")))
     decoder.open(None)
     row = input_row("device.registry", 0, 8, now_ms(), b"t-9", None, None)
-    keyed, _stamp = next(iter(decoder.process_element(row, None)))
-    assert isinstance(keyed[1], device.Deregistration)
+    event, _stamp = next(iter(decoder.process_element(row, None)))
+    assert isinstance(event, device.Deregistration)
+
+
+def device_rows() -> DeviceRows:
+    reader = DeviceRows(SchemaAccess(), JobInfo("test", "0"))
+    reader.open()
+    return reader
+
+
+def test_a_device_record_keyed_by_another_device_is_a_dead_letter() -> None:
+    """The device stage is keyed by the Kafka key: a reading of t-1 keyed t-2 (or keyless)
+    would reach t-2's state, so it is dead-lettered naming both; keyed right, it decodes."""
+    reading = record(models.IotTelemetry, now_ms(), device_id="t-1", ts_ms=now_ms())
+    for key in (b"t-2", None):
+        row = input_row(reading.TOPIC, 0, 3, now_ms(), key, encoded(reading), None)
+        letter = device_rows().events(row, now_ms())
+        assert isinstance(letter, models.DeadLetter)
+        assert letter.error_class == "KeyMismatchError"
+        assert "'t-1'" in letter.error_message
+    row = input_row(reading.TOPIC, 0, 3, now_ms(), b"t-1", encoded(reading), None)
+    (event,) = device_rows().events(row, now_ms())
+    assert (event.device_id, event.ts_ms) == ("t-1", reading.ts_ms)
+
+
+def test_an_event_made_for_a_device_travels_as_a_row_and_comes_back_equal() -> None:
+    """A DR activation or an approval joins the device stage's Kafka rows, keyed by its
+    device, and is read back as the very event."""
+    approval = device.Approval(
+        "t-1", "rec-1", models.ApprovalDecision.APPROVE, "op", "c", CAUSE, now_ms()
+    )
+    key, row, _ = event_row(approval)
+    assert (key, row[0], bytes(row[4])) == ("t-1", INTERNAL_TOPIC, b"t-1")
+    assert device_rows().events(row, now_ms()) == (approval,)

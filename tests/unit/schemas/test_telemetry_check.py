@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
-from unittest import mock
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from jobs.io import input_row
-from jobs.records import DEAD_LETTERS, Decode, SchemaAccess
+from jobs.records import Decoder, SchemaAccess
 from schemas import catalog, dead_letter, models, serde, telemetry
 from schemas.examples import encode_unvalidated, example_data
 from schemas.models import POWER_LIMITS_KW, IotTelemetry, ScadaTelemetry
@@ -169,21 +168,19 @@ def test_the_decoder_dead_letters_what_the_full_path_does_with_the_same_reason(
     schema_id = table.schema_id(chain.subject, chain.newest.text)
     raw = encode_unvalidated(chain.newest, schema_id, record)
     row = input_row(model.TOPIC, 0, 5, now, b"k", raw, "corr-1")
-    decoder = Decode(SchemaAccess(), JOB, max_clock_skew_ms=10 * models.MAX_FUTURE_SKEW_MS)
-    decoder.open(None)
-    with mock.patch("jobs.records.time.time", return_value=now / 1000):  # the same clock
-        outputs = list(decoder.process_element(row, None))
+    decoder = Decoder(SchemaAccess(), JOB, max_clock_skew_ms=10 * models.MAX_FUTURE_SKEW_MS)
+    decoder.open()
+    decoded = decoder.decode(row, now)
     expected = full_path(model, row, now)
     if isinstance(expected, models.DeadLetter):
-        ((tag, letter),) = outputs
-        assert tag is DEAD_LETTERS
-        assert (letter.error_class, letter.error_message) == (
+        assert isinstance(decoded, models.DeadLetter)
+        assert (decoded.error_class, decoded.error_message) == (
             expected.error_class,
             expected.error_message,
         )
     else:
-        keyed, _stamp = outputs[0]
-        reading = keyed[1]
+        assert not isinstance(decoded, models.DeadLetter)
+        (reading,) = decoded
         assert (reading.device_id, reading.ts_ms, reading.power_kw, reading.correlation_id) == (
             expected.device_id,
             expected.ts_ms,
