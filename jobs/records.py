@@ -263,7 +263,9 @@ class Decoder:
 
 class Decode(ProcessFunction):  # type: ignore[misc]
     """Input rows (the control topics: weather, DR events, the registry, approvals) to
-    `(event, event time)` pairs for the control stages, dead letters on `DEAD_LETTERS`.
+    `(event, event time)` pairs for the control stages, dead letters on `DEAD_LETTERS`; a
+    registry record that does not decode is left to the device stage, which reads it too and
+    dead-letters it (once).
 
     An event's time for the watermark never runs ahead of the job's clock: a record within the
     skew keeps its own time but cannot move anyone else's.
@@ -279,7 +281,8 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         now_ms = int(time.time() * 1000)
         decoded = self.decoder.decode(value, now_ms)
         if isinstance(decoded, models.DeadLetter):
-            yield DEAD_LETTERS, decoded
+            if value[0] not in topics.DEVICE_KEYED_INPUTS:  # the device stage letters those
+                yield DEAD_LETTERS, decoded
             return
         for event in decoded:
             yield event, min(event.ts_ms, now_ms)

@@ -51,9 +51,9 @@ def test_a_reading_stamped_beyond_the_clock_skew_is_dead_lettered(
     anyone's clock."""
     now = now_ms()
     reading = record(models.IotTelemetry, now + ahead_ms, device_id="t-1", ts_ms=now + ahead_ms)
-    (out,) = decode(reading, "t-1")
-    tag, letter = out
-    assert tag is DEAD_LETTERS
+    row = input_row(reading.TOPIC, 0, 7, 0, b"t-1", encoded(reading), None)
+    letter = device_rows().events(row, now_ms())  # readings are decoded in the device stage
+    assert isinstance(letter, models.DeadLetter)
     assert letter.error_class == error
     if error == "ClockSkewError":
         assert "max clock skew 5000 ms" in letter.error_message
@@ -67,12 +67,12 @@ def test_weather_stamped_beyond_the_clock_skew_is_dead_lettered() -> None:
     assert tag is DEAD_LETTERS
 
 
-def test_a_reading_within_the_skew_keeps_its_time_but_stamps_no_later_than_the_clock() -> None:
+def test_weather_within_the_skew_keeps_its_time_but_stamps_no_later_than_the_clock() -> None:
     """Two seconds ahead: accepted with its own time, but its watermark stamp is the job's
-    clock, so it moves no one else's clock ahead."""
+    clock, so it moves no one else's clock ahead (readings are stamped so in SQL)."""
     before = now_ms()
-    reading = record(models.IotTelemetry, before + 2_000, device_id="t-1", ts_ms=before + 2_000)
-    ((event, stamp),) = decode(reading, "t-1")
+    obs = record(models.WeatherObservation, before + 2_000, region_id="r", ts_ms=before + 2_000)
+    ((event, stamp),) = decode(obs, "r")
     assert event.ts_ms == before + 2_000
     assert before <= stamp <= now_ms()
 
@@ -134,3 +134,17 @@ def test_an_event_made_for_a_device_travels_as_a_row_and_comes_back_equal() -> N
     key, row, _ = event_row(approval)
     assert (key, row[0], bytes(row[4])) == ("t-1", INTERNAL_TOPIC, b"t-1")
     assert device_rows().events(row, now_ms()) == (approval,)
+
+
+def test_a_registry_record_that_does_not_decode_is_dead_lettered_by_the_device_stage_only() -> None:
+    """The registry is read by both paths: the control decoder drops a bad record of it
+    (nothing out), the device stage's reader letters it; a bad weather record is the control
+    decoder's own."""
+    decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0")))
+    decoder.open(None)
+    junk = input_row("device.registry", 0, 9, now_ms(), b"t-9", b"\x07junk", None)
+    assert list(decoder.process_element(junk, None)) == []
+    assert isinstance(device_rows().events(junk, now_ms()), models.DeadLetter)
+    weather = input_row("weather.observations", 0, 9, now_ms(), b"r", b"\x07junk", None)
+    ((tag, letter),) = decoder.process_element(weather, None)
+    assert (tag, letter.error_class) == (DEAD_LETTERS, "BadMagic")
