@@ -22,7 +22,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from pyflink.common import Duration, TypeInformation, Types, WatermarkStrategy
+from pyflink.common import TypeInformation, Types
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
@@ -73,8 +73,7 @@ class Policies:
     wetbulb: WetBulbPolicy = dataclasses.field(default_factory=WetBulbPolicy)
     pipeline: pipeline.PipelinePolicy = dataclasses.field(default_factory=pipeline.PipelinePolicy)
     budget: budget.BudgetPolicy = dataclasses.field(default_factory=budget.BudgetPolicy)
-    out_of_orderness_ms: int = 5_000
-    idleness_ms: int = 30_000
+    timing: EventTime = dataclasses.field(default_factory=EventTime)
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS
 
 
@@ -90,17 +89,9 @@ def policies_from(job: config.JobSettings) -> Policies:
             freeze_enabled=job.freeze_enabled,
         ),
         budget=budget.BudgetPolicy(job.commands_per_window, job.budget_window_ms),
-        out_of_orderness_ms=job.out_of_orderness_ms,
-        idleness_ms=job.idleness_ms,
+        timing=EventTime(job.out_of_orderness_ms, job.idleness_ms),
         max_clock_skew_ms=job.max_clock_skew_ms,
     )
-
-
-def watermarks(policies: Policies) -> WatermarkStrategy:
-    """Bounded out-of-orderness with idleness; the timestamps come from `event_time`."""
-    return WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(policies.out_of_orderness_ms)
-    ).with_idleness(Duration.of_millis(policies.idleness_ms))
 
 
 def event_time(
@@ -114,7 +105,7 @@ def event_time(
     it emits pairs and this uses the same Java assigner and projection PyFlink uses behind it.
     """
     python_eventtime = get_gateway().jvm.org.apache.flink.streaming.api.functions.python.eventtime
-    strategy = watermarks(policies)._j_watermark_strategy.withTimestampAssigner(
+    strategy = policies.timing.strategy()._j_watermark_strategy.withTimestampAssigner(
         python_eventtime.CustomTimestampAssigner()
     )
     stamped = timed._j_data_stream.assignTimestampsAndWatermarks(strategy).uid(uid)
@@ -149,7 +140,7 @@ def build(
     schemas = schemas or SchemaAccess()
     policies = policies or Policies()
     job = JobInfo(JOB_NAME, JOB_VERSION)
-    inputs = sources.inputs(env, EventTime(policies.out_of_orderness_ms, policies.idleness_ms))
+    inputs = sources.inputs(env, policies.timing)
     decoded = (
         inputs.control.process(
             Decode(Decoder(schemas, job, policies.max_clock_skew_ms)), output_type=TIMED

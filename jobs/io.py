@@ -42,19 +42,26 @@ CORRELATION_HEADER = "correlation_id"
 
 @dataclasses.dataclass(frozen=True)
 class EventTime:
-    """How the device rows' watermark follows their Kafka timestamps."""
+    """How a stream's watermark follows its records' times."""
 
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
+
+    def strategy(self) -> WatermarkStrategy:
+        """Bounded out-of-orderness with idleness, per subtask (the records' timestamps unless
+        an assigner is added)."""
+        return WatermarkStrategy.for_bounded_out_of_orderness(
+            Duration.of_millis(self.out_of_orderness_ms)
+        ).with_idleness(Duration.of_millis(self.idleness_ms))
 
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
     """A job's input: `devices`, `DEVICE_ROW`s of the device-keyed topics with event time (the
     Kafka timestamp, never later than the job's clock); `control`, `INPUT_RECORD`s of the
-    other topics (and the registry again); `heartbeats`, `(newest ms, count)` rows of the
-    device rows, one a second while they flow (from the same reading as `devices`, so a
-    backlog there shows here)."""
+    other topics (and the registry again); `heartbeats`, `(newest ms,)` rows of the telemetry
+    among the device rows, one a second while it flows (from the same reading as `devices`, so
+    a backlog there shows here)."""
 
     devices: DataStream
     control: DataStream
@@ -123,12 +130,10 @@ def _interval(ms: int) -> str:
     return f"INTERVAL '{ms / 1000:.3f}' SECOND"
 
 
-def _table_env(env: StreamExecutionEnvironment, name: str, timing: EventTime) -> Any:
+def _table_env(env: StreamExecutionEnvironment, name: str) -> Any:
     """A table environment whose sources get uids of their own (`name-1_source`, ...)."""
     t_env = StreamTableEnvironment.create(env)
-    config = t_env.get_config()
-    config.set("table.exec.uid.format", f"{name}-<id>_<transformation>")
-    config.set("table.exec.source.idle-timeout", f"{timing.idleness_ms} ms")
+    t_env.get_config().set("table.exec.uid.format", f"{name}-<id>_<transformation>")
     return t_env
 
 
@@ -141,11 +146,8 @@ def _per_subtask_watermarks(rows: DataStream, timing: EventTime) -> DataStream:
     conversion put on each record), in Java, instead of the source's per Kafka partition: a
     registry partition that rarely gets a record would hold the device stage's clock back for
     the idle timeout after each one (a DR start 30 s late)."""
-    strategy = WatermarkStrategy.for_bounded_out_of_orderness(
-        Duration.of_millis(timing.out_of_orderness_ms)
-    ).with_idleness(Duration.of_millis(timing.idleness_ms))  # the record's timestamp by default
-    j_rows = rows._j_data_stream
-    return DataStream(j_rows.assignTimestampsAndWatermarks(strategy._j_watermark_strategy))
+    strategy = timing.strategy()._j_watermark_strategy
+    return DataStream(rows._j_data_stream.assignTimestampsAndWatermarks(strategy))
 
 
 def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream, DataStream]:
@@ -167,7 +169,7 @@ def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream,
     # Telemetry only: a registry record's Kafka time is when the CIS sent it, not a reading's.
     telemetry = f"record.`topic` IN ({_in((topics.SCADA_TELEMETRY, topics.IOT_TELEMETRY))})"
     heartbeats = t_env.sql_query(
-        "SELECT MAX(record.ts_ms) AS newest, COUNT(*) AS n FROM TABLE(TUMBLE("  # noqa: S608
+        "SELECT MAX(record.ts_ms) AS newest FROM TABLE(TUMBLE("  # noqa: S608
         f"TABLE {seen}, DESCRIPTOR(pt), INTERVAL '{HEARTBEAT_S}' SECOND))"
         f" WHERE {telemetry} GROUP BY window_start, window_end"
     )
@@ -188,8 +190,8 @@ def _control_rows(t_env: Any, table: str) -> DataStream:
 @dataclasses.dataclass(frozen=True)
 class KafkaSources:
     """The input topics, read as raw bytes with key, headers and coordinates (`read_committed`):
-    the device-keyed ones and the control ones by two sources (uids `devices-1_source` and
-    `control-1_source`, consumer groups `<group>` and `<group>.control`), so neither reads the
+    the device-keyed ones and the control ones by two sources (uids `devices-<n>_source` and
+    `control-<n>_source`, consumer groups `<group>` and `<group>.control`), so neither reads the
     other's records; the registry is read by both."""
 
     connection: KafkaConnection
@@ -230,10 +232,10 @@ class KafkaSources:
 
     def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
         group = self.connection.group_id
-        t_env = _table_env(env, "devices", timing)
+        t_env = _table_env(env, "devices")
         self._table(t_env, "device_inputs", topics.DEVICE_KEYED_INPUTS, group, timing)
         devices, heartbeats = _device_rows(t_env, "device_inputs", timing)
-        t_env = _table_env(env, "control", timing)
+        t_env = _table_env(env, "control")
         control_group = f"{group}{CONTROL_GROUP}"
         self._table(t_env, "control_inputs", topics.CONTROL_INPUTS, control_group, timing)
         return Inputs(devices, _control_rows(t_env, "control_inputs"), heartbeats)
@@ -287,7 +289,7 @@ class CollectionSources:
     rows: Sequence[Row]
 
     def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
-        t_env = _table_env(env, "collection", timing)
+        t_env = _table_env(env, "collection")
         rows = env.from_collection(list(self.rows), type_info=INPUT_RECORD)
         schema = (
             Schema.new_builder()

@@ -164,7 +164,7 @@ def region_of(event: Any) -> str:
 
 
 def heartbeat(beat: Row) -> tuple[pipeline.Heartbeat, int]:
-    """A second's `(newest ms, count)` of the device rows as the pipeline watch's heartbeat,
+    """A second's `(newest ms,)` of the telemetry rows as the pipeline watch's heartbeat,
     stamped with that newest time (never later than the job's clock)."""
     now_ms = int(time.time() * 1000)
     newest = min(int(beat[0]), now_ms)
