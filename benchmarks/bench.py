@@ -58,7 +58,7 @@ from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
 
 MODES = ("at-least-once", "exactly-once")  # at-least-once first: see `run_job`
-LOSS_MEASURABLE_S = 20.0  # paced seconds past the SCADA timeout and the watermark's bound
+LOSS_MEASURABLE_S = 20.0  # the shortest latency run that also times telemetry-loss alerts
 ROOT = Path(__file__).resolve().parents[1]
 Say = Callable[[str], None]
 
@@ -265,9 +265,11 @@ def latency(
     carrying the reading's correlation id. Weather is renewed and five seconds of readings
     from the fleet bring the job's event time to now first. Latency runs from the produce
     call to the command's arrival at a consumer (`read_committed` for exactly-once output).
-    In the first second, fleet SCADA points report once and then fall silent: the delay of
-    each one's TELEMETRY_LOSS alert is counted from its silence deadline (the reading's time
-    plus the SCADA timeout) when the paced readings run long enough to pass it.
+    In runs of `LOSS_MEASURABLE_S` or more, fleet SCADA points report once first and then
+    fall silent while the fleet reports on past their deadlines: the delay of each one's
+    TELEMETRY_LOSS alert is counted from its silence deadline (the reading's time plus the
+    SCADA timeout). Event time must pass the deadline first, so the delay includes the
+    watermark's out-of-orderness bound.
     """
     servers = settings.stack.bootstrap_servers
     schemas = Registry(RegistryConfig.from_settings(settings)).schemas()
@@ -291,6 +293,10 @@ def latency(
     paced = [(device_id, "silent") for device_id in silent]
     paced += [(warm[n % len(warm)], "") for n in range(int(rate * 5) - len(paced))]
     paced += [(device_id, "timed") for device_id in pool[: max(1, int(rate * seconds))]]
+    if silent:  # the fleet reports on until event time passes every silent deadline
+        bound_s = settings.job.out_of_orderness_ms / 1000
+        wanted = int((DevicePolicy().scada_silence_ms / 1000 + bound_s + 3) * rate)
+        paced += [(warm[n % len(warm)], "") for n in range(wanted - len(paced))]
     sent: dict[str, float] = {}
     deadlines: dict[str, float] = {}  # silent device: its silence deadline, wall-clock s
     silence_s = DevicePolicy().scada_silence_ms / 1000
