@@ -16,6 +16,7 @@ import tempfile
 import time
 import timeit
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ from tests import datasets
 CAUSE = Cause(source_topic="bench", event_id="bench")
 
 
-def _per_reading_us(fn: object, number: int) -> float:
-    return timeit.timeit(fn, number=number) / number * 1e6  # type: ignore[arg-type]
+def _per_reading_us(fn: Callable[[], object], number: int) -> float:
+    return timeit.timeit(fn, number=number) / number * 1e6
 
 
 def main() -> None:
@@ -71,14 +72,12 @@ def main() -> None:
             ).fit(np.array(x))
             for cls, x in by_class.items()
         }
-        flags = []
-        for cls in sorted({s.device_class for s in window}):
-            pick = [s for s in window if s.device_class == cls]
-            predicted = forests[cls].predict(np.array([s.features for s in pick]))
-            flags_by_id = dict(zip(map(id, pick), predicted == -1, strict=True))
-            flags.append(flags_by_id)
-        merged = {k: v for part in flags for k, v in part.items()}
-        result = evaluate.tally(window_ms, window, [bool(merged[id(s)]) for s in window])
+        predicted: dict[int, bool] = {}
+        for cls, forest in forests.items():
+            idx = [i for i, s in enumerate(window) if s.device_class == cls]
+            marks = forest.predict(np.array([window[i].features for i in idx])) == -1
+            predicted.update(zip(idx, marks.tolist(), strict=True))
+        result = evaluate.tally(window_ms, window, [predicted[i] for i in range(len(window))])
         print(f"iforest {contamination!s:<6}", result.summary().replace("\n", "\n  "))
 
     cls = "THERMOSTAT"

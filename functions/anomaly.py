@@ -104,7 +104,10 @@ def features(state: DeviceState | None, reading: Telemetry, norms: Norms) -> Fea
 class Scorer(Protocol):
     """Scores one feature vector: 0 inside what training saw, growing with the distance out."""
 
-    threshold: float
+    @property
+    def threshold(self) -> float:
+        """The score above which a reading is anomalous."""
+        ...
 
     def score(self, x: Sequence[float]) -> float:
         """The anomaly score of `x` (higher is stranger)."""

@@ -66,6 +66,7 @@ def reading(
     """One readings row: an IoT reading unless `device_class` is FEEDER_BREAKER (then SCADA)."""
     scada = device_class == "FEEDER_BREAKER"
     row: dict[str, Any] = {
+        **dict.fromkeys(READING_SCHEMA.names),
         "topic": "scada.telemetry" if scada else "iot.telemetry",
         "partition": 0,
         "offset": next(_offsets),

@@ -15,6 +15,7 @@ import random
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from functions import device
 from gridstream.models import dataset, train
@@ -73,8 +74,8 @@ class Result:
         )
 
 
-def _faulty(event: device.Telemetry, **changes: object) -> device.Telemetry:
-    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+def _faulty(event: device.Telemetry, **changes: Any) -> device.Telemetry:
+    return dataclasses.replace(event, **changes)
 
 
 def _inject_device(
@@ -192,7 +193,7 @@ def evaluate(
 def _plot(
     window: list[train.Scored], scores: list[float], path: Path, result: Result, threshold: float
 ) -> None:
-    """Scores over time: normal readings grey, injected faults red, by firmware."""
+    """Scores over time: normal readings grey, injected faults red, the threshold dashed."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -59,7 +59,7 @@ class FeatureMismatchError(ModelError):
     """The model was trained on other features (names or version) than this code computes."""
 
 
-class Fences(OutlierMixin, BaseEstimator):  # type: ignore[misc]
+class Fences(OutlierMixin, BaseEstimator):
     """Per-feature bands between two quantiles of training, widened to `min_widths`; scikit-
     learn's outlier API (`score_samples`: higher is more normal) over `functions.anomaly.Fence`."""
 
