@@ -113,6 +113,10 @@ class Scorer(Protocol):
         """The anomaly score of `x` (higher is stranger)."""
         ...
 
+    def furthest(self, x: Sequence[float]) -> str:
+        """The name of the feature that makes `x` strangest."""
+        ...
+
 
 @dataclasses.dataclass(frozen=True)
 class Fence:
@@ -153,11 +157,13 @@ class ClassModel:
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
-    """A scored reading: its score, whether it is anomalous, and the feature furthest out."""
+    """A scored reading: its score, whether it is anomalous (then the feature furthest out,
+    for the alert's text), and its features."""
 
     score: float
     anomalous: bool
     features: Features
+    furthest: str | None = None
 
 
 def judge(state: DeviceState | None, reading: Telemetry, model: ClassModel) -> Verdict | None:
@@ -167,7 +173,9 @@ def judge(state: DeviceState | None, reading: Telemetry, model: ClassModel) -> V
     if x is None:
         return None
     score = model.scorer.score(x)
-    return Verdict(score, score > model.scorer.threshold, x)
+    if score > model.scorer.threshold:
+        return Verdict(score, True, x, model.scorer.furthest(x))
+    return Verdict(score, False, x)
 
 
 # Faulty firmware rollouts ------------------------------------------------------------------

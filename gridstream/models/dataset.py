@@ -74,19 +74,12 @@ class Row:
     fault: str | None = None  # the fault an evaluation injected into this reading
 
 
-def reading_event(record: dict[str, Any]) -> device.Telemetry:
-    """The stage's reading from a dataset row, as `jobs.records` makes it from the Avro record."""
-    if record["is_on"] is None:  # SCADA
-        good = not any(record[c] for c in QUALITY_COLUMNS)
-        closed = record["switch_closed"]
-        is_on = closed if closed is not None else record["power_kw"] > 0
-        override = False
-    else:
-        good, is_on, override = True, record["is_on"], record["customer_override"]
-    return device.Telemetry(
-        record["device_id"], record["ts_ms"], record["power_kw"], is_on, good, override,
-        record["correlation_id"], _CAUSE,
-    )  # fmt: skip
+def reading_event(row: dict[str, Any]) -> device.Telemetry:
+    """The stage's reading from a readings row, made as the job makes it from the Avro record."""
+    if row["is_on"] is None:  # SCADA: the flags as the record nests them
+        quality = {c.removeprefix("quality_"): bool(row[c]) for c in QUALITY_COLUMNS}
+        return device.telemetry_of({**row, "quality": quality}, _CAUSE)
+    return device.telemetry_of(row, _CAUSE)
 
 
 def _registry_event(record: dict[str, Any]) -> device.RegistryUpdate | device.Deregistration:

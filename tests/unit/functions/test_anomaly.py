@@ -167,6 +167,7 @@ def test_judge_flags_a_reading_beyond_the_threshold() -> None:
     assert not calm.anomalous
     assert jump is not None
     assert jump.anomalous
+    assert jump.furthest == "ramp_kw_per_s"
     assert jump.score == pytest.approx(16.0 - 0.1)  # 16 kW/s over a band up to 0.1
 
 

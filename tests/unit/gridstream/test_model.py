@@ -73,10 +73,9 @@ def _history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def test_training_and_live_compute_the_same_features(tmp_path: Path) -> None:
-    """Replaying the dataset gives each reading the features the live stage gives it: the job's
-    own decoding and `device.step`, the state through its codec between inputs."""
-    from jobs.records import _reading
-
+    """Replaying the dataset gives each reading the features the live stage gives it: the
+    record as the job decodes it (`jobs.records` calls `telemetry_of`), `device.step`, and the
+    state through its codec between inputs."""
     readings, registry = _history()
     data = datasets.write(tmp_path / "data", readings, registry)
     norms = {
@@ -99,7 +98,7 @@ def test_training_and_live_compute_the_same_features(tmp_path: Path) -> None:
         if kind == 0:
             event: Any = dataset._registry_event(row)
         else:
-            event = _reading(_live_record(row), cause)
+            event = device.telemetry_of(_live_record(row), cause)
             assert state is not None
             assert state.info is not None
             x = anomaly.features(state, event, norms[state.info.device_class.value])
@@ -115,8 +114,6 @@ def test_training_and_live_compute_the_same_features(tmp_path: Path) -> None:
 
 def test_a_dataset_row_becomes_the_reading_the_job_decodes() -> None:
     """IoT and SCADA rows (quality flag raised or not) give the job's own stage event."""
-    from jobs.records import _reading
-
     rows = [
         datasets.reading("th-1", "THERMOSTAT", T0, 3.1, customer_override=True),
         datasets.reading("fb-1", "FEEDER_BREAKER", T0, 5_000.0, quality_blocked=True),
@@ -124,7 +121,7 @@ def test_a_dataset_row_becomes_the_reading_the_job_decodes() -> None:
     ]
 
     for row in rows:
-        live = _reading(_live_record(row), dataset._CAUSE)
+        live = device.telemetry_of(_live_record(row), dataset._CAUSE)
         assert dataset.reading_event(row) == live
 
 
