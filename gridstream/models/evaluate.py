@@ -70,7 +70,7 @@ class Result:
             f"precision {self.precision:.3f}  recall {self.recall:.3f}  "
             f"(TP {self.true_positives}, FP {self.false_positives}, FN {self.false_negatives})\n"
             f"recall by fault: {kinds}; {self.false_positives_on_faulty} of the false positives "
-            f"are on {FAULTY_FIRMWARE} devices (the reading after a spike ramps back down)"
+            f"are on {FAULTY_FIRMWARE} devices (such as the reading after a spike, ramping back)"
         )
 
 
