@@ -130,8 +130,10 @@ def _write_partitions(
         for key, value in zip(keys, values, strict=True):
             folder /= f"{key}={value}"
         folder.mkdir(parents=True, exist_ok=True)
-        columns = {f.name: [r.get(f.name) for r in group] for f in schema}
-        pq.write_table(pa.table(columns, schema=schema), folder / "part-0.parquet")
+        # the partition keys are in the folder names only, as the replay writes them
+        kept = pa.schema([f for f in schema if f.name not in keys])
+        columns = {f.name: [r.get(f.name) for r in group] for f in kept}
+        pq.write_table(pa.table(columns, schema=kept), folder / "part-0.parquet")
 
 
 def write(

@@ -213,6 +213,7 @@ def train(
     import skops.io as sio
 
     say = progress or (lambda _: None)
+    say(f"reading {data_dir}")
     rows = dataset.read(data_dir)
     start, end = time_range(rows)
     split = end + 1 if holdout <= 0 else start + int((end - start) * (1.0 - holdout))
@@ -254,7 +255,7 @@ def _manifest_summary(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     """The replay manifest's time range and schema versions, when there is a manifest."""
     if manifest is None:
         return None
-    keep = ("time_range", "from_ms", "to_ms", "schema_versions", "schemas", "schema_ids")
+    keep = ("from", "to", "from_ms", "to_ms", "schemas")
     return {k: v for k, v in manifest.items() if k in keep}
 
 

@@ -152,6 +152,18 @@ def test_a_trained_model_loads_with_the_fences_it_learned(
     assert loaded.for_class(DeviceClass.LINE_SWITCH.value) is None
 
 
+def test_the_replay_manifest_range_and_schema_versions_go_into_the_metadata(tmp_path: Path) -> None:
+    """What the replay says of its range and schemas is kept beside the model."""
+    data = datasets.write(tmp_path / "data", *datasets.fleet(devices=4, hours=1))
+    schemas = {"iot.telemetry": [{"schema_id": 2, "subject": "iot.telemetry-value", "version": 2}]}
+    manifest = {"from_ms": T0, "to_ms": T0 + HOUR_MS, "schemas": schemas, "partitions": []}
+    (data / dataset.MANIFEST).write_text(json.dumps(manifest))
+
+    meta = train.train(data, tmp_path / "model")
+
+    assert meta["manifest"] == {"from_ms": T0, "to_ms": T0 + HOUR_MS, "schemas": schemas}
+
+
 def _copy(model_dir: Path, to: Path) -> Path:
     to.mkdir()
     for name in (train.MODEL_FILE, train.METADATA_FILE):
