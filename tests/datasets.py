@@ -114,6 +114,14 @@ def registration(
     return row
 
 
+def tombstone(device_id: str, ts_ms: int) -> dict[str, Any]:
+    """One registry row for a deleted CIS record: the key and its Kafka time, the rest null."""
+    row = dict.fromkeys(REGISTRY_SCHEMA.names)
+    row.update(topic="device.registry", partition=0, offset=next(_offsets), kafka_ts_ms=ts_ms,
+               device_id=device_id, deleted=True)  # fmt: skip
+    return row
+
+
 def _date(ts_ms: int) -> str:
     return dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC).date().isoformat()
 

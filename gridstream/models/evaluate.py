@@ -124,9 +124,8 @@ def inject(
     chosen = set(rng.sample(iot, max(1, round(len(iot) * faults.device_share)))) if iot else set()
     out = dict(rows)
     for device_id in sorted(chosen):
-        device_rows = rows[device_id]
-        cls = device_rows[-1].device_class
-        out[device_id] = _inject_device(device_rows, cls, from_ms, rng, faults.rate)
+        cls = train.class_of(rows[device_id])
+        out[device_id] = _inject_device(rows[device_id], cls, from_ms, rng, faults.rate)
     return out
 
 

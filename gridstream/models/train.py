@@ -128,6 +128,13 @@ def _readings(rows: Mapping[str, list[dataset.Row]]) -> Iterator[dataset.Row]:
                 yield row
 
 
+def class_of(device_rows: list[dataset.Row]) -> str:
+    """A device's class as its newest reading gives it (a tombstone carries none)."""
+    return next(
+        r.device_class for r in reversed(device_rows) if isinstance(r.event, device.Telemetry)
+    )
+
+
 def learn_norms(rows: Mapping[str, list[dataset.Row]], until_ms: int) -> dict[str, anomaly.Norms]:
     """Each class's median power (overall and per region, over good readings) and nominal
     reporting interval (the median gap between a device's readings), from before `until_ms`."""
@@ -151,9 +158,9 @@ def learn_norms(rows: Mapping[str, list[dataset.Row]], until_ms: int) -> dict[st
                 power[row.device_class].append(event.power_kw)
                 if device_id in region_of:
                     regional[(row.device_class, region_of[device_id])].append(event.power_kw)
-        times.sort()
-        cls = device_rows[0].device_class
-        gaps[cls] += [b - a for a, b in itertools.pairwise(times) if b > a]
+        if times:
+            times.sort()
+            gaps[class_of(device_rows)] += [b - a for a, b in itertools.pairwise(times) if b > a]
     norms = {}
     for cls, values in power.items():
         medians = {r: statistics.median(v) for (c, r), v in regional.items() if c == cls}

@@ -52,7 +52,7 @@ def _live_record(row: dict[str, Any]) -> dict[str, Any]:
 
 def _history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Two devices' readings with the awkward cases: a duplicate, a late reading, a SCADA
-    reading with a quality flag, an override, a registry move between regions."""
+    reading with a quality flag, an override, a registry move between regions, deletions."""
     t = T0
     iot = [datasets.reading("th-1", "THERMOSTAT", t + i * MINUTE_MS, kw)
            for i, kw in enumerate([0.0, 3.1, 3.3, 3.3, 0.0, 3.2])]  # fmt: skip
@@ -68,6 +68,8 @@ def _history() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         datasets.registration("th-1", "THERMOSTAT", "north", t - HOUR_MS, 4.0),
         datasets.registration("fb-1", "FEEDER_BREAKER", "south", t - HOUR_MS, 12_000.0),
         datasets.registration("th-1", "THERMOSTAT", "east", t + 4 * MINUTE_MS + 1, 4.0),
+        datasets.tombstone("fb-1", t + 55 * SECOND_MS),  # its last two readings: unregistered
+        datasets.tombstone("gone-1", t),  # a device with no reading at all
     ]
     return iot + scada, registry
 
@@ -99,9 +101,8 @@ def test_training_and_live_compute_the_same_features(tmp_path: Path) -> None:
             event: Any = dataset._registry_event(row)
         else:
             event = device.telemetry_of(_live_record(row), cause)
-            assert state is not None
-            assert state.info is not None
-            x = anomaly.features(state, event, norms[state.info.device_class.value])
+            info = None if state is None else state.info
+            x = None if info is None else anomaly.features(state, event, norms[info.device_class])
             if x is not None:
                 live.append((row["device_id"], row["ts_ms"], x))
         ctx = device.Context(now_ms=row["kafka_ts_ms"], region=device.RegionMode.NORMAL)
@@ -109,7 +110,7 @@ def test_training_and_live_compute_the_same_features(tmp_path: Path) -> None:
         saved[row["device_id"]] = device_state.encode(new) if new else b""
 
     assert sorted(trained) == sorted(live)
-    assert len(live) == len(readings) - 2  # the duplicate and the late reading are not scored
+    assert len(live) == len(readings) - 4  # not the duplicate, the late one, nor unregistered
 
 
 def test_a_dataset_row_becomes_the_reading_the_job_decodes() -> None:
