@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from functions import device
+from functions import anomaly, device
 from gridstream.models import dataset, train
 from schemas.models import POWER_LIMITS_KW, DeviceClass
 
@@ -49,6 +49,7 @@ class Result:
     recall_by_kind: Mapping[str, float]
     faulty_devices: int
     false_positives_on_faulty: int  # mostly the reading after a spike: its ramp back down
+    rollout_alerts: Mapping[str, int]  # firmware version: when its faulty-rollout alert rose
 
     @property
     def precision(self) -> float:
@@ -63,6 +64,10 @@ class Result:
     def summary(self) -> str:
         """The figures as a few printable lines."""
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.recall_by_kind.items()))
+        rollouts = ", ".join(
+            f"{version} {(ts - self.window_ms[0]) / 60_000:.0f} min into the window"
+            for version, ts in sorted(self.rollout_alerts.items())
+        )
         return (
             f"window {self.window_ms[0]}..{self.window_ms[1]}: {self.readings} readings, "
             f"{self.faulty_devices} devices on {FAULTY_FIRMWARE}, "
@@ -70,7 +75,8 @@ class Result:
             f"precision {self.precision:.3f}  recall {self.recall:.3f}  "
             f"(TP {self.true_positives}, FP {self.false_positives}, FN {self.false_negatives})\n"
             f"recall by fault: {kinds}; {self.false_positives_on_faulty} of the false positives "
-            f"are on {FAULTY_FIRMWARE} devices (such as the reading after a spike, ramping back)"
+            f"are on {FAULTY_FIRMWARE} devices (such as the reading after a spike, ramping back)\n"
+            f"faulty-rollout alerts: {rollouts or 'none'}"
         )
 
 
@@ -150,8 +156,31 @@ def held_out(
     return (split, end), [s for s in scored if s.ts_ms >= split]
 
 
-def tally(window_ms: tuple[int, int], window: list[train.Scored], flags: list[bool]) -> Result:
-    """Precision and recall of `flags` (one per reading of `window`) against the faults."""
+def rollout_alerts(
+    window: list[train.Scored], flags: list[bool], policy: anomaly.RolloutPolicy
+) -> dict[str, int]:
+    """When each firmware version's faulty-rollout alert first rose over the window's verdicts
+    (`functions.anomaly.track_rollout`, per version, in event time)."""
+    states: dict[str, anomaly.RolloutState] = {}
+    raised: dict[str, int] = {}
+    for s, flagged in sorted(zip(window, flags, strict=True), key=lambda pair: pair[0].ts_ms):
+        if s.firmware is None:
+            continue
+        step = anomaly.track_rollout(states.get(s.firmware), flagged, s.ts_ms, policy)
+        states[s.firmware] = step.state
+        if step.alert:
+            raised.setdefault(s.firmware, s.ts_ms)
+    return raised
+
+
+def tally(
+    window_ms: tuple[int, int],
+    window: list[train.Scored],
+    flags: list[bool],
+    policy: anomaly.RolloutPolicy | None = None,
+) -> Result:
+    """Precision and recall of `flags` (one per reading of `window`) against the faults, and
+    the faulty-rollout alerts they raise."""
     counts: Counter[str] = Counter()
     hits: Counter[str] = Counter()
     tp = fp = fn = fp_faulty = 0
@@ -166,7 +195,7 @@ def tally(window_ms: tuple[int, int], window: list[train.Scored], flags: list[bo
     faulty_devices = len({s.device_id for s in window if s.firmware == FAULTY_FIRMWARE})
     return Result(
         window_ms, len(window), tp, fp, fn, {k: hits[k] / n for k, n in counts.items()},
-        faulty_devices, fp_faulty,
+        faulty_devices, fp_faulty, rollout_alerts(window, flags, policy or anomaly.RolloutPolicy()),
     )  # fmt: skip
 
 

@@ -225,6 +225,7 @@ def test_evaluation_finds_the_injected_faulty_firmware(fleet_data: Path, model_d
     assert set(result.recall_by_kind) == set(evaluate.FAULT_KINDS)
     healthy_flags = result.false_positives - result.false_positives_on_faulty
     assert healthy_flags <= 0.001 * result.readings
+    assert set(result.rollout_alerts) == {evaluate.FAULTY_FIRMWARE}  # the healthy ones stay quiet
 
 
 def test_cli_trains_and_evaluates_a_dataset(
