@@ -238,6 +238,7 @@ def _plot(
         ax.scatter(xs, ys, s=4, c=color, label=label, alpha=0.7)
     ax.axhline(threshold, color="k", linestyle="--", linewidth=1, label="threshold")
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(-0.1, max([threshold, *scores]) * 2)  # the strangest points inside the frame
     ax.set_xlabel("hours into the held-out window")
     ax.set_ylabel("anomaly score (band widths outside)")
     ax.set_title(
