@@ -29,17 +29,20 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fleet  # this script's folder: the benchmark's own modules
+import device_stage_bench  # this script's folder: the benchmark's own modules
+import fleet
 import peers
 import report
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from functions.device import DevicePolicy
 from gridstream import config, topics
 from gridstream.deploy import start_job
 from gridstream.roundtrip import percentile
@@ -50,10 +53,12 @@ from gridstream.stack.daemons import TASKMANAGER
 from gridstream.stack.process import free_ports
 from jobs.device_control import JOB_NAME
 from jobs.io import consumer_groups
+from schemas import models, serde
 from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
 
 MODES = ("at-least-once", "exactly-once")  # at-least-once first: see `run_job`
+LOSS_MEASURABLE_S = 20.0  # paced seconds past the SCADA timeout and the watermark's bound
 ROOT = Path(__file__).resolve().parents[1]
 Say = Callable[[str], None]
 
@@ -213,25 +218,61 @@ def checkpoints(stack: LocalStack, job_id: str, devices: int) -> dict[str, float
     }
 
 
+class Arrivals:
+    """The job's commands and telemetry-loss alerts as they arrive (`read_committed` for
+    exactly-once output), each at its first arrival's wall-clock time."""
+
+    def __init__(self, settings: config.Settings, schemas: Any) -> None:
+        exactly_once = settings.job.delivery_guarantee == "exactly-once"
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.stack.bootstrap_servers,
+                "group.id": "bench-latency",
+                "isolation.level": "read_committed" if exactly_once else "read_uncommitted",
+            }
+        )
+        ends = [*end_offsets(self.consumer, topics.COMMANDS)]
+        self.consumer.assign(ends + end_offsets(self.consumer, topics.ALERTS))
+        self.alerts = serde.deserializer(models.Alert, schemas)
+        self.commands: dict[str, float] = {}  # correlation id: arrival
+        self.losses: dict[str, float] = {}  # device id: arrival of its TELEMETRY_LOSS
+
+    def receive(self, wait_s: float) -> None:
+        """Take what arrives within `wait_s`."""
+        message = self.consumer.poll(wait_s)
+        if message is None or message.error():
+            return
+        if message.topic() == topics.COMMANDS:
+            corr = dict(message.headers() or ()).get(CORRELATION_HEADER) or ""
+            text = corr.decode() if isinstance(corr, bytes) else corr
+            self.commands.setdefault(text, time.time())
+            return
+        alert = self.alerts.read(message.value() or b"")[1]
+        if alert["kind"] == "TELEMETRY_LOSS" and alert["device_id"]:
+            self.losses.setdefault(alert["device_id"], time.time())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
 def latency(
     settings: config.Settings, pool: list[str], rate: float, seconds: float, say: Say
 ) -> dict[str, float]:
-    """Event -> command latency at `rate` readings a second.
+    """Event -> command latency at `rate` readings a second, and telemetry-loss alert delay.
 
     The pool's devices are registered and enrolled in the running DR event but have never
     reported, so the first reading of each makes the job request its curtailment: a command
     carrying the reading's correlation id. Weather is renewed and five seconds of readings
     from the fleet bring the job's event time to now first. Latency runs from the produce
     call to the command's arrival at a consumer (`read_committed` for exactly-once output).
+    In the first second, fleet SCADA points report once and then fall silent: the delay of
+    each one's TELEMETRY_LOSS alert is counted from its silence deadline (the reading's time
+    plus the SCADA timeout) when the paced readings run long enough to pass it.
     """
     servers = settings.stack.bootstrap_servers
-    encode = fleet.Encoder(Registry(RegistryConfig.from_settings(settings)).schemas())
-    exactly_once = settings.job.delivery_guarantee == "exactly-once"
-    isolation = "read_committed" if exactly_once else "read_uncommitted"
-    consumer = Consumer(
-        {"bootstrap.servers": servers, "group.id": "bench-latency", "isolation.level": isolation}
-    )
-    consumer.assign(end_offsets(consumer, topics.COMMANDS))
+    schemas = Registry(RegistryConfig.from_settings(settings)).schemas()
+    encode = fleet.Encoder(schemas)
+    arrivals = Arrivals(settings, schemas)
     producer = Producer({"bootstrap.servers": servers, "linger.ms": 0})
     rng = random.Random(1)
 
@@ -244,41 +285,116 @@ def latency(
 
     for region in fleet.REGIONS:
         send(fleet.weather(encode, region, peers.now_ms()))
-    warm = fleet.device_ids(fleet.Shape(devices=1_000))
-    paced = [(warm[n % len(warm)], False) for n in range(int(rate * 5))]
-    paced += [(device_id, True) for device_id in pool[: max(1, int(rate * seconds))]]
+    warm = [d for d in fleet.device_ids(fleet.Shape(devices=1_000)) if not fleet.is_scada(d)]
+    scada = [d for d in fleet.device_ids(fleet.Shape(devices=2_000)) if fleet.is_scada(d)]
+    silent = scada[: int(rate)] if seconds >= LOSS_MEASURABLE_S else []  # every fleet has them
+    paced = [(device_id, "silent") for device_id in silent]
+    paced += [(warm[n % len(warm)], "") for n in range(int(rate * 5) - len(paced))]
+    paced += [(device_id, "timed") for device_id in pool[: max(1, int(rate * seconds))]]
     sent: dict[str, float] = {}
-    got: dict[str, float] = {}
-
-    def receive(wait_s: float) -> None:
-        message = consumer.poll(wait_s)
-        if message is not None and not message.error():
-            corr = dict(message.headers() or ()).get(CORRELATION_HEADER, b"").decode()
-            if corr in sent and corr not in got:
-                got[corr] = time.monotonic()
+    deadlines: dict[str, float] = {}  # silent device: its silence deadline, wall-clock s
+    silence_s = DevicePolicy().scada_silence_ms / 1000
 
     start = time.monotonic()
-    for n, (device_id, timed) in enumerate(paced):
+    for n, (device_id, role) in enumerate(paced):
         while (ahead := start + n / rate - time.monotonic()) > 0:
-            receive(ahead)
+            arrivals.receive(ahead)
         record = fleet.reading(encode, device_id, peers.now_ms(), "+paced", rng)
         send(record)
-        if timed:
-            sent[record.correlation_id] = time.monotonic()
+        if role == "timed":
+            sent[record.correlation_id] = time.time()
+        elif role == "silent":
+            deadlines[device_id] = record.ts_ms / 1000 + silence_s
     producer.flush(30)
     say(f"    {len(sent):,} paced readings sent at {rate:,.0f}/s; waiting for their commands")
     deadline = time.monotonic() + 60  # or 10 s without a new command
-    while len(got) < len(sent) and time.monotonic() < min(
-        deadline, max(got.values(), default=time.monotonic()) + 10
-    ):
-        receive(0.5)
-    consumer.close()
-    waits = [(got[c] - sent[c]) * 1000 for c in got]
-    return {
+
+    def waiting() -> bool:
+        last = max(arrivals.commands.values(), default=time.time())
+        commands = sum(c in arrivals.commands for c in sent) < len(sent)
+        losses = len(arrivals.losses.keys() & deadlines.keys()) < len(deadlines)
+        pending = (commands and time.time() < last + 10) or losses
+        return pending and time.monotonic() < deadline
+
+    while waiting():
+        arrivals.receive(0.5)
+    arrivals.close()
+    waits = [(arrivals.commands[c] - sent[c]) * 1000 for c in sent if c in arrivals.commands]
+    late = [
+        (arrivals.losses[d] - due) * 1000 for d, due in deadlines.items() if d in arrivals.losses
+    ]
+    figures = {
         "latency_rate": rate,
         "latency_p50_ms": percentile(waits, 50),
         "latency_p99_ms": percentile(waits, 99),
-        "commands_back": len(got) / len(sent),
+        "commands_back": len(waits) / len(sent),
+    }
+    if late:  # JSON has no NaN: a figure not measured is left out
+        figures["loss_alert_p50_ms"] = percentile(late, 50)
+        figures["loss_alert_p99_ms"] = percentile(late, 99)
+    if deadlines:
+        figures["loss_alerts_back"] = len(late) / len(deadlines)
+    return figures
+
+
+def initializing_s(stack: LocalStack, job_id: str, timeout_s: float = 600.0) -> float:
+    """Once every task of the job runs: the longest any spent initializing (where a task
+    restores its state and opens its functions), in seconds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        vertices = rest(stack, f"/jobs/{job_id}")["vertices"]
+        if all(v["status"] == "RUNNING" for v in vertices):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} did not run within {timeout_s} s")
+        time.sleep(0.2)
+    spans = [
+        (task["timestamps"]["RUNNING"] - task["timestamps"]["INITIALIZING"]) / 1000
+        for v in vertices
+        for task in rest(stack, f"/jobs/{job_id}/vertices/{v['id']}/subtasktimes")["subtasks"]
+    ]
+    return max(spans)
+
+
+def restore(stack: LocalStack, job_id: str, fresh_s: float, devices: int) -> dict[str, float]:
+    """Stop the job with a savepoint of its whole fleet's state and start it again from it.
+
+    The restore time runs from submission until every task runs. Its part that grows with the
+    state is how much longer the tasks initialized than they did starting empty (`fresh_s`);
+    the 1M-device figure scales that part alone.
+    """
+    savepoint = stack.flink.stop_with_savepoint(job_id)
+    folder = Path(urllib.parse.urlparse(savepoint).path)  # a file: URI
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    started = time.monotonic()
+    restored = start_job(stack, savepoint)
+    initializing = initializing_s(stack, restored)
+    seconds = time.monotonic() - started
+    per_device = max(0.0, initializing - fresh_s) / devices
+    say(
+        f"    restored {devices:,} devices' state ({size / 1e6:,.1f} MB) in {seconds:.1f} s; "
+        f"tasks initialized in {initializing:.1f} s ({fresh_s:.1f} s when empty)"
+    )
+    return {
+        "savepoint_mb": size / 1e6,
+        "restore_s": seconds,
+        "restore_initializing_s": initializing,
+        "fresh_initializing_s": fresh_s,
+        "restore_s_per_1m_devices": seconds + per_device * (1_000_000 - devices),
+    }
+
+
+def minicluster(n: int, say: Say) -> dict[str, float]:
+    """The job's marginal cost per reading on a local MiniCluster, no Kafka and no sinks
+    (`device_stage_bench.py`: `n` and `4n` readings of 1,000 thermostats, start-up cancelled)."""
+    small, large = device_stage_bench.in_tree(ROOT, 1_000, [1_000, n, 4 * n])[1:]
+    wall, cpu = ((large[k] - small[k]) / (3 * n) for k in ("wall", "cpu"))
+    say(f"    {wall * 1e6:.0f} us a reading ({cpu * 1e6:.0f} CPU us)")
+    return {
+        "readings_per_s": 1 / wall,
+        "records_per_s": 1 / wall,
+        "cpu_s_per_1k": cpu * 1000,
+        "window_s": large["wall"],
     }
 
 
@@ -301,9 +417,14 @@ def forget_offsets(servers: str, attempts: int = 30) -> None:
 
 
 def run_job(
-    stack: LocalStack, workload: fleet.Workload, pool: list[str], args: argparse.Namespace, say: Say
+    stack: LocalStack,
+    workload: fleet.Workload,
+    pool: list[str],
+    args: argparse.Namespace,
+    restores: bool,
 ) -> dict[str, Any]:
-    """One device-control run: throughput, CPU, checkpoints and state, then latency.
+    """One device-control run: throughput, CPU, checkpoints and state, then latency, then
+    (if `restores`) a savepoint of the fleet's state and a restore from it.
 
     Each run starts empty from the topics' beginning. An exactly-once run leaves its last
     transaction open when cancelled (the next exactly-once job aborts it), which would hold
@@ -316,11 +437,14 @@ def run_job(
     forget_offsets(servers)
     ends = input_ends(servers)
     job_id = start_job(stack)
+    fresh_s = initializing_s(stack, job_id)
     say(f"    job {job_id} running; processing {sum(ends.values()):,} records")
     figures = throughput(stack, ends, args.timeout, say)
     figures |= checkpoints(stack, job_id, workload.devices)
     rate = figures["readings_per_s"] * args.latency_load
     figures |= latency(settings, pool, rate, args.latency_seconds, say)
+    if restores:
+        figures |= restore(stack, job_id, fresh_s, workload.devices)
     cancel_jobs(stack)
     return figures
 
@@ -365,9 +489,18 @@ def rows(
             stack.settings.job, delivery_guarantee=mode, parallelism=parallelism
         )
         run_stack = LocalStack(config.Settings(stack.settings.stack, job), say=say)
-        figures = run_job(run_stack, workload, workload.latency_pools[n], args, say)
+        # The last run restores: its empty start is the warm one to compare the restore with.
+        last = n == len(runs) - 1
+        figures = run_job(run_stack, workload, workload.latency_pools[n], args, last)
         say(f"    {json.dumps(figures)}")
         yield {"system": "device-control", "mode": mode, "parallelism": parallelism, **figures}
+    say("device-control on a MiniCluster (no I/O)")
+    yield {
+        "system": "device-control",
+        "mode": report.MINICLUSTER,
+        "parallelism": 1,
+        **minicluster(2_000 if args.smoke else 10_000, say),
+    }
     for name, label, mode in (
         ("quix", "Quix Streams", "exactly-once"),
         ("ceiling", "Python I/O ceiling", "-"),

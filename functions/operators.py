@@ -32,6 +32,7 @@ from state.mirror import LastGood, MirrorEvent, RedisMirror
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 CONTEXT = MapStateDescriptor("context", Types.STRING(), PICKLED)
 PIPELINE_KEY = "pipeline"
+DEVICE_CACHE_ENTRIES = 50_000  # ~1.1 kB each, decoded: see `_StateCache`
 
 # The stages emit everything on their main output and the job splits it by type (the `is_*`
 # predicates): in thread mode a side output yielded from a timer of a two-input keyed
@@ -322,6 +323,56 @@ def _timed(state: device_codec.DeviceState | None) -> tuple[Any, ...]:
     return (state.watch_ms, state.participation, state.queued, state.pending)
 
 
+_Cached = tuple[bytes | None, device_codec.DeviceState | None]
+
+
+class _StateCache:
+    """A write-through cache of decoded device states in front of the stage's ValueState.
+
+    Every write still goes to Flink's state, so checkpoints hold it; a read of a cached device
+    skips the state backend and the codec. Only this stage writes that state, and a restore or
+    a rescale opens a new instance with an empty cache, so the two never disagree. When full,
+    the newest entry makes room: devices report once per interval (a cyclic scan), under which
+    this keeps a fixed set cached, `capacity / fleet` of the reads hitting, where evicting the
+    least recently used would hit none.
+    """
+
+    def __init__(self, state: Any, capacity: int) -> None:
+        self.state = state
+        self.capacity = capacity
+        self.entries: dict[str, _Cached] = {}
+
+    def get(self, device_id: str) -> _Cached:
+        """The device's state bytes and decoded state (None, None for no state)."""
+        entry = self.entries.get(device_id)
+        if entry is None:
+            raw = self.state.value()
+            entry = (raw, None if raw is None else device_codec.decode(raw))
+            self._keep(device_id, entry)
+        return entry
+
+    def put(self, device_id: str, new: device_codec.DeviceState, old: _Cached) -> None:
+        """Write `new` through, its bytes reusing `old`'s where they can."""
+        raw_old, state_old = old
+        like = None if raw_old is None or state_old is None else (state_old, raw_old)
+        raw = device_codec.encode(new, like)
+        self.state.update(raw)
+        self._keep(device_id, (raw, new))
+
+    def clear(self, device_id: str) -> None:
+        """Clear the device's state."""
+        self.state.clear()
+        self._keep(device_id, (None, None))
+
+    def _keep(self, device_id: str, entry: _Cached) -> None:
+        if device_id not in self.entries:
+            if self.capacity <= 0:
+                return
+            if len(self.entries) >= self.capacity:
+                self.entries.popitem()
+        self.entries[device_id] = entry
+
+
 class RowReader(Protocol):
     """Turns the device stage's input rows into device events (or a dead letter)."""
 
@@ -337,7 +388,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     `reader`, so a reading crosses into Python once (DR activations and approvals come in
     the same rows). With a `redis_url`, each device's new last good reading also goes to the
     Redis mirror, here rather than in an operator of its own: that one would see every reading
-    again.
+    again. Up to `cache_entries` decoded states are kept in front of the state (`_StateCache`).
     """
 
     def __init__(
@@ -347,16 +398,18 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         wetbulb: WetBulbPolicy,
         redis_url: str | None = None,
         flush_ms: int = 1_000,
+        cache_entries: int = DEVICE_CACHE_ENTRIES,
     ) -> None:
         self.reader = reader
         self.policy = policy
         self.context = _Context(wetbulb)
         self.redis_url = redis_url
         self.flush_ms = flush_ms
+        self.cache_entries = cache_entries
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.reader.open()
-        self.state = _bytes_state(runtime_context, "device")
+        self.states = _StateCache(_bytes_state(runtime_context, "device"), self.cache_entries)
         self.mirror = (
             None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
         )
@@ -366,8 +419,8 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.mirror.mirror.close()
 
     def _run(self, event: device.Event, ctx: Any) -> Iterator[Any]:
-        raw = self.state.value()
-        old = None if raw is None else device_codec.decode(raw)
+        cached = self.states.get(event.device_id)
+        old = cached[1]
         info = event.info if isinstance(event, device.RegistryUpdate) else old and old.info
         settled = watermark(ctx)
         # A timer decides at its own instant (it fires as the watermark passes it); an input at
@@ -388,10 +441,10 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         new = result.state
         if new is None:
             if old is not None:
-                self.state.clear()
+                self.states.clear(event.device_id)
             _reconcile(device.timers_for(old, self.policy), frozenset(), ctx)
         elif new is not old:  # the step hands back the very state when nothing changed
-            self.state.update(device_codec.encode(new))
+            self.states.put(event.device_id, new, cached)
             if _timed(old) != _timed(new):
                 wanted = device.timers_for(new, self.policy)
                 _reconcile(device.timers_for(old, self.policy), wanted, ctx)

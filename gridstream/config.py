@@ -75,6 +75,7 @@ class JobSettings:
     budget_window_ms: int = 10_000
     recommendation_ttl_ms: int = 600_000
     max_clock_skew_ms: int = 5_000
+    device_cache_entries: int = 50_000
 
 
 def worker_python_path(python_executable: str) -> str:

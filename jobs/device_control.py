@@ -75,6 +75,7 @@ class Policies:
     budget: budget.BudgetPolicy = dataclasses.field(default_factory=budget.BudgetPolicy)
     timing: EventTime = dataclasses.field(default_factory=EventTime)
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS
+    device_cache_entries: int = operators.DEVICE_CACHE_ENTRIES
 
 
 def policies_from(job: config.JobSettings) -> Policies:
@@ -91,6 +92,7 @@ def policies_from(job: config.JobSettings) -> Policies:
         budget=budget.BudgetPolicy(job.commands_per_window, job.budget_window_ms),
         timing=EventTime(job.out_of_orderness_ms, job.idleness_ms),
         max_clock_skew_ms=job.max_clock_skew_ms,
+        device_cache_entries=job.device_cache_entries,
     )
 
 
@@ -179,7 +181,13 @@ def build(
         by_device(inputs.devices.union(made.map(event_row, output_type=DEVICE_ROW)))
         .connect(context)
         .process(
-            operators.DeviceStage(reader, policies.device, policies.wetbulb, redis_url),
+            operators.DeviceStage(
+                reader,
+                policies.device,
+                policies.wetbulb,
+                redis_url,
+                cache_entries=policies.device_cache_entries,
+            ),
             output_type=PICKLED,
         )
         .name("device stage")

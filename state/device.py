@@ -201,8 +201,13 @@ def _encode_part(p: Participation) -> bytes:
     )  # fmt: skip
 
 
-def encode(state: DeviceState) -> bytes:
-    """The state as version-3 bytes."""
+def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None) -> bytes:
+    """The state as version-3 bytes.
+
+    With `previous` (a state and its bytes, from this version), the variable part is copied
+    from those bytes when it comes from the very same objects: the hot path of a reading,
+    which changes only the fixed fields.
+    """
     info, good, pending = state.info, state.last_good, state.pending
     parts = (state.participation, *state.queued) if state.participation else state.queued
     flags = (
@@ -235,6 +240,8 @@ def encode(state: DeviceState) -> bytes:
         state.stats.m2,
         state.watch_ms or 0,
     )
+    if previous is not None and _same_tail(previous[0], state) and previous[1][0] == VERSION:
+        return fixed + previous[1][_FIXED.size :]
     texts = _strings(
         [
             info.region_id if info else "",
@@ -243,6 +250,17 @@ def encode(state: DeviceState) -> bytes:
         ]
     ) + _strings(info.programs if info else ())
     return fixed + b"".join(_encode_part(p) for p in parts) + texts
+
+
+def _same_tail(old: DeviceState, new: DeviceState) -> bool:
+    """Whether the variable part (participations, region, recommendation id, programs) of
+    the two states' bytes is the same: it is when it comes from the same objects."""
+    return (
+        old.info is new.info
+        and old.pending is new.pending
+        and old.participation is new.participation
+        and old.queued is new.queued
+    )
 
 
 def decode(data: bytes) -> DeviceState:

@@ -110,6 +110,73 @@ def test_device_stage_curtails_at_the_start_restores_at_the_end_and_forgets_the_
     assert h.pending_timers() == []
 
 
+DEVICES = ("dev-1", "dev-2", "dev-3")
+device_inputs = st.one_of(
+    st.tuples(st.just("registry"), st.sampled_from(DEVICES), st.integers(0, 20)),
+    st.tuples(st.just("reading"), st.sampled_from(DEVICES), st.integers(0, 20)),
+    st.tuples(st.just("activation"), st.sampled_from(DEVICES), st.integers(0, 20)),
+    st.tuples(st.just("watermark"), st.just(""), st.integers(0, 40)),
+)
+
+
+def _device_input(kind: str, device_id: str, minute: int) -> Any:
+    at = T0 + minute * MINUTE_MS
+    if kind == "registry":
+        return registry(device_id, at)
+    if kind == "reading":
+        return Telemetry(device_id, at, 2.0 + minute, True, True, minute == 7, f"t{minute}", CAUSE)
+    start, end = at + 2 * MINUTE_MS, at + 12 * MINUTE_MS
+    return Activation(
+        device_id, REGION, f"ev-{minute}", Action.CURTAIL, start, end, 1, False, "a", CAUSE, at
+    )
+
+
+def _play(stage_for: Any, inputs: list[tuple[str, str, int]], checkpoint: int, fail: int) -> Any:
+    """Run `inputs` through a device stage that fails after `fail` of them and restarts, as
+    Flink does, from the state, timers and outputs of its checkpoint after `checkpoint` of
+    them (the source rewinds there); what it emitted, and the state and timers it left."""
+    h = Harness(stage_for()).open()
+    h.process_broadcast(weather_entry())
+    h.process_broadcast((PIPELINE_KEY, codec.encode_pipeline(PipelineState())))
+    out: list[Any] = []
+    n, saved = 0, None
+    while n < len(inputs):
+        if n == checkpoint and saved is None:
+            saved = (dict(h.store), dict(h.timers), h.watermark, len(out))
+        if n == fail and saved is not None:
+            h.store, h.timers, h.watermark, emitted = saved[0].copy(), saved[1].copy(), *saved[2:]
+            del out[emitted:]
+            h.fn, n, fail = stage_for(), checkpoint, -1
+            h.open()
+        kind, device_id, minute = inputs[n]
+        if kind == "watermark":
+            out += h.advance_watermark(max(h.watermark, T0 + minute * MINUTE_MS))
+        else:
+            out += h.process(device_id, _device_input(kind, device_id, minute))
+        n += 1
+    out += h.advance_watermark(T0 + DAY_MS * 30)
+    return out, h.store, h.pending_timers()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(device_inputs, max_size=30), st.integers(0, 30), st.integers(0, 30), st.integers(1, 3)
+)
+def test_the_device_state_cache_changes_no_decision_state_or_timer(
+    inputs: list[tuple[str, str, int]], checkpoint: int, fail: int, capacity: int
+) -> None:
+    """Whatever its size (smaller than the fleet included), and across a failover that rolls
+    the state back to a checkpoint, the stage's write-through cache leaves outputs, stored
+    state and timers as they are without it."""
+    policy = DevicePolicy(retention_ms=DAY_MS)
+
+    def stage(entries: int) -> Any:
+        return lambda: DeviceStage(DecodedInputs(), policy, WETBULB, cache_entries=entries)
+
+    cached = _play(stage(capacity), inputs, checkpoint, max(checkpoint, fail))
+    assert cached == _play(stage(0), inputs, len(inputs), len(inputs))
+
+
 def test_device_stage_without_weather_blocks_the_start_as_weather_unknown() -> None:
     """No weather in the broadcast context is Grid-Follow: the DR start is BLOCKED."""
     h = Harness(DeviceStage(DecodedInputs(), DevicePolicy(), WETBULB)).open()

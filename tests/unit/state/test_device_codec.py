@@ -79,6 +79,20 @@ def test_every_state_survives_the_round_trip(state: DeviceState) -> None:
     assert decode(encode(state)) == state
 
 
+@given(states(), states(), st.data())
+def test_bytes_written_from_the_previous_bytes_equal_a_full_encode(
+    old: DeviceState, other: DeviceState, data: st.DataObject
+) -> None:
+    """A state that shares some of its parts with the previous one (the same objects, as a step
+    hands them on) encodes to the same bytes with or without the previous bytes."""
+    shared = {
+        name: getattr(old if data.draw(st.booleans(), label=name) else other, name)
+        for name in ("info", "pending", "participation", "queued")
+    }
+    new = dataclasses.replace(other, **shared)
+    assert encode(new, (old, encode(old))) == encode(new)
+
+
 def test_a_typical_enrolled_iot_device_fits_in_256_bytes() -> None:
     """A thermostat in one program, mid-event with another queued, stays under budget."""
     event = Participation("dr-2026-07-14-pm", Action.CURTAIL, T0, T0 + 3_600_000, 1)
