@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from functions.device import Telemetry
+from schemas.models import Alert, AlertKind, Severity
 from state.device import DeviceState
 
 FEATURES_VERSION = 1
@@ -176,6 +177,24 @@ def judge(state: DeviceState | None, reading: Telemetry, model: ClassModel) -> V
     if score > model.scorer.threshold:
         return Verdict(score, True, x, model.scorer.furthest(x))
     return Verdict(score, False, x)
+
+
+def alert(verdict: Verdict, reading: Telemetry, region_id: str | None, now_ms: int) -> Alert:
+    """The `ANOMALY` alert of an anomalous reading: it informs an operator and changes no
+    decision (a model only ever adds caution)."""
+    return Alert(
+        kind=AlertKind.ANOMALY,
+        severity=Severity.WARNING,
+        device_id=reading.device_id,
+        region_id=region_id,
+        correlation_id=reading.correlation_id,
+        raised_ts_ms=now_ms,
+        message=(
+            f"anomalous reading of {reading.power_kw} kW: {verdict.furthest} is"
+            f" {verdict.score:.1f} band widths outside what training saw"
+        ),
+        cause=reading.cause,
+    )
 
 
 # Faulty firmware rollouts ------------------------------------------------------------------
