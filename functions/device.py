@@ -18,7 +18,8 @@ finish what is over, take the next queued event, start what is due.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from functions.interlocks import (
     SCADA_CLASSES,
@@ -102,6 +103,30 @@ class Telemetry:
     customer_override: bool
     correlation_id: str
     cause: Cause
+
+
+def telemetry_of(record: Mapping[str, Any], cause: Cause) -> Telemetry:
+    """The stage's reading from a telemetry record as a dict (decoded Avro, a model's dump, or
+    a replay dataset's row with its quality flags regrouped): a SCADA reading is good when no
+    IEC quality flag is raised, and on when its switch is closed (else when it draws power)."""
+    quality = record.get("quality")
+    if quality is not None:  # SCADA
+        good = not (
+            quality["invalid"]
+            or quality["not_topical"]
+            or quality["substituted"]
+            or quality["blocked"]
+            or quality["overflow"]
+        )
+        closed = record["switch_closed"]
+        is_on = closed if closed is not None else record["power_kw"] > 0
+        override = False
+    else:
+        good, is_on, override = True, record["is_on"], record["customer_override"]
+    return Telemetry(
+        record["device_id"], record["ts_ms"], record["power_kw"], is_on, good, override,
+        record["correlation_id"], cause,
+    )  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

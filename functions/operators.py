@@ -9,7 +9,7 @@ Records travel between stages as pickled Python objects; only the sinks see Avro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from pyflink.common import Types
@@ -21,7 +21,7 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from functions import budget, device, pipeline, region
+from functions import anomaly, budget, device, pipeline, region
 from functions.interlocks import PipelineFacts
 from functions.wetbulb import RegionMode, WetBulbPolicy, mode
 from schemas.models import Alert, AlertKind, DeadLetter, TopicRecord
@@ -373,6 +373,13 @@ class _StateCache:
         self.entries[device_id] = entry
 
 
+class ModelSource(Protocol):
+    """Where the device stage's anomaly model comes from: `load` runs on the worker and returns
+    the model of a device class (None for a class it was not trained on), or raises."""
+
+    def load(self) -> Callable[[str], anomaly.ClassModel | None]: ...
+
+
 class RowReader(Protocol):
     """Turns the device stage's input rows into device events (or a dead letter)."""
 
@@ -389,6 +396,9 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     the same rows). With a `redis_url`, each device's new last good reading also goes to the
     Redis mirror, here rather than in an operator of its own: that one would see every reading
     again. Up to `cache_entries` decoded states are kept in front of the state (`_StateCache`).
+    With a `model`, each reading of a registered device is scored before the step and an
+    anomalous one raises an `ANOMALY` alert; a model that does not load leaves the rules alone
+    with one `MODEL_DEGRADED` alert, and no model ever changes a decision.
     """
 
     def __init__(
@@ -399,6 +409,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         redis_url: str | None = None,
         flush_ms: int = 1_000,
         cache_entries: int = DEVICE_CACHE_ENTRIES,
+        model: ModelSource | None = None,
     ) -> None:
         self.reader = reader
         self.policy = policy
@@ -406,9 +417,21 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.redis_url = redis_url
         self.flush_ms = flush_ms
         self.cache_entries = cache_entries
+        self.model = model
 
     def open(self, runtime_context: RuntimeContext) -> None:
         self.reader.open()
+        self.classify: Callable[[str], anomaly.ClassModel | None] | None = None
+        self.notices: list[Alert] = []  # emitted with the next input
+        if self.model is not None:
+            try:
+                self.classify = self.model.load()
+            except Exception as err:  # noqa: BLE001 (whatever the file holds, the job runs on rules)
+                message = f"anomaly model not used, rules only: {err}"
+                now_ms = int(time.time() * 1000)
+                self.notices.append(
+                    pipeline.pipeline_alert(AlertKind.MODEL_DEGRADED, message, now_ms)
+                )
         self.states = _StateCache(_bytes_state(runtime_context, "device"), self.cache_entries)
         self.mirror = (
             None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
@@ -437,6 +460,8 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.policy,
             settled,
         )
+        if self.classify is not None and isinstance(event, device.Telemetry):
+            yield from self._score(old, event, now_ms)
         result = device.step(old, event, decision)
         new = result.state
         if new is None:
@@ -455,7 +480,19 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             reading = LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
             yield from self.mirror.offer(reading, ctx)
 
+    def _score(
+        self, old: device_codec.DeviceState | None, reading: device.Telemetry, now_ms: int
+    ) -> Iterator[Alert]:
+        info = old.info if old is not None else None
+        model = None if info is None or self.classify is None else self.classify(info.device_class)
+        verdict = None if model is None else anomaly.judge(old, reading, model)
+        if verdict is not None and verdict.anomalous:
+            yield anomaly.alert(verdict, reading, info.region_id if info else None, now_ms)
+
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        if self.notices:
+            yield from self.notices
+            self.notices = []
         # Each event carries its own event time: thread mode can lose element timestamps
         # through union and key_by, and the decision must not depend on that.
         decoded = self.reader.events(value, int(time.time() * 1000))

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gridstream import config
+from gridstream.models.cli import add_commands as add_model_commands
 from gridstream.scenario import ScenarioError
 from gridstream.scenario import add_commands as add_scenario_commands
 from gridstream.stack import ComponentError, LocalStack
@@ -101,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_schema_commands(sub)
     add_scenario_commands(sub)
+    add_model_commands(sub)
 
     demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
     demo.add_argument(

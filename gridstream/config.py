@@ -76,6 +76,7 @@ class JobSettings:
     recommendation_ttl_ms: int = 600_000
     max_clock_skew_ms: int = 5_000
     device_cache_entries: int = 50_000
+    model_dir: str = ""
 
 
 def worker_python_path(python_executable: str) -> str:

@@ -20,13 +20,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pyflink.common import TypeInformation, Types
 from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironment
 from pyflink.java_gateway import get_gateway
 
 from functions import budget, device, operators, pipeline
+from functions.anomaly import ClassModel
 from functions.wetbulb import WetBulbPolicy
 from gridstream import config, topics
 from jobs import environment
@@ -76,6 +78,7 @@ class Policies:
     timing: EventTime = dataclasses.field(default_factory=EventTime)
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS
     device_cache_entries: int = operators.DEVICE_CACHE_ENTRIES
+    model_dir: str = ""  # none: rules only
 
 
 def policies_from(job: config.JobSettings) -> Policies:
@@ -93,7 +96,21 @@ def policies_from(job: config.JobSettings) -> Policies:
         timing=EventTime(job.out_of_orderness_ms, job.idleness_ms),
         max_clock_skew_ms=job.max_clock_skew_ms,
         device_cache_entries=job.device_cache_entries,
+        model_dir=job.model_dir,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelFile:
+    """The anomaly model in a folder (`gridstream train`), loaded on the worker."""
+
+    path: str
+
+    def load(self) -> Callable[[str], ClassModel | None]:
+        """The model of each device class; raises a `ModelError` saying why it cannot be used."""
+        from gridstream.models.train import load  # scikit-learn and skops: on the worker
+
+        return load(Path(self.path)).for_class
 
 
 def event_time(
@@ -187,6 +204,7 @@ def build(
                 policies.wetbulb,
                 redis_url,
                 cache_entries=policies.device_cache_entries,
+                model=ModelFile(policies.model_dir) if policies.model_dir else None,
             ),
             output_type=PICKLED,
         )

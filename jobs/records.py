@@ -65,29 +65,7 @@ class SchemaAccess:
 
 
 def _telemetry(record: models.ScadaTelemetry | models.IotTelemetry, cause: models.Cause) -> Any:
-    return _reading(record.model_dump(), cause)
-
-
-def _reading(record: Mapping[str, Any], cause: models.Cause) -> device.Telemetry:
-    """The stage's reading from a telemetry record as a dict (decoded Avro or a model's dump)."""
-    quality = record.get("quality")
-    if quality is not None:  # SCADA
-        good = not (
-            quality["invalid"]
-            or quality["not_topical"]
-            or quality["substituted"]
-            or quality["blocked"]
-            or quality["overflow"]
-        )
-        closed = record["switch_closed"]
-        is_on = closed if closed is not None else record["power_kw"] > 0
-        override = False
-    else:
-        good, is_on, override = True, record["is_on"], record["customer_override"]
-    return device.Telemetry(
-        record["device_id"], record["ts_ms"], record["power_kw"], is_on, good, override,
-        record["correlation_id"], cause,
-    )  # fmt: skip
+    return device.telemetry_of(record.model_dump(), cause)
 
 
 TELEMETRY_MODELS: Mapping[str, type[models.TopicRecord]] = {
@@ -215,7 +193,9 @@ class Decoder:
             _, record = self.deserializers[topic].read(raw)
         except serde.DecodeError:
             return None  # the full path dead-letters it, with the same error
-        return _reading(record, cause) if telemetry.passes(model, record, now_ms) else None
+        return (
+            device.telemetry_of(record, cause) if telemetry.passes(model, record, now_ms) else None
+        )
 
     def decode(
         self, value: Row, now_ms: int, keyed: bool = False

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from functions import anomaly
 from functions.budget import BudgetPolicy
 from functions.device import (
     Activation,
@@ -175,6 +176,79 @@ def test_the_device_state_cache_changes_no_decision_state_or_timer(
 
     cached = _play(stage(capacity), inputs, checkpoint, max(checkpoint, fail))
     assert cached == _play(stage(0), inputs, len(inputs), len(inputs))
+
+
+class _Model:
+    """A `ModelSource`: fences that flag every thermostat reading above `max_kw`, or a load
+    that fails."""
+
+    def __init__(self, max_kw: float | None = 2.5, fails: bool = False) -> None:
+        self.max_kw, self.fails = max_kw, fails
+
+    def load(self) -> Any:
+        if self.fails:
+            raise ValueError("model.skops is corrupt")
+        n = len(anomaly.FEATURE_NAMES)
+        high = tuple(
+            (self.max_kw if name == "median_dev_kw" else 1e12) for name in anomaly.FEATURE_NAMES
+        )
+        fence = anomaly.Fence((-1e12,) * n, high, (1.0,) * n, 0.0)
+        norms = anomaly.Norms(0.0, {}, 60_000.0)
+        model = anomaly.ClassModel(norms, fence)
+        return lambda cls: model if cls == DeviceClass.THERMOSTAT else None
+
+
+def _scored(model: Any) -> Harness:
+    stage = DeviceStage(DecodedInputs(), DevicePolicy(), WETBULB, model=model)
+    h = Harness(stage).open()
+    h.process_broadcast(weather_entry())
+    h.process_broadcast((PIPELINE_KEY, codec.encode_pipeline(PipelineState())))
+    return h
+
+
+def test_device_stage_raises_an_anomaly_alert_for_a_reading_its_model_flags() -> None:
+    """A registered thermostat's reading outside the model's band raises ANOMALY (naming the
+    feature); one inside raises nothing; an unregistered device is not scored."""
+    h = _scored(_Model(max_kw=2.5))
+    h.process(DEV, registry(DEV))
+    calm = h.process(DEV, Telemetry(DEV, T0, 2.0, True, True, False, "t0", CAUSE))
+    odd = h.process(DEV, Telemetry(DEV, T0 + MINUTE_MS, 9.0, True, True, False, "t1", CAUSE))
+    stranger = h.process("dev-9", Telemetry("dev-9", T0, 9.0, True, True, False, "t9", CAUSE))
+
+    assert of(Alert, calm) == []
+    assert of(Alert, stranger) == []
+    (alert,) = of(Alert, odd)
+    assert (alert.kind, alert.device_id, alert.correlation_id) == (AlertKind.ANOMALY, DEV, "t1")
+    assert "median_dev_kw" in alert.message
+
+
+def test_device_stage_runs_on_rules_with_one_alert_when_its_model_does_not_load() -> None:
+    """A model that fails to load raises MODEL_DEGRADED once, with the reason, and the stage
+    goes on deciding."""
+    h = _scored(_Model(fails=True))
+    first = h.process(DEV, registry(DEV))
+    later = h.process(DEV, Telemetry(DEV, T0, 9.0, True, True, False, "t0", CAUSE))
+
+    (alert,) = of(Alert, first)
+    assert alert.kind is AlertKind.MODEL_DEGRADED
+    assert "corrupt" in alert.message
+    assert of(Alert, later) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(device_inputs, max_size=30))
+def test_a_model_never_changes_a_decision(inputs: list[tuple[str, str, int]]) -> None:
+    """With a model that flags every reading, the stage emits its ANOMALY alerts and otherwise
+    exactly what it emits without a model: the same commands, audits, state and timers."""
+    policy = DevicePolicy(retention_ms=DAY_MS)
+
+    def stage(model: Any) -> Any:
+        return lambda: DeviceStage(DecodedInputs(), policy, WETBULB, model=model)
+
+    everything = _Model(max_kw=-1e9)
+    flagged, state, timers = _play(stage(everything), inputs, len(inputs), len(inputs))
+    kept = [o for o in flagged if not (isinstance(o, Alert) and o.kind is AlertKind.ANOMALY)]
+    assert (kept, state, timers) == _play(stage(None), inputs, len(inputs), len(inputs))
 
 
 def test_device_stage_without_weather_blocks_the_start_as_weather_unknown() -> None:

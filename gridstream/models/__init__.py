@@ -1,0 +1,1 @@
+"""The anomaly model: the replay dataset, training, loading, evaluation."""
