@@ -534,6 +534,12 @@ def _finish_if_over(out: _Out, corr: str, cause: Cause) -> None:
     _drop_if_done(out)
 
 
+def _why_missed(part: Participation) -> ReasonCode:
+    """Why an event that waited never got the device: the customer opted out, or another
+    event held it all through."""
+    return ReasonCode.OPT_OUT if part.opt_out_ts_ms is not None else ReasonCode.DR_EVENT
+
+
 def _resolve_queue(out: _Out, corr: str, cause: Cause) -> None:
     """Events that ended while they waited are resolved (BLOCKED: another event held the device
     all through them, or the customer opted out); with no current event, the first one still
@@ -543,8 +549,7 @@ def _resolve_queue(out: _Out, corr: str, cause: Cause) -> None:
         if not _over(out, part):
             waiting.append(part)
         else:
-            why = ReasonCode.OPT_OUT if part.opt_out_ts_ms is not None else ReasonCode.DR_EVENT
-            out.audit(AuditOutcome.BLOCKED, part.action, (why,), corr, cause)
+            out.audit(AuditOutcome.BLOCKED, part.action, (_why_missed(part),), corr, cause)
     current = out.state.participation
     if current is None and waiting:
         current, waiting = waiting[0], waiting[1:]
@@ -736,18 +741,37 @@ def _joined(state: DeviceState, event: Activation) -> Participation:
 
 
 def _end_event(out: _Out, event: Activation) -> None:
-    """A cancelled (or completed) event lets its device go; a queued one leaves the queue."""
-    corr, cause = event.correlation_id, event.cause
+    """A cancellation (or completion) stamped `t` ends its event at `t`, whatever the order the
+    stage hears of it: a started event lets its device go now; one not started here yet (the
+    current one before the watermark passed its start, or one waiting) keeps its window up to
+    `t`, or leaves with BLOCKED if it would start no earlier. An event waiting behind a
+    cancelled one and over by `t` never gets its turn."""
+    corr, cause, t = event.correlation_id, event.cause, event.ts_ms
     part = out.state.participation
+    released = False
     if part is not None and part.event_id == event.event_id:
-        _void_pending_start(out, corr, cause)
-        _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
-        _drop_if_done(out)
+        if not part.attempted and part.start_ts_ms < t:
+            out.set_part(_cut(part, t))
+        else:
+            released = True
+            _void_pending_start(out, corr, cause)
+            _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
+            _drop_if_done(out)
+    rest = []
     for queued in out.state.queued:
-        if queued.event_id == event.event_id:
+        if queued.event_id == event.event_id and queued.start_ts_ms < t:
+            rest.append(_cut(queued, t))
+        elif queued.event_id == event.event_id:
             out.audit(AuditOutcome.BLOCKED, queued.action, (ReasonCode.DR_EVENT,), corr, cause)
-    rest = tuple(p for p in out.state.queued if p.event_id != event.event_id)
-    out.state = dataclasses.replace(out.state, queued=rest)
+        elif released and queued.end_ts_ms <= t:
+            out.audit(AuditOutcome.BLOCKED, queued.action, (_why_missed(queued),), corr, cause)
+        else:
+            rest.append(queued)
+    out.state = dataclasses.replace(out.state, queued=tuple(rest))
+
+
+def _cut(part: Participation, end_ms: int) -> Participation:
+    return dataclasses.replace(part, end_ts_ms=min(part.end_ts_ms, end_ms))
 
 
 def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:

@@ -402,6 +402,73 @@ def test_a_cancelled_event_queued_behind_another_is_resolved_with_an_audit() -> 
     assert stage.state.queued == ()
 
 
+def _cancelled_at(ev: Activation, ts: int) -> Activation:
+    return dataclasses.replace(ev, cancelled=True, ts_ms=ts)
+
+
+def test_a_cancellation_stamped_after_the_start_runs_the_event_up_to_it_whenever_it_arrives() -> (
+    None
+):
+    """An event cancelled a minute after its start, at the end instant too: the device is
+    curtailed at the start and restored, with the same command ids, whether the cancellation
+    arrives before or after the watermark has passed the start."""
+    start = T0 + MINUTE_MS
+    for cancel_at in (start + 30 * SECOND_MS, start + MINUTE_MS):
+        ev = event("ev-1", start, start + MINUTE_MS, issued=T0 - HOUR_MS)
+        history = (record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, T0), ev)
+        early = play(*history, _cancelled_at(ev, cancel_at), until=T0 + HOUR_MS)
+        late = play(
+            *history, *readings(T0, start + 10 * SECOND_MS, 5 * SECOND_MS),
+            _cancelled_at(ev, cancel_at), until=T0 + HOUR_MS,
+        )  # fmt: skip
+        assert early.actions() == late.actions() == [Action.CURTAIL, Action.RESTORE]
+        assert requested(early) == requested(late)
+
+
+def test_an_event_waiting_behind_another_cancelled_later_gets_its_turn_until_then() -> None:
+    """ev-b holds the device to its end; ev-a waits and is cancelled a minute after ev-b's end:
+    ev-a gets the device for that minute (CURTAIL, RESTORE), with the same command ids whether
+    the cancellation arrives while ev-a still waits or once it holds the device."""
+    start = T0 + MINUTE_MS
+    ev_a = event("ev-a", start, start + HOUR_MS, issued=T0 - HOUR_MS, priority=2)
+    ev_b = event("ev-b", start, start + MINUTE_MS, issued=T0 - HOUR_MS, priority=1)
+    history = (
+        record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, start + 10 * SECOND_MS), ev_a, ev_b
+    )  # fmt: skip
+    cancel = _cancelled_at(ev_a, start + 2 * MINUTE_MS)
+    early = play(*history, cancel, until=T0 + 2 * HOUR_MS)
+    late = play(
+        *history, *readings(start + 10 * SECOND_MS, start + 3 * MINUTE_MS, 5 * SECOND_MS), cancel,
+        until=T0 + 2 * HOUR_MS,
+    )  # fmt: skip
+    for stage in (early, late):
+        assert stage.actions() == [Action.CURTAIL, Action.RESTORE] * 2
+        assert stage.audits(AuditOutcome.BLOCKED) == []
+    assert requested(early) == requested(late)
+
+
+def test_an_event_waiting_behind_a_cancelled_one_and_over_by_then_never_gets_the_device() -> None:
+    """ev-b holds the device and is cancelled after ev-a, waiting behind it, has ended: ev-a is
+    BLOCKED and never commanded, whether the cancellation arrives before the watermark reaches
+    ev-a's end or after."""
+    start = T0 + MINUTE_MS
+    ev_a = event("ev-a", start, start + MINUTE_MS, issued=T0 - HOUR_MS, priority=2)
+    ev_b = event("ev-b", start, start + HOUR_MS, issued=T0 - HOUR_MS, priority=1)
+    history = (
+        record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, start + 10 * SECOND_MS), ev_a, ev_b
+    )  # fmt: skip
+    cancel = _cancelled_at(ev_b, start + 2 * MINUTE_MS)
+    early = play(*history, cancel, until=T0 + 2 * HOUR_MS)
+    late = play(
+        *history, *readings(start + 10 * SECOND_MS, start + 3 * MINUTE_MS, 5 * SECOND_MS), cancel,
+        until=T0 + 2 * HOUR_MS,
+    )  # fmt: skip
+    for stage in (early, late):
+        assert stage.actions() == [Action.CURTAIL, Action.RESTORE]
+        assert [a.action for a in stage.audits(AuditOutcome.BLOCKED)] == [Action.CURTAIL]
+    assert requested(early) == requested(late)
+
+
 # The property: two arrival orders within the bound, the same commands --------------------------
 
 ACTIONS = [Action.CURTAIL, Action.SETPOINT_OFFSET, Action.SHED]
