@@ -1,0 +1,130 @@
+"""The replay job: a time range of the input topics to a Parquet dataset for training.
+
+    Kafka [from, to) (SQL, bounded) ── write dataset (Python: decode, buffer, write Parquet)
+
+A bounded job in Flink's BATCH runtime mode. Records come from the Kafka *table* connector with
+`scan.startup.mode`/`scan.bounded.mode` = `timestamp` (`jobs.io.KafkaRange`): the same
+`KafkaOffsetsInitializer.timestamp` start and stop the DataStream `KafkaSource` would use, but
+the table connector also hands Python each record's topic, partition, offset, timestamp and key,
+which the dataset's provenance columns and exactly-once files need; PyFlink's DataStream
+`KafkaSource` gives Python the value only. The writer is chained to the source, so each
+partition's records reach it in offset order. Exactly once without checkpoints: BATCH mode
+restarts a failed run from the range's start, and the files are a function of the offsets read
+(`jobs.dataset`), so a rerun rewrites the same files. The trade-offs are in jobs/DISCUSSION.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from pyflink.common import Row
+from pyflink.datastream import (
+    DataStream,
+    ProcessFunction,
+    RuntimeContext,
+    StreamExecutionEnvironment,
+)
+
+from gridstream import config, topics
+from jobs import dataset, environment
+from jobs.io import KafkaRange
+from jobs.records import SchemaAccess
+
+JOB_NAME = "gridstream-replay"
+JOB_VERSION = "0.1.0"
+CHUNK_OFFSETS = 50_000  # offsets of one topic-partition per file: bounds the writer's memory
+PROGRESS_METRIC = "replayRecords"
+# BATCH: no checkpoints; a failure restarts the run from its start (see the module docstring).
+FLINK_OVERLAY = {"execution.runtime-mode": "BATCH"}
+
+
+class ReplaySources(Protocol):
+    """Gives the replay its input records (`jobs.io.INPUT_RECORD`s)."""
+
+    def records(self, env: StreamExecutionEnvironment) -> DataStream: ...
+
+
+class WriteDataset(ProcessFunction):  # type: ignore[misc]
+    """Input rows into the dataset's Parquet files (`jobs.dataset.ChunkWriter`); emits nothing.
+
+    The last chunks are written in `close`, which Flink calls at the end of the input.
+    """
+
+    def __init__(self, root: str, schemas: SchemaAccess, chunk_offsets: int) -> None:
+        self.root = root
+        self.schemas = schemas
+        self.chunk_offsets = chunk_offsets
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.flattener = dataset.Flattener(self.schemas.source())
+        self.writer = dataset.ChunkWriter(Path(self.root), self.chunk_offsets, dataset.schemas())
+        self.read = runtime_context.get_metrics_group().counter(PROGRESS_METRIC)
+
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Any:
+        topic, partition, offset, ts_ms, key, raw, _ = value
+        placed = self.flattener.place(
+            topic, partition, offset, ts_ms, key, raw, int(time.time() * 1000)
+        )
+        self.writer.add(topic, partition, offset, placed)
+        self.read.inc()
+        return iter(())
+
+    def close(self) -> None:
+        self.writer.finish()
+
+
+class DatasetSink:
+    """The dataset's folder, written by `WriteDataset` chained to the source."""
+
+    def __init__(self, root: Path, chunk_offsets: int = CHUNK_OFFSETS) -> None:
+        self.root = root
+        self.chunk_offsets = chunk_offsets
+
+    def write(
+        self, env: StreamExecutionEnvironment, records: DataStream, schemas: SchemaAccess
+    ) -> None:
+        """Attach the writer to `records`."""
+        records.process(WriteDataset(str(self.root), schemas, self.chunk_offsets)).name(
+            "write dataset"
+        ).uid("write-dataset")
+
+
+def build(
+    env: StreamExecutionEnvironment,
+    sources: ReplaySources,
+    sinks: DatasetSink,
+    schemas: SchemaAccess | None = None,
+) -> None:
+    """Wire the source's records into the dataset writer (catalog numbering without `schemas`)."""
+    sinks.write(env, sources.records(env), schemas or SchemaAccess())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Replay `--from`/`--to` (epoch ms) of `--topics` into `--out`, with the settings' Kafka
+    and registry; waits for the end (`gridstream replay` adds the manifest and progress)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--from", dest="from_ms", type=int, required=True)
+    parser.add_argument("--to", dest="to_ms", type=int, required=True)
+    parser.add_argument("--topics", nargs="+", default=list(topics.INPUTS))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--chunk-offsets", type=int, default=CHUNK_OFFSETS)
+    args = parser.parse_args(argv)
+    settings = config.load()
+    env = environment.create(settings, FLINK_OVERLAY)
+    source = KafkaRange(settings.stack.bootstrap_servers, args.topics, args.from_ms, args.to_ms)
+    build(
+        env,
+        source,
+        DatasetSink(args.out.resolve(), args.chunk_offsets),
+        SchemaAccess(settings.stack.registry_url),
+    )
+    env.execute(JOB_NAME)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
