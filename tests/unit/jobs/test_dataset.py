@@ -133,3 +133,16 @@ def test_records_of_a_partition_out_of_offset_order_are_refused(tmp_path: Path) 
 
     with pytest.raises(dataset.OutOfOrderError):
         writer.add(topics.IOT_TELEMETRY, 0, 3, row)
+
+
+READINGS_CONTRACT = [
+    "topic", "partition", "offset", "kafka_ts_ms", "schema_id", "device_id", "ts_ms",
+    "correlation_id", "power_kw", "is_on", "setpoint_c", "customer_override", "firmware_version",
+    "measured_temp_c", "ev_soc_pct", "voltage_kv", "switch_closed", "quality_invalid",
+    "quality_not_topical", "quality_substituted", "quality_blocked", "quality_overflow",
+]  # fmt: skip
+
+
+def test_the_readings_files_hold_the_contract_columns_with_device_class_in_the_folder() -> None:
+    """docs/dataset.md's readings columns, in order; `device_class` is the hive folder's."""
+    assert dataset.schemas()["readings"].names == READINGS_CONTRACT
