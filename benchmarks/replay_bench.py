@@ -63,12 +63,11 @@ def plain(settings: config.Settings, ranges: replay.Ranges, out: Path) -> int:
                 end = wanted.get((topic, partition))
                 if end is None or offset >= end:
                     continue
-                now_ms = int(time.time() * 1000)
-                placed = flattener.place(
+                record = dataset.KafkaRecord(
                     topic, partition, offset, message.timestamp()[1], message.key(),
-                    message.value(), now_ms,
+                    message.value(),
                 )  # fmt: skip
-                writer.add(topic, partition, offset, placed)
+                writer.add(flattener.place(record, int(time.time() * 1000)))
                 read += 1
                 if offset + 1 >= end:
                     del wanted[(topic, partition)]

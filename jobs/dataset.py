@@ -19,7 +19,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -156,6 +156,17 @@ def date_of(ts_ms: int) -> str:
     return datetime.datetime.fromtimestamp(ts_ms // 1000, datetime.UTC).strftime("%Y-%m-%d")
 
 
+class KafkaRecord(NamedTuple):
+    """One consumed record: its position, Kafka timestamp, key and value bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    kafka_ts_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
 @dataclasses.dataclass(frozen=True)
 class Placed:
     """A row and where it goes: its table and hive folder (`date=.../device_class=...`)."""
@@ -208,69 +219,46 @@ class Flattener:
             found = self._dates[day] = date_of(ts_ms)
         return found
 
-    def place(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        kafka_ts_ms: int,
-        key: bytes | None,
-        value: bytes | None,
-        now_ms: int,
-    ) -> Placed:
+    def place(self, record: KafkaRecord, now_ms: int) -> Placed:
         """The row of one input record, in its table or in `rejects`."""
-        table = self._of_topic.get(topic)
+        table = self._of_topic.get(record.topic)
         schema_id: int | None = None
         try:
             if table is None:
-                raise serde.DecodeError(f"topic {topic!r} is not an input topic")
-            if value is None:
-                if topic != topics.DEVICE_REGISTRY or not key:
+                raise serde.DecodeError(f"topic {record.topic!r} is not an input topic")
+            if record.value is None:
+                if record.topic != topics.DEVICE_REGISTRY or not record.key:
                     raise serde.DecodeError("no value (a tombstone) on a topic that has none")
-                return self._tombstone(table, topic, partition, offset, kafka_ts_ms, key)
-            deserializer = self._deserializers[topic]
-            schema_id, record = deserializer.read(value)
-            models.validate(deserializer.model, record, now_ms)
+                return self._tombstone(table, record, record.key)
+            deserializer = self._deserializers[record.topic]
+            schema_id, fields = deserializer.read(record.value)
+            models.validate(deserializer.model, fields, now_ms)
         except serde.DecodeError as err:
-            return self._reject(topic, partition, offset, kafka_ts_ms, key, value, err)
+            return self._reject(record, err)
         except ValidationError as err:
-            failure = serde.ValidationFailure(str(err).replace("\n", "; "), schema_id)
-            return self._reject(topic, partition, offset, kafka_ts_ms, key, value, failure)
-        row = (topic, partition, offset, kafka_ts_ms, schema_id, *self._getters[topic](record))
+            return self._reject(
+                record, serde.ValidationFailure(str(err).replace("\n", "; "), schema_id)
+            )
+        row = (*record[:4], schema_id, *self._getters[record.topic](fields))
         if table.extra:
             row = (*row, False)
-        folder = f"date={self._date(record[table.time_field])}"
+        folder = f"date={self._date(fields[table.time_field])}"
         if table.by_class:
-            folder += f"/device_class={record['device_class']}"
+            folder += f"/device_class={fields['device_class']}"
         return Placed(table.name, folder, row)
 
-    def _tombstone(
-        self, table: Table, topic: str, partition: int, offset: int, kafka_ts_ms: int, key: bytes
-    ) -> Placed:
+    def _tombstone(self, table: Table, record: KafkaRecord, key: bytes) -> Placed:
         """A deleted CIS record: its device id (the key) and `deleted`, the rest null; dated
         by its Kafka time, as it carries no time of its own."""
         fields: list[Any] = [None] * len(table.fields)
-        fields[[path for path, _ in table.fields].index(("device_id",))] = key.decode(
-            "utf-8", "replace"
-        )
-        row = (topic, partition, offset, kafka_ts_ms, None, *fields, True)
-        return Placed(table.name, f"date={self._date(kafka_ts_ms)}", row)
+        device_id = [path for path, _ in table.fields].index(("device_id",))
+        fields[device_id] = key.decode("utf-8", "replace")
+        row = (*record[:4], None, *fields, True)
+        return Placed(table.name, f"date={self._date(record.kafka_ts_ms)}", row)
 
-    def _reject(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        kafka_ts_ms: int,
-        key: bytes | None,
-        value: bytes | None,
-        err: serde.DecodeError,
-    ) -> Placed:
-        row = (
-            topic, partition, offset, kafka_ts_ms, err.schema_id,
-            type(err).__name__, str(err), key, value,
-        )  # fmt: skip
-        return Placed(REJECTS_TABLE, f"date={self._date(kafka_ts_ms)}", row)
+    def _reject(self, record: KafkaRecord, err: serde.DecodeError) -> Placed:
+        row = (*record[:4], err.schema_id, type(err).__name__, str(err), record.key, record.value)
+        return Placed(REJECTS_TABLE, f"date={self._date(record.kafka_ts_ms)}", row)
 
 
 class OutOfOrderError(RuntimeError):
@@ -308,8 +296,9 @@ class ChunkWriter:
         # (topic, partition) -> (chunk number, {(table, folder): rows})
         self._open: dict[tuple[str, int], tuple[int, dict[tuple[str, str], list[Any]]]] = {}
 
-    def add(self, topic: str, partition: int, offset: int, placed: Placed) -> None:
+    def add(self, placed: Placed) -> None:
         """Buffer one record's row; write the partition's previous chunk if this one is past it."""
+        topic, partition, offset = placed.row[:3]
         chunk = offset // self.chunk_offsets
         held = self._open.get((topic, partition))
         if held is None or held[0] != chunk:

@@ -66,11 +66,8 @@ class WriteDataset(ProcessFunction):  # type: ignore[misc]
         self.read = runtime_context.get_metrics_group().counter(PROGRESS_METRIC)
 
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Any:
-        topic, partition, offset, ts_ms, key, raw, _ = value
-        placed = self.flattener.place(
-            topic, partition, offset, ts_ms, key, raw, int(time.time() * 1000)
-        )
-        self.writer.add(topic, partition, offset, placed)
+        record = dataset.KafkaRecord(*value[:6])
+        self.writer.add(self.flattener.place(record, int(time.time() * 1000)))
         self.read.inc()
         return iter(())
 

@@ -29,7 +29,8 @@ def _v1_reading(**fields: object) -> bytes:
 
 
 def _place(topic: str, offset: int, key: bytes | None, value: bytes | None) -> dataset.Placed:
-    return dataset.Flattener(catalog_schemas()).place(topic, 1, offset, NOW, key, value, NOW)
+    record = dataset.KafkaRecord(topic, 1, offset, NOW, key, value)
+    return dataset.Flattener(catalog_schemas()).place(record, NOW)
 
 
 def _column(placed: dataset.Placed, name: str) -> object:
@@ -93,9 +94,7 @@ def _write(root: Path, offsets: range, finish: bool = True) -> None:
     writer = _writer(root)
     for offset in offsets:
         value = encoded(record(models.IotTelemetry, NOW, correlation_id=f"c-{offset}"))
-        writer.add(
-            topics.IOT_TELEMETRY, 0, offset, _place(topics.IOT_TELEMETRY, offset, b"k", value)
-        )
+        writer.add(_place(topics.IOT_TELEMETRY, offset, b"k", value))
     if finish:
         writer.finish()
 
@@ -110,7 +109,7 @@ def test_a_chunk_is_written_when_its_partition_moves_past_it(tmp_path: Path) -> 
     _write(tmp_path, range(15), finish=False)
 
     files = sorted(p.name for p in tmp_path.rglob("*.parquet"))
-    assert files == [dataset.chunk_file(topics.IOT_TELEMETRY, 0, 0)]
+    assert files == [dataset.chunk_file(topics.IOT_TELEMETRY, 1, 0)]
     assert pq.read_table(next(tmp_path.rglob("*.parquet"))).num_rows == 10
 
 
@@ -128,11 +127,11 @@ def test_a_run_interrupted_and_run_again_leaves_every_record_once(tmp_path: Path
 def test_records_of_a_partition_out_of_offset_order_are_refused(tmp_path: Path) -> None:
     """Going back to an earlier chunk would rewrite it with fewer rows: it raises instead."""
     writer = _writer(tmp_path)
-    row = _place(topics.IOT_TELEMETRY, 0, b"k", encoded(record(models.IotTelemetry, NOW)))
-    writer.add(topics.IOT_TELEMETRY, 0, 12, row)
+    value = encoded(record(models.IotTelemetry, NOW))
+    writer.add(_place(topics.IOT_TELEMETRY, 12, b"k", value))
 
     with pytest.raises(dataset.OutOfOrderError):
-        writer.add(topics.IOT_TELEMETRY, 0, 3, row)
+        writer.add(_place(topics.IOT_TELEMETRY, 3, b"k", value))
 
 
 READINGS_CONTRACT = [
