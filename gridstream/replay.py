@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from py4j.protocol import Py4JJavaError
 
 from gridstream import config, topics
 from gridstream.stack.process import free_ports
@@ -116,6 +117,12 @@ def offset_ranges(bootstrap_servers: str, request: Request) -> Ranges:
     )
     try:
         metadata = consumer.list_topics(timeout=10)
+        missing = [t for t in request.topic_names if t not in metadata.topics]
+        if missing:
+            raise ReplayError(
+                f"{bootstrap_servers} has no topic {', '.join(missing)}: check the settings' "
+                "Kafka (stack.kafka_port) or leave the topic out with --topics"
+            )
         partitions = [
             (topic, p)
             for topic in request.topic_names
@@ -163,6 +170,14 @@ def _metric_total(rest_url: str, job_id: str) -> int | None:
     return total if found else None
 
 
+def _root_cause(err: Py4JJavaError) -> str:
+    """The innermost Java exception's message (a Python error raised in the job is in it)."""
+    cause = err.java_exception
+    while cause.getCause() is not None:
+        cause = cause.getCause()
+    return str(cause.getMessage()).strip().splitlines()[-1]
+
+
 def _progress(say: Callable[[str], None], done: int, expected: int, started: float) -> None:
     rate = done / max(time.monotonic() - started, 1e-9)
     share = f" ({100 * done / expected:.1f}%)" if expected else ""
@@ -208,7 +223,13 @@ def run(
             done = None  # the job is starting or ending: no line this time
         if done is not None:
             _progress(progress, done, expected, started)
-    result.result()
+    try:
+        result.result()
+    except Py4JJavaError as err:
+        raise ReplayError(
+            f"the replay job failed: {_root_cause(err)}; what it wrote stays in {out}: run the"
+            " same command again to complete it"
+        ) from None
     took = time.monotonic() - started
     for leftover in out.rglob(".*.tmp"):  # a killed run's half-written files
         leftover.unlink()

@@ -40,7 +40,14 @@ JOB_VERSION = "0.1.0"
 CHUNK_OFFSETS = 50_000  # offsets of one topic-partition per file: bounds the writer's memory
 PROGRESS_METRIC = "replayRecords"
 # BATCH: no checkpoints; a failure restarts the run from its start (see the module docstring).
-FLINK_OVERLAY = {"execution.runtime-mode": "BATCH"}
+# A few restarts, not the live job's unending ones: a replay that keeps failing (a registry
+# down, a topic gone) ends with its error instead of hanging.
+FLINK_OVERLAY = {
+    "execution.runtime-mode": "BATCH",
+    "restart-strategy.type": "fixed-delay",
+    "restart-strategy.fixed-delay.attempts": "2",
+    "restart-strategy.fixed-delay.delay": "2 s",
+}
 
 
 class ReplaySources(Protocol):
