@@ -345,6 +345,17 @@ class CollectionSources:
         return Inputs(devices, _control_rows(t_env, "collected_inputs"), heartbeats)
 
 
+@dataclasses.dataclass(frozen=True)
+class CollectionRecords:
+    """`INPUT_RECORD`s from memory for the replay, in the order given (one source subtask)."""
+
+    rows: Sequence[Row]
+
+    def records(self, env: StreamExecutionEnvironment) -> DataStream:
+        """The rows as a bounded stream."""
+        return env.from_collection(list(self.rows), type_info=INPUT_RECORD)
+
+
 class CollectingSinks:
     """Keeps the output stream so a test can `execute_and_collect` it."""
 
