@@ -28,8 +28,8 @@ from py4j.protocol import Py4JJavaError
 
 from gridstream import config, topics
 from gridstream.stack.process import free_ports
-from jobs import dataset, environment, replay
-from jobs.io import KafkaRange
+from jobs import dataset, device_control, environment, replay
+from jobs.io import KafkaConnection, KafkaRange, KafkaSources
 from jobs.records import SchemaAccess
 from schemas.catalog import subject_for
 from schemas.registry import Registry, RegistryConfig
@@ -74,6 +74,7 @@ class Request:
     to_ms: int
     topic_names: tuple[str, ...] = topics.INPUTS
     chunk_offsets: int = replay.CHUNK_OFFSETS
+    with_decisions: bool = False
 
     def __post_init__(self) -> None:
         if self.to_ms <= self.from_ms:
@@ -170,6 +171,34 @@ def _metric_total(rest_url: str, job_id: str) -> int | None:
     return total if found else None
 
 
+def _finish(result: Any, out: Path) -> None:
+    """Wait for a job's end; a failed job as a `ReplayError`."""
+    try:
+        result.result()
+    except Py4JJavaError as err:
+        raise ReplayError(
+            f"the replay job failed: {_root_cause(err)}; what it wrote stays in {out}: run the"
+            " same command again to complete it"
+        ) from None
+
+
+def _decisions(settings: config.Settings, request: Request, out: Path) -> None:
+    """Run device-control over the range, freeze disabled, its audit records into
+    `out/decisions` (checkpoints off: a failure restarts it from the range's start)."""
+    env = environment.create(settings, replay.RESTARTS, without=replay.DECISIONS_WITHOUT)
+    connection = KafkaConnection(settings.stack.bootstrap_servers, f"{replay.JOB_NAME}-decisions")
+    job = dataclasses.replace(settings.job, freeze_enabled=False)
+    schemas = SchemaAccess(settings.stack.registry_url)
+    device_control.build(
+        env,
+        KafkaSources(connection, (request.from_ms, request.to_ms)),
+        replay.DecisionsSink(out, schemas),
+        schemas,
+        device_control.policies_from(job),
+    )
+    _finish(env.execute_async(f"{replay.JOB_NAME}-decisions").get_job_execution_result(), out)
+
+
 def _root_cause(err: Py4JJavaError) -> str:
     """The innermost Java exception's message (a Python error raised in the job is in it)."""
     cause = err.java_exception
@@ -223,14 +252,11 @@ def run(
             done = None  # the job is starting or ending: no line this time
         if done is not None:
             _progress(progress, done, expected, started)
-    try:
-        result.result()
-    except Py4JJavaError as err:
-        raise ReplayError(
-            f"the replay job failed: {_root_cause(err)}; what it wrote stays in {out}: run the"
-            " same command again to complete it"
-        ) from None
+    _finish(result, out)
     took = time.monotonic() - started
+    if request.with_decisions:
+        say("replay: the device-control logic over the range (freeze off) ...")
+        _decisions(settings, request, out)
     for leftover in out.rglob(".*.tmp"):  # a killed run's half-written files
         leftover.unlink()
     manifest = build_manifest(out, request, ranges, settings.stack.registry_url, took)
@@ -276,7 +302,7 @@ def build_manifest(
     root: Path, request: Request, ranges: Ranges, registry_url: str, took_s: float
 ) -> dict[str, Any]:
     """The manifest (`docs/dataset.md`), counted from the dataset's files."""
-    rows: dict[str, int] = {}
+    rows: dict[str, int] = dict.fromkeys(dataset.schemas(), 0)
     read: dict[tuple[str, int], list[int]] = {}  # (count, first, last)
     ids: dict[str, set[int]] = {}
     for name, files in _files(root):
@@ -306,6 +332,11 @@ def build_manifest(
                 "records_read": count, "first_offset_read": first, "last_offset_read": last,
             }
         )  # fmt: skip
+    decisions = root / dataset.decisions_table().name
+    if request.with_decisions:
+        rows["decisions"] = (
+            ds.dataset(decisions, format="parquet").count_rows() if decisions.is_dir() else 0
+        )
     return {
         "from_ms": request.from_ms,
         "to_ms": request.to_ms,
@@ -314,9 +345,9 @@ def build_manifest(
         "topics": list(request.topic_names),
         "partitions": partitions,
         "schemas": _versions(registry_url, ids),
-        "rows": {name: rows.get(name, 0) for name in dataset.tables()},
+        "rows": {name: n for name, n in rows.items() if name != dataset.REJECTS_TABLE},
         "rejects": rows.get(dataset.REJECTS_TABLE, 0),
-        "records_read": sum(rows.values()),
+        "records_read": sum(rows.get(name, 0) for name in dataset.schemas()),
         "chunk_offsets": request.chunk_offsets,
         "job": {"name": replay.JOB_NAME, "version": replay.JOB_VERSION},
         "created": iso(int(time.time() * 1000)),
@@ -339,13 +370,19 @@ def add_commands(sub: Any) -> None:
         "--chunk-offsets", type=int, default=replay.CHUNK_OFFSETS,
         help="offsets of one partition per file (the writer's memory bound)",
     )  # fmt: skip
+    command.add_argument(
+        "--with-decisions", action="store_true",
+        help="also run the device-control logic over the range in event time (safety freeze "
+        "off) and write its audit records to DIR/decisions",
+    )  # fmt: skip
     command.set_defaults(run=_replay)
 
 
 def _replay(args: Any, settings: config.Settings) -> int:
     request = Request(
-        parse_time(args.from_), parse_time(args.to), tuple(args.topics), args.chunk_offsets
-    )
+        parse_time(args.from_), parse_time(args.to), tuple(args.topics), args.chunk_offsets,
+        args.with_decisions,
+    )  # fmt: skip
     if sys.stdout.isatty():  # one line, rewritten in place
         run(settings, request, args.out, lambda line: print(f"\r\033[K{line}", flush=True),
             lambda line: print(f"\r\033[K{line}", end="", flush=True))  # fmt: skip

@@ -104,12 +104,13 @@ class Table:
     by_class: bool
     fields: tuple[tuple[Path_, pa.DataType], ...]
     extra: tuple[tuple[str, pa.DataType], ...] = ()
+    provenance: bool = True
 
     @property
     def schema(self) -> pa.Schema:
         """The Arrow schema of its files: provenance, the record's fields, the extras."""
         named = [("_".join(path), kind) for path, kind in self.fields]
-        return pa.schema([*PROVENANCE, *named, *self.extra])
+        return pa.schema([*(PROVENANCE if self.provenance else ()), *named, *self.extra])
 
 
 def _table(
@@ -118,6 +119,7 @@ def _table(
     time_field: str,
     by_class: bool = False,
     extra: tuple[tuple[str, pa.DataType], ...] = (),
+    provenance: bool = True,
 ) -> Table:
     """A table whose columns are the union of its topics' newest schemas, in topic order."""
     fields: dict[Path_, pa.DataType] = {}
@@ -126,7 +128,9 @@ def _table(
             fields.setdefault(path, kind)
     if by_class:  # the folder name holds it: a column too would clash with it in readers
         del fields[("device_class",)]
-    return Table(name, tuple(topic_names), time_field, by_class, tuple(fields.items()), extra)
+    return Table(
+        name, tuple(topic_names), time_field, by_class, tuple(fields.items()), extra, provenance
+    )
 
 
 def tables() -> dict[str, Table]:
@@ -149,6 +153,12 @@ def tables() -> dict[str, Table]:
 
 
 REJECTS_TABLE = "rejects"
+
+
+def decisions_table() -> Table:
+    """The device-control job's audit records over a replayed range (`--with-decisions`):
+    the audit schema's fields, `cause` flattened; no provenance (they were never in Kafka)."""
+    return _table("decisions", (topics.AUDIT,), "decided_ts_ms", provenance=False)
 
 
 def date_of(ts_ms: int) -> str:
@@ -176,7 +186,7 @@ class Placed:
     row: tuple[Any, ...]
 
 
-def _getter(table: Table, topic: str) -> Callable[[Mapping[str, Any]], list[Any]]:
+def getter(table: Table, topic: str) -> Callable[[Mapping[str, Any]], list[Any]]:
     """The record-field values of `table`'s columns for a record of `topic` (None where the
     topic's schema has no such field)."""
     own = {path for path, _ in avro_columns(catalog_module.default().chain(topic).newest.schema)}
@@ -209,7 +219,7 @@ class Flattener:
         self._deserializers = {
             topic: serde.deserializer(models.MODELS[topic], source) for topic in self._of_topic
         }
-        self._getters = {topic: _getter(t, topic) for topic, t in self._of_topic.items()}
+        self._getters = {topic: getter(t, topic) for topic, t in self._of_topic.items()}
         self._dates: dict[int, str] = {}
 
     def _date(self, ts_ms: int) -> str:

@@ -211,6 +211,17 @@ _RAW_BYTES = {
 }
 
 
+def _bounded(from_ms: int, to_ms: int) -> dict[str, str]:
+    """Kafka table options reading each partition from its first record stamped at or after
+    `from_ms` to its first stamped at or after `to_ms` (excluded), that end fixed at the start."""
+    return {
+        "scan.startup.mode": "timestamp",
+        "scan.startup.timestamp-millis": str(from_ms),
+        "scan.bounded.mode": "timestamp",
+        "scan.bounded.timestamp-millis": str(to_ms),
+    }
+
+
 @dataclasses.dataclass(frozen=True)
 class KafkaRange:
     """The records of `topic_names` whose Kafka timestamps fall in `[from_ms, to_ms)` as
@@ -235,10 +246,7 @@ class KafkaRange:
             "topic": ";".join(self.topic_names),
             "properties.bootstrap.servers": self.bootstrap_servers,
             "properties.isolation.level": "read_committed",
-            "scan.startup.mode": "timestamp",
-            "scan.startup.timestamp-millis": str(self.from_ms),
-            "scan.bounded.mode": "timestamp",
-            "scan.bounded.timestamp-millis": str(self.to_ms),
+            **_bounded(self.from_ms, self.to_ms),
             **_RAW_BYTES,
         }
         t_env.execute_sql(
@@ -255,6 +263,7 @@ class KafkaSources:
     other's records; the registry is read by both."""
 
     connection: KafkaConnection
+    range_ms: tuple[int, int] | None = None  # a replay's [from, to), as `KafkaRange` reads it
 
     def _table(
         self, t_env: Any, name: str, topic_names: Sequence[str], group: str, timing: EventTime
@@ -269,6 +278,8 @@ class KafkaSources:
             "scan.startup.mode": self.connection.startup_mode,
             **_RAW_BYTES,
         }
+        if self.range_ms is not None:
+            options.update(_bounded(*self.range_ms))
         t_env.execute_sql(
             f"CREATE TEMPORARY TABLE {name} ({_INPUT_COLUMNS}, "
             f"`rowtime` AS {_rowtime('`ts`')}, "

@@ -16,12 +16,14 @@ restarts a failed run from the range's start, and the files are a function of th
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow.parquet as pq
 from pyflink.common import Row
 from pyflink.datastream import (
     DataStream,
@@ -34,20 +36,24 @@ from gridstream import config, topics
 from jobs import dataset, environment
 from jobs.io import KafkaRange
 from jobs.records import SchemaAccess
+from schemas import models, serde
 
 JOB_NAME = "gridstream-replay"
 JOB_VERSION = "0.1.0"
 CHUNK_OFFSETS = 50_000  # offsets of one topic-partition per file: bounds the writer's memory
 PROGRESS_METRIC = "replayRecords"
+# `--with-decisions` runs device-control itself (STREAMING: it has processing-time parts) with
+# checkpoints off, for the same reason: a failure restarts it from the range's start.
+DECISIONS_WITHOUT = ("execution.checkpointing.interval",)
 # BATCH: no checkpoints; a failure restarts the run from its start (see the module docstring).
 # A few restarts, not the live job's unending ones: a replay that keeps failing (a registry
 # down, a topic gone) ends with its error instead of hanging.
-FLINK_OVERLAY = {
-    "execution.runtime-mode": "BATCH",
+RESTARTS = {
     "restart-strategy.type": "fixed-delay",
     "restart-strategy.fixed-delay.attempts": "2",
     "restart-strategy.fixed-delay.delay": "2 s",
 }
+FLINK_OVERLAY = {"execution.runtime-mode": "BATCH", **RESTARTS}
 
 
 class ReplaySources(Protocol):
@@ -96,6 +102,55 @@ class DatasetSink:
         records.process(WriteDataset(str(self.root), schemas, self.chunk_offsets)).name(
             "write dataset"
         ).uid("write-dataset")
+
+
+class WriteDecisions(ProcessFunction):  # type: ignore[misc]
+    """The audit records among device-control's output rows into `decisions/`, written at the
+    end of the input, sorted, one file per date folder and subtask: the same inputs give the
+    same files, so a rerun replaces them (the run has no checkpoint to resume from)."""
+
+    def __init__(self, root: str, schemas: SchemaAccess) -> None:
+        self.root = root
+        self.schemas = schemas
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.table = dataset.decisions_table()
+        self.values = dataset.getter(self.table, topics.AUDIT)
+        model = models.MODELS[topics.AUDIT]
+        self.deserializer = serde.deserializer(model, self.schemas.source())
+        # PyFlink 2.2's get_index_of_this_subtask calls a Java method Flink 2 removed (it is on
+        # TaskInfo now): thread mode raises AttributeError, so ask TaskInfo directly.
+        java = runtime_context._runtime_context
+        self.part = int(java.getTaskInfo().getIndexOfThisSubtask())
+        self.rows: dict[str, list[tuple[Any, ...]]] = {}
+
+    def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Any:
+        if value[0] == topics.AUDIT:
+            _, fields = self.deserializer.read(bytes(value[2]))
+            folder = f"date={dataset.date_of(fields['decided_ts_ms'])}"
+            self.rows.setdefault(folder, []).append(tuple(self.values(fields)))
+        return iter(())
+
+    def close(self) -> None:
+        schema = self.table.schema
+        for folder, rows in self.rows.items():
+            data = dataset.columns_of(schema, sorted(rows, key=repr))
+            path = Path(self.root) / self.table.name / folder / f"part-{self.part:05d}.parquet"
+            dataset.write_atomically(path, functools.partial(pq.write_table, data))
+
+
+class DecisionsSink:
+    """Takes device-control's output rows (`jobs.io.Sinks`): its decisions into the dataset."""
+
+    def __init__(self, root: Path, schemas: SchemaAccess) -> None:
+        self.root = root
+        self.schemas = schemas
+
+    def write(self, env: StreamExecutionEnvironment, records: DataStream) -> None:
+        """Attach the decisions writer to the output rows."""
+        records.process(WriteDecisions(str(self.root), self.schemas)).name("write decisions").uid(
+            "write-decisions"
+        )
 
 
 def build(
