@@ -6,8 +6,9 @@ A bounded job in Flink's BATCH runtime mode. Records come from the Kafka *table*
 `scan.startup.mode`/`scan.bounded.mode` = `timestamp` (`jobs.io.KafkaRange`): the same
 `KafkaOffsetsInitializer.timestamp` start and stop the DataStream `KafkaSource` would use, but
 the table connector also hands Python each record's topic, partition, offset, timestamp and key,
-which the dataset's provenance columns and exactly-once files need; PyFlink's DataStream
-`KafkaSource` gives Python the value only. The writer is chained to the source, so each
+which the dataset's provenance columns and exactly-once files need; PyFlink 2.2's
+`KafkaSourceBuilder` offers only `set_value_only_deserializer` (no record deserializer), so its
+DataStream `KafkaSource` gives Python the value alone. The writer is chained to the source, so each
 partition's records reach it in offset order. Exactly once without checkpoints: BATCH mode
 restarts a failed run from the range's start, and the files are a function of the offsets read
 (`jobs.dataset`), so a rerun rewrites the same files. The trade-offs are in jobs/DISCUSSION.md.
@@ -134,7 +135,7 @@ class WriteDecisions(ProcessFunction):  # type: ignore[misc]
     def close(self) -> None:
         schema = self.table.schema
         for folder, rows in self.rows.items():
-            data = dataset.columns_of(schema, sorted(rows, key=repr))
+            data = dataset.columns_of(schema, sorted(rows, key=repr))  # repr: None and lists too
             path = Path(self.root) / self.table.name / folder / f"part-{self.part:05d}.parquet"
             dataset.write_atomically(path, functools.partial(pq.write_table, data))
 
