@@ -9,6 +9,8 @@ from pathlib import Path
 
 from gridstream import config
 from gridstream.models.cli import add_commands as add_model_commands
+from gridstream.replay import ReplayError
+from gridstream.replay import add_commands as add_replay_commands
 from gridstream.scenario import ScenarioError
 from gridstream.scenario import add_commands as add_scenario_commands
 from gridstream.stack import ComponentError, LocalStack
@@ -102,6 +104,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_schema_commands(sub)
     add_scenario_commands(sub)
+    add_replay_commands(sub)
     add_model_commands(sub)
 
     demo = sub.add_parser("demo", help="run the demo on the local stack and print what happened")
@@ -141,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = config.load(None if args.config is None else Path(args.config))
         return int(args.run(args, settings))
-    except (ComponentError, config.ConfigError, ScenarioError) as err:
+    except (ComponentError, config.ConfigError, ScenarioError, ReplayError) as err:
         print(f"gridstream: {err}", file=sys.stderr)
         return 2
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pyflink.common import Configuration
 from pyflink.datastream import StreamExecutionEnvironment
 
@@ -28,10 +30,15 @@ def job_jars(settings: Settings) -> list[str]:
     return [jar.as_uri() for jar in jars]
 
 
-def create(settings: Settings, overlay: dict[str, str] | None = None) -> StreamExecutionEnvironment:
-    """An environment configured from `flink-conf.yaml`, the settings and `overlay`."""
+def create(
+    settings: Settings, overlay: dict[str, str] | None = None, without: Iterable[str] = ()
+) -> StreamExecutionEnvironment:
+    """An environment configured from `flink-conf.yaml` less the keys `without`, the settings
+    and `overlay`."""
     conf = Configuration()
     values = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)
+    for key in without:
+        values.pop(key, None)
     values.update(
         {
             "python.executable": settings.job.python_executable,

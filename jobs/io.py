@@ -176,15 +176,83 @@ def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream,
     return devices, t_env.to_data_stream(heartbeats)
 
 
-def _control_rows(t_env: Any, table: str) -> DataStream:
-    """The control records of `table` as `INPUT_RECORD`s."""
+def _control_rows(
+    t_env: Any, table: str, topic_names: Sequence[str] = topics.CONTROL_INPUTS
+) -> DataStream:
+    """The records of `topic_names` (the control topics) in `table` as `INPUT_RECORD`s."""
     columns = ", ".join(f"`{name}`" for name in INPUT_FIELDS)
     return t_env.to_data_stream(
         t_env.sql_query(
             f"SELECT {columns} FROM {table}"  # noqa: S608 (own names)
-            f" WHERE `topic` IN ({_in(topics.CONTROL_INPUTS)})"
+            f" WHERE `topic` IN ({_in(topic_names)})"
         )
     )
+
+
+# The Kafka table's columns: `INPUT_FIELDS` from the record and its metadata. Epoch millis in
+# SQL (thread mode hands Python a raw java.time.Instant otherwise); the correlation header
+# decoded as UTF-8 (invalid bytes replaced), or derived from the record's coordinates when
+# absent, as `input_row`.
+_INPUT_COLUMNS = (
+    "`key` BYTES, `value` BYTES, "
+    "`topic` STRING METADATA VIRTUAL, `partition` INT METADATA VIRTUAL, "
+    "`offset` BIGINT METADATA VIRTUAL, "
+    "`ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
+    "`headers` MAP<STRING, BYTES> METADATA VIRTUAL, "
+    "ts_ms AS EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`), "
+    f"correlation_id AS COALESCE(CAST(`headers`['{CORRELATION_HEADER}'] AS STRING), "
+    "`topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING))"
+)
+_RAW_BYTES = {
+    "key.format": "raw",
+    "key.fields": "key",
+    "value.format": "raw",
+    "value.fields-include": "EXCEPT_KEY",
+}
+
+
+def _bounded(from_ms: int, to_ms: int) -> dict[str, str]:
+    """Kafka table options reading each partition from its first record stamped at or after
+    `from_ms` to its first stamped at or after `to_ms` (excluded), that end fixed at the start."""
+    return {
+        "scan.startup.mode": "timestamp",
+        "scan.startup.timestamp-millis": str(from_ms),
+        "scan.bounded.mode": "timestamp",
+        "scan.bounded.timestamp-millis": str(to_ms),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaRange:
+    """The records of `topic_names` whose Kafka timestamps fall in `[from_ms, to_ms)` as
+    `INPUT_RECORD`s, a bounded scan (`read_committed`, no consumer group, no offsets committed).
+
+    Both ends are offsets found by the broker's time index when the job starts (Flink's
+    `KafkaOffsetsInitializer.timestamp`): each partition from its first record stamped at or
+    after `from_ms` to, not including, its first stamped at or after `to_ms`, or its end. Records
+    appended after the job started are not read, whatever their timestamps.
+    """
+
+    bootstrap_servers: str
+    topic_names: Sequence[str]
+    from_ms: int
+    to_ms: int
+
+    def records(self, env: StreamExecutionEnvironment) -> DataStream:
+        """The range's records, each partition's in offset order."""
+        t_env = _table_env(env, "replay")
+        options = {
+            "connector": "kafka",
+            "topic": ";".join(self.topic_names),
+            "properties.bootstrap.servers": self.bootstrap_servers,
+            "properties.isolation.level": "read_committed",
+            **_bounded(self.from_ms, self.to_ms),
+            **_RAW_BYTES,
+        }
+        t_env.execute_sql(
+            f"CREATE TEMPORARY TABLE replay_inputs ({_INPUT_COLUMNS}) WITH ({_with(options)})"
+        )
+        return _control_rows(t_env, "replay_inputs", self.topic_names)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +263,7 @@ class KafkaSources:
     other's records; the registry is read by both."""
 
     connection: KafkaConnection
+    range_ms: tuple[int, int] | None = None  # a replay's [from, to), as `KafkaRange` reads it
 
     def _table(
         self, t_env: Any, name: str, topic_names: Sequence[str], group: str, timing: EventTime
@@ -207,24 +276,12 @@ class KafkaSources:
             "properties.isolation.level": "read_committed",
             "properties.auto.offset.reset": "earliest",
             "scan.startup.mode": self.connection.startup_mode,
-            "key.format": "raw",
-            "key.fields": "key",
-            "value.format": "raw",
-            "value.fields-include": "EXCEPT_KEY",
+            **_RAW_BYTES,
         }
-        # Epoch millis in SQL (thread mode hands Python a raw java.time.Instant otherwise); the
-        # correlation header decoded as UTF-8 (invalid bytes replaced), or derived from the
-        # record's coordinates when absent, as `input_row`.
+        if self.range_ms is not None:
+            options.update(_bounded(*self.range_ms))
         t_env.execute_sql(
-            f"CREATE TEMPORARY TABLE {name} ("
-            "`key` BYTES, `value` BYTES, "
-            "`topic` STRING METADATA VIRTUAL, `partition` INT METADATA VIRTUAL, "
-            "`offset` BIGINT METADATA VIRTUAL, "
-            "`ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL, "
-            "`headers` MAP<STRING, BYTES> METADATA VIRTUAL, "
-            "ts_ms AS EXTRACT(EPOCH FROM `ts`) * 1000 + EXTRACT(MILLISECOND FROM `ts`), "
-            f"correlation_id AS COALESCE(CAST(`headers`['{CORRELATION_HEADER}'] AS STRING), "
-            "`topic` || '-' || CAST(`partition` AS STRING) || '-' || CAST(`offset` AS STRING)), "
+            f"CREATE TEMPORARY TABLE {name} ({_INPUT_COLUMNS}, "
             f"`rowtime` AS {_rowtime('`ts`')}, "
             f"WATERMARK FOR `rowtime` AS `rowtime` - {_interval(timing.out_of_orderness_ms)}"
             f") WITH ({_with(options)})"
@@ -257,10 +314,7 @@ class KafkaSinks:
             "connector": "kafka",
             "topic": ";".join(self.topics),
             "properties.bootstrap.servers": c.bootstrap_servers,
-            "key.format": "raw",
-            "key.fields": "key",
-            "value.format": "raw",
-            "value.fields-include": "EXCEPT_KEY",
+            **_RAW_BYTES,
             "sink.delivery-guarantee": c.delivery_guarantee,
             "properties.transaction.timeout.ms": str(c.transaction_timeout_ms),
         }
@@ -300,6 +354,17 @@ class CollectionSources:
         t_env.create_temporary_view("collected_inputs", t_env.from_data_stream(rows, schema))
         devices, heartbeats = _device_rows(t_env, "collected_inputs", timing)
         return Inputs(devices, _control_rows(t_env, "collected_inputs"), heartbeats)
+
+
+@dataclasses.dataclass(frozen=True)
+class CollectionRecords:
+    """`INPUT_RECORD`s from memory for the replay, in the order given (one source subtask)."""
+
+    rows: Sequence[Row]
+
+    def records(self, env: StreamExecutionEnvironment) -> DataStream:
+        """The rows as a bounded stream."""
+        return env.from_collection(list(self.rows), type_info=INPUT_RECORD)
 
 
 class CollectingSinks:
