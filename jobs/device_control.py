@@ -63,7 +63,7 @@ from jobs.records import (
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.8.0"
+JOB_VERSION = "0.9.0"
 PICKLED = operators.PICKLED
 
 
@@ -102,15 +102,15 @@ def policies_from(job: config.JobSettings) -> Policies:
 
 @dataclasses.dataclass(frozen=True)
 class ModelFile:
-    """The anomaly model in a folder (`gridstream train`), loaded on the worker."""
+    """The anomaly model in a folder (`gridstream train`), its bands loaded on the worker."""
 
     path: str
 
     def load(self) -> Callable[[str], ClassModel | None]:
         """The model of each device class; raises a `ModelError` saying why it cannot be used."""
-        from gridstream.models.train import load  # scikit-learn and skops: on the worker
+        from gridstream.models.files import load_fences  # no scikit-learn: see that module
 
-        return load(Path(self.path)).for_class
+        return load_fences(Path(self.path)).for_class
 
 
 def event_time(

@@ -30,13 +30,13 @@ def _train_command(args: argparse.Namespace, settings: Any) -> int:
 
 
 def _evaluate_command(args: argparse.Namespace, settings: Any) -> int:
-    from gridstream.models import dataset, evaluate, train
+    from gridstream.models import dataset, evaluate, files
 
     del settings
     faults = evaluate.Faults(args.faulty_share, args.fault_rate, args.seed)
     try:
         result = evaluate.evaluate(args.data, args.model, faults, args.plot, progress=_say)
-    except (dataset.DatasetError, train.ModelError) as err:
+    except (dataset.DatasetError, files.ModelError) as err:
         print(f"gridstream: {err}", file=sys.stderr)
         return 2
     print(result.summary())

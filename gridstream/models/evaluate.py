@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from functions import anomaly, device
-from gridstream.models import dataset, train
+from gridstream.models import dataset, files, train
 from schemas.models import POWER_LIMITS_KW, DeviceClass
 
 FAULTY_FIRMWARE = "9.9.9-faulty"
@@ -137,7 +137,7 @@ def inject(
 
 def held_out(
     data_dir: Path,
-    model: train.LoadedModel,
+    model: files.LoadedModel,
     faults: Faults,
     progress: train.Progress | None = None,
 ) -> tuple[tuple[int, int], list[train.Scored]]:

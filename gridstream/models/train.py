@@ -8,8 +8,11 @@ chosen over an IsolationForest on numbers (`benchmarks/anomaly_bench.py`, the fi
 fewer false alarms, and scores a reading live in a few µs where the forest's `score_samples`
 takes milliseconds for one row.
 
-`load(model_dir)` returns the live scorers or raises a `ModelError` subclass that says what is
-wrong; the live job catches `ModelError` and falls back to rules only, with an alert.
+`load(model_dir)` reads the skops file through the allow-list and returns the scorers, or
+raises a `ModelError` subclass that says what is wrong. `train` also writes each class's fitted
+bands as plain numbers (`fences.json`), which is what the live job reads
+(`gridstream.models.files.load_fences`): scikit-learn's import hangs in PyFlink's thread-mode
+workers (see that module).
 """
 
 from __future__ import annotations
@@ -30,10 +33,19 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from functions import anomaly, device
 from functions.wetbulb import RegionMode
 from gridstream.models import dataset
+from gridstream.models.files import (
+    FENCES_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    LoadedModel,
+    ModelError,
+    ModelUnreadableError,
+    UntrustedModelError,
+    norms_of,
+    read_metadata,
+)
 from state.device import DeviceState
 
-MODEL_FILE = "model.skops"
-METADATA_FILE = "metadata.json"
 FORMAT = 1
 DEFAULT_HOLDOUT = 0.2
 LOW_QUANTILE, HIGH_QUANTILE = 0.001, 0.999
@@ -42,22 +54,6 @@ DEFAULT_THRESHOLD = 1.0
 TRUSTED_TYPES = frozenset({"gridstream.models.train.Fences"})
 
 Progress = Callable[[str], None]
-
-
-class ModelError(Exception):
-    """A model that cannot be used: the live job runs on rules only, and alerts."""
-
-
-class ModelUnreadableError(ModelError):
-    """The model folder or one of its files is missing or cannot be read."""
-
-
-class UntrustedModelError(ModelError):
-    """The model file holds types outside the allow-list: it is not loaded."""
-
-
-class FeatureMismatchError(ModelError):
-    """The model was trained on other features (names or version) than this code computes."""
 
 
 class Fences(OutlierMixin, BaseEstimator):
@@ -254,6 +250,8 @@ def train(
         "norms": {cls: dataclasses.asdict(n) for cls, n in sorted(norms.items())},
     }
     (out_dir / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    fences = {cls: dataclasses.asdict(est.fence()) for cls, est in models.items()}
+    (out_dir / FENCES_FILE).write_text(json.dumps(fences, indent=2, sort_keys=True) + "\n")
     say(f"saved {len(models)} class models to {out_dir}")
     return meta
 
@@ -266,43 +264,11 @@ def _manifest_summary(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: v for k, v in manifest.items() if k in keep}
 
 
-@dataclasses.dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to score: one `ClassModel` per device class, and its metadata."""
-
-    classes: Mapping[str, anomaly.ClassModel]
-    metadata: Mapping[str, Any]
-
-    def for_class(self, device_class: str) -> anomaly.ClassModel | None:
-        """The class's model, or None for a class the model was not trained on."""
-        return self.classes.get(device_class)
-
-
-def _metadata(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / METADATA_FILE
-    try:
-        meta: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ModelUnreadableError(
-            f"cannot read {path}: {err}; "
-            f"train a model with `gridstream train --data DIR --out {model_dir}`"
-        ) from err
-    features = meta.get("features", {})
-    names, version = features.get("names"), features.get("version")
-    if names != list(anomaly.FEATURE_NAMES) or version != anomaly.FEATURES_VERSION:
-        raise FeatureMismatchError(
-            f"{model_dir} was trained on features v{version} {names}; this code computes "
-            f"v{anomaly.FEATURES_VERSION} {list(anomaly.FEATURE_NAMES)}: "
-            "retrain it with `gridstream train`"
-        )
-    return meta
-
-
 def load(model_dir: Path) -> LoadedModel:
     """The model in `model_dir`, or a `ModelError` saying why it cannot be used."""
     import skops.io as sio
 
-    meta = _metadata(model_dir)
+    meta = read_metadata(model_dir)
     path = model_dir / MODEL_FILE
     try:
         untrusted = set(sio.get_untrusted_types(file=path))
@@ -321,17 +287,9 @@ def load(model_dir: Path) -> LoadedModel:
         ) from err
     try:
         classes = {
-            cls: anomaly.ClassModel(_norms(meta["norms"][cls]), est.fence())
+            cls: anomaly.ClassModel(norms_of(meta["norms"][cls]), est.fence())
             for cls, est in fitted.items()
         }
     except (AttributeError, KeyError, TypeError) as err:
         raise ModelUnreadableError(f"{model_dir} is not a GridStream model: {err!r}") from err
     return LoadedModel(classes, meta)
-
-
-def _norms(raw: Mapping[str, Any]) -> anomaly.Norms:
-    return anomaly.Norms(
-        float(raw["median_kw"]),
-        {str(k): float(v) for k, v in raw["region_median_kw"].items()},
-        float(raw["interval_ms"]),
-    )

@@ -12,7 +12,7 @@ import skops.io as sio
 
 from functions import anomaly, device
 from gridstream.cli import main
-from gridstream.models import dataset, evaluate, train
+from gridstream.models import dataset, evaluate, files, train
 from schemas.models import Cause, DeviceClass
 from state import device as device_state
 from tests import datasets
@@ -130,7 +130,7 @@ def test_a_trained_model_loads_with_the_fences_it_learned(
     fleet_data: Path, model_dir: Path
 ) -> None:
     """Save then load: each class's fence is the one fitted on the training window's features."""
-    meta = json.loads((model_dir / train.METADATA_FILE).read_text())
+    meta = json.loads((model_dir / files.METADATA_FILE).read_text())
     loaded = train.load(model_dir)
     start, split = meta["training_range_ms"]
     norms = {cls: m.norms for cls, m in loaded.classes.items()}
@@ -153,6 +153,24 @@ def test_a_trained_model_loads_with_the_fences_it_learned(
     assert loaded.for_class(DeviceClass.LINE_SWITCH.value) is None
 
 
+def test_the_live_job_reads_the_same_model_from_its_bands_as_from_the_skops_file(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """`load_fences` (what the device stage reads, no scikit-learn) gives every class the
+    scorer and norms `load` gives from the skops file; bands of another width are refused."""
+    live, full = files.load_fences(model_dir), train.load(model_dir)
+
+    assert live.classes == full.classes
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / files.METADATA_FILE).write_bytes((model_dir / files.METADATA_FILE).read_bytes())
+    (other / files.FENCES_FILE).write_text('{"THERMOSTAT": {"low": [0], "high": [1], '
+                                           '"width": [1], "threshold": 1}}')  # fmt: skip
+    with pytest.raises(files.ModelUnreadableError, match="features"):
+        files.load_fences(other)
+
+
 def test_the_replay_manifest_range_and_schema_versions_go_into_the_metadata(tmp_path: Path) -> None:
     """What the replay says of its range and schemas is kept beside the model."""
     data = datasets.write(tmp_path / "data", *datasets.fleet(devices=4, hours=1))
@@ -167,7 +185,7 @@ def test_the_replay_manifest_range_and_schema_versions_go_into_the_metadata(tmp_
 
 def _copy(model_dir: Path, to: Path) -> Path:
     to.mkdir()
-    for name in (train.MODEL_FILE, train.METADATA_FILE):
+    for name in (files.MODEL_FILE, files.METADATA_FILE):
         (to / name).write_bytes((model_dir / name).read_bytes())
     return to
 
@@ -179,9 +197,9 @@ class Untrusted:
 def test_a_model_file_with_an_untrusted_type_is_refused(model_dir: Path, tmp_path: Path) -> None:
     """A file holding a type outside the allow-list is not loaded, and the error names it."""
     bad = _copy(model_dir, tmp_path / "bad")
-    sio.dump({"THERMOSTAT": Untrusted()}, bad / train.MODEL_FILE)
+    sio.dump({"THERMOSTAT": Untrusted()}, bad / files.MODEL_FILE)
 
-    with pytest.raises(train.UntrustedModelError, match=r"test_model\.Untrusted"):
+    with pytest.raises(files.UntrustedModelError, match=r"test_model\.Untrusted"):
         train.load(bad)
 
 
@@ -197,21 +215,21 @@ def test_a_model_trained_on_other_features_is_refused(
 ) -> None:
     """Another feature version or list: the model's bands mean something else."""
     other = _copy(model_dir, tmp_path / "other")
-    meta = json.loads((other / train.METADATA_FILE).read_text())
-    (other / train.METADATA_FILE).write_text(json.dumps({**meta, "features": features}))
+    meta = json.loads((other / files.METADATA_FILE).read_text())
+    (other / files.METADATA_FILE).write_text(json.dumps({**meta, "features": features}))
 
-    with pytest.raises(train.FeatureMismatchError, match="retrain"):
+    with pytest.raises(files.FeatureMismatchError, match="retrain"):
         train.load(other)
 
 
 def test_a_missing_or_corrupt_model_is_unreadable(model_dir: Path, tmp_path: Path) -> None:
     """No folder, or a model file that is not skops: a typed error the job can fall back on."""
     corrupt = _copy(model_dir, tmp_path / "corrupt")
-    (corrupt / train.MODEL_FILE).write_bytes(b"not a zip")
+    (corrupt / files.MODEL_FILE).write_bytes(b"not a zip")
 
-    with pytest.raises(train.ModelUnreadableError, match="gridstream train"):
+    with pytest.raises(files.ModelUnreadableError, match="gridstream train"):
         train.load(tmp_path / "nowhere")
-    with pytest.raises(train.ModelUnreadableError):
+    with pytest.raises(files.ModelUnreadableError):
         train.load(corrupt)
 
 
