@@ -425,22 +425,30 @@ def test_a_cancellation_stamped_after_the_start_runs_the_event_up_to_it_whenever
         assert requested(early) == requested(late)
 
 
-def test_an_event_waiting_behind_another_cancelled_later_gets_its_turn_until_then() -> None:
-    """ev-b holds the device to its end; ev-a waits and is cancelled a minute after ev-b's end:
-    ev-a gets the device for that minute (CURTAIL, RESTORE), with the same command ids whether
-    the cancellation arrives while ev-a still waits or once it holds the device."""
+def _two_events(a_minutes: int, b_minutes: int, cancelled: str) -> tuple[Stage, Stage]:
+    """ev-b (the higher priority) and ev-a from the same start, lasting `b_minutes` and
+    `a_minutes`; `cancelled` cancelled two minutes after the start. Played with the
+    cancellation arriving early (the watermark 5 s past the start) and late (3 minutes past)."""
     start = T0 + MINUTE_MS
-    ev_a = event("ev-a", start, start + HOUR_MS, issued=T0 - HOUR_MS, priority=2)
-    ev_b = event("ev-b", start, start + MINUTE_MS, issued=T0 - HOUR_MS, priority=1)
+    ev_a = event("ev-a", start, start + a_minutes * MINUTE_MS, issued=T0 - HOUR_MS, priority=2)
+    ev_b = event("ev-b", start, start + b_minutes * MINUTE_MS, issued=T0 - HOUR_MS, priority=1)
     history = (
         record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, start + 10 * SECOND_MS), ev_a, ev_b
     )  # fmt: skip
-    cancel = _cancelled_at(ev_a, start + 2 * MINUTE_MS)
+    cancel = _cancelled_at(ev_a if cancelled == "ev-a" else ev_b, start + 2 * MINUTE_MS)
     early = play(*history, cancel, until=T0 + 2 * HOUR_MS)
     late = play(
         *history, *readings(start + 10 * SECOND_MS, start + 3 * MINUTE_MS, 5 * SECOND_MS), cancel,
         until=T0 + 2 * HOUR_MS,
     )  # fmt: skip
+    return early, late
+
+
+def test_an_event_waiting_behind_another_cancelled_later_gets_its_turn_until_then() -> None:
+    """ev-b holds the device to its end; ev-a waits and is cancelled a minute after ev-b's end:
+    ev-a gets the device for that minute (CURTAIL, RESTORE), with the same command ids whether
+    the cancellation arrives while ev-a still waits or once it holds the device."""
+    early, late = _two_events(a_minutes=60, b_minutes=1, cancelled="ev-a")
     for stage in (early, late):
         assert stage.actions() == [Action.CURTAIL, Action.RESTORE] * 2
         assert stage.audits(AuditOutcome.BLOCKED) == []
@@ -451,18 +459,7 @@ def test_an_event_waiting_behind_a_cancelled_one_and_over_by_then_never_gets_the
     """ev-b holds the device and is cancelled after ev-a, waiting behind it, has ended: ev-a is
     BLOCKED and never commanded, whether the cancellation arrives before the watermark reaches
     ev-a's end or after."""
-    start = T0 + MINUTE_MS
-    ev_a = event("ev-a", start, start + MINUTE_MS, issued=T0 - HOUR_MS, priority=2)
-    ev_b = event("ev-b", start, start + HOUR_MS, issued=T0 - HOUR_MS, priority=1)
-    history = (
-        record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, start + 10 * SECOND_MS), ev_a, ev_b
-    )  # fmt: skip
-    cancel = _cancelled_at(ev_b, start + 2 * MINUTE_MS)
-    early = play(*history, cancel, until=T0 + 2 * HOUR_MS)
-    late = play(
-        *history, *readings(start + 10 * SECOND_MS, start + 3 * MINUTE_MS, 5 * SECOND_MS), cancel,
-        until=T0 + 2 * HOUR_MS,
-    )  # fmt: skip
+    early, late = _two_events(a_minutes=1, b_minutes=60, cancelled="ev-b")
     for stage in (early, late):
         assert stage.actions() == [Action.CURTAIL, Action.RESTORE]
         assert [a.action for a in stage.audits(AuditOutcome.BLOCKED)] == [Action.CURTAIL]
