@@ -200,6 +200,9 @@ def on_release(
     window, and one the region still forbids a window later is blocked); then the RESTOREs due
     that nothing of their device waits in front of."""
     win = current(window, now_ms, policy)
+    # A quiet feed's hold may have released at a later instant, opening a later window than
+    # `now_ms` falls in: what goes out now is spent from that window, so it is stamped there.
+    spent_ms = max(now_ms, win.start_ms)
     outputs: list[Output] = []
     changed: list[Waiting] = []
     dequeued: list[CommandRequest] = []
@@ -219,7 +222,7 @@ def on_release(
         if reasons and entry.deferred:
             outputs.append(_audit(req, now_ms, AuditOutcome.BLOCKED, reasons))
         elif not reasons and win.used < policy.commands_per_window:
-            outputs += _emit(req, now_ms)
+            outputs += _emit(req, spent_ms)
             win = dataclasses.replace(win, used=win.used + 1)
         else:
             if not entry.deferred:
