@@ -106,6 +106,12 @@ def current(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
     return Window(now_ms - now_ms % policy.window_ms)
 
 
+def _kept(window: Window | None, now_ms: int, policy: BudgetPolicy) -> Window:
+    """The window an input that spends nothing leaves in place (only a release moves it on:
+    an input stamped later must not make a release at an earlier instant look late)."""
+    return window if window is not None else current(None, now_ms, policy)
+
+
 def next_window_ms(window: Window, policy: BudgetPolicy) -> int:
     """When the next window opens."""
     return window.start_ms + policy.window_ms
@@ -161,7 +167,7 @@ def on_request(
     """A load-reducing request waits until the watermark reaches `now_ms`, when it competes
     with every other request due by then; a RESTORE goes out now unless a load-reducing
     request of its device (`mine`: the device's waiting entries) made no later waits."""
-    win = current(window, now_ms, policy)
+    win = _kept(window, now_ms, policy)
     if not reducing(req) and not _behind(req, mine):
         return BudgetStep(win, _emit(req, now_ms))
     return BudgetStep(win, queued=(Waiting(req),), wake_ms=now_ms)
@@ -282,7 +288,7 @@ def on_withdrawal(
     """The device's load-reducing requests still waiting (`mine`: its entries) are blocked now
     for a safety fact, or held for the withdrawal's instant otherwise; nothing when none
     waits."""
-    win = current(window, now_ms, policy)
+    win = _kept(window, now_ms, policy)
     victims = [w.request for w in mine if reducing(w.request)]
     if not victims:
         return BudgetStep(win)
