@@ -31,8 +31,9 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from functions.device import Telemetry
-from schemas.models import Alert, AlertKind, Severity
+from schemas.models import Alert, AlertKind, Cause, Severity
 from state.device import DeviceState
+from state.rollout import RolloutState
 
 FEATURES_VERSION = 1
 FEATURE_NAMES = (
@@ -52,6 +53,7 @@ STDDEV_FLOOR_KW = 0.001  # a meter's resolution: below it a flat device has no s
 Z_LIMIT = 1_000.0  # |power_z| is clipped here, so a flat device's first step stays finite
 
 Features = tuple[float, ...]
+FLEET_SCOPE = "fleet"  # the region_id of an alert about the whole fleet on one firmware
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,22 +217,6 @@ class RolloutPolicy:
 
 
 @dataclasses.dataclass(frozen=True)
-class RolloutState:
-    """One firmware version's recent readings and anomalies, per bucket (newest last)."""
-
-    bucket_start_ms: int
-    scored: tuple[int, ...]
-    anomalous: tuple[int, ...]
-    alerting: bool = False
-
-    @property
-    def rate(self) -> float:
-        """The anomaly rate over the window."""
-        total = sum(self.scored)
-        return sum(self.anomalous) / total if total else 0.0
-
-
-@dataclasses.dataclass(frozen=True)
 class RolloutStep:
     """The tracker's new state, and whether this reading raised the faulty-rollout alert."""
 
@@ -255,17 +241,22 @@ def _shifted(state: RolloutState, ts_ms: int, policy: RolloutPolicy) -> RolloutS
 
 
 def track_rollout(
-    state: RolloutState | None, anomalous: bool, ts_ms: int, policy: RolloutPolicy
+    state: RolloutState | None,
+    anomalous: int,
+    ts_ms: int,
+    policy: RolloutPolicy,
+    scored: int = 1,
 ) -> RolloutStep:
-    """Count one scored reading of a firmware version (keyed by version upstream); a reading
-    older than the window's newest bucket counts in the newest bucket."""
+    """Count `scored` readings of a firmware version at `ts_ms`, `anomalous` of them anomalous
+    (keyed by version upstream); readings older than the window's newest bucket count in the
+    newest bucket."""
     if state is None:
         empty = (0,) * policy.buckets
         state = RolloutState(ts_ms - ts_ms % policy.bucket_ms, empty, empty)
     state = _shifted(state, ts_ms, policy)
     state = dataclasses.replace(
         state,
-        scored=(*state.scored[:-1], state.scored[-1] + 1),
+        scored=(*state.scored[:-1], state.scored[-1] + scored),
         anomalous=(*state.anomalous[:-1], state.anomalous[-1] + int(anomalous)),
     )
     enough = sum(state.scored) >= policy.min_readings
@@ -274,3 +265,30 @@ def track_rollout(
     if state.alerting and state.rate < policy.alert_rate / 2:
         state = dataclasses.replace(state, alerting=False)
     return RolloutStep(state, False)
+
+
+@dataclasses.dataclass(frozen=True)
+class FirmwareTally:
+    """Readings of one firmware version a device-stage task scored since its last tally."""
+
+    firmware_version: str
+    ts_ms: int
+    scored: int
+    anomalous: int
+
+
+def rollout_alert(tally: FirmwareTally, state: RolloutState, policy: RolloutPolicy) -> Alert:
+    """The faulty-firmware-rollout alert: an `ANOMALY` about the whole fleet on that version."""
+    minutes = policy.bucket_ms * policy.buckets // 60_000
+    return Alert(
+        kind=AlertKind.ANOMALY,
+        severity=Severity.CRITICAL,
+        region_id=FLEET_SCOPE,
+        correlation_id=f"rollout-{tally.firmware_version}-{tally.ts_ms}",
+        raised_ts_ms=tally.ts_ms,
+        message=(
+            f"faulty firmware rollout? {state.rate:.1%} of {sum(state.scored)} readings of"
+            f" firmware {tally.firmware_version} anomalous over {minutes} min"
+        ),
+        cause=Cause(source_topic="anomaly", event_id=f"rollout:{tally.firmware_version}"),
+    )

@@ -93,7 +93,8 @@ class Context:
 
 @dataclasses.dataclass(frozen=True)
 class Telemetry:
-    """A decoded SCADA or IoT reading; `good` is False when a quality flag is raised."""
+    """A decoded SCADA or IoT reading; `good` is False when a quality flag is raised; an IoT
+    reading names its firmware (for the faulty-rollout tracker)."""
 
     device_id: str
     ts_ms: int
@@ -103,6 +104,7 @@ class Telemetry:
     customer_override: bool
     correlation_id: str
     cause: Cause
+    firmware_version: str | None = None
 
 
 def telemetry_of(record: Mapping[str, Any], cause: Cause) -> Telemetry:
@@ -125,7 +127,7 @@ def telemetry_of(record: Mapping[str, Any], cause: Cause) -> Telemetry:
         good, is_on, override = True, record["is_on"], record["customer_override"]
     return Telemetry(
         record["device_id"], record["ts_ms"], record["power_kw"], is_on, good, override,
-        record["correlation_id"], cause,
+        record["correlation_id"], cause, record.get("firmware_version"),
     )  # fmt: skip
 
 

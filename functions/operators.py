@@ -27,12 +27,14 @@ from functions.wetbulb import RegionMode, WetBulbPolicy, mode
 from schemas.models import Alert, AlertKind, DeadLetter, TopicRecord
 from state import device as device_codec
 from state import region as codec
+from state import rollout as rollout_codec
 from state.mirror import LastGood, MirrorEvent, RedisMirror
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 CONTEXT = MapStateDescriptor("context", Types.STRING(), PICKLED)
 PIPELINE_KEY = "pipeline"
 DEVICE_CACHE_ENTRIES = 50_000  # ~1.1 kB each, decoded: see `_StateCache`
+TALLY_READINGS = 100  # scored readings of one firmware a device-stage task counts per tally
 
 # The stages emit everything on their main output and the job splits it by type (the `is_*`
 # predicates): in thread mode a side output yielded from a timer of a two-input keyed
@@ -52,6 +54,11 @@ def is_context(value: Any) -> bool:
 def is_device_event(value: Any) -> bool:
     """An event for the device stage made by the region stage."""
     return isinstance(value, device.Activation | device.Release)
+
+
+def is_tally(value: Any) -> bool:
+    """A firmware version's scored readings, for the rollout stage."""
+    return isinstance(value, anomaly.FirmwareTally)
 
 
 def is_request(value: Any) -> bool:
@@ -283,6 +290,38 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
         yield from self._apply(pipeline.evaluate(state, timestamp, self.policy), ctx)
 
 
+class RolloutStage(KeyedProcessFunction):  # type: ignore[misc]
+    """Keyed by firmware version: `functions.anomaly.track_rollout` over the device stage's
+    tallies; a rising anomaly rate raises the faulty-firmware-rollout alert (once, re-armed when
+    the rate falls under half the threshold)."""
+
+    def __init__(self, policy: anomaly.RolloutPolicy) -> None:
+        self.policy = policy
+
+    def open(self, runtime_context: RuntimeContext) -> None:
+        self.state = _bytes_state(runtime_context, "rollout")
+
+    def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
+        raw = self.state.value()
+        old = None if raw is None else rollout_codec.decode(raw)
+        step = anomaly.track_rollout(
+            old, value.anomalous, value.ts_ms, self.policy, scored=value.scored
+        )
+        self.state.update(rollout_codec.encode(step.state))
+        # A version no device reports any more is forgotten once its window has passed.
+        ctx.timer_service().register_event_time_timer(self._window_end(step.state))
+        if step.alert:
+            yield anomaly.rollout_alert(value, step.state, self.policy)
+
+    def _window_end(self, state: rollout_codec.RolloutState) -> int:
+        return state.bucket_start_ms + self.policy.bucket_ms * self.policy.buckets
+
+    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> None:
+        raw = self.state.value()
+        if raw is not None and self._window_end(rollout_codec.decode(raw)) <= timestamp:
+            self.state.clear()
+
+
 class _MirrorWriter:
     """The device stage's Redis last-good writes (`state.mirror`), alerting when Redis is away.
 
@@ -423,6 +462,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.reader.open()
         self.classify: Callable[[str], anomaly.ClassModel | None] | None = None
         self.notices: list[Alert] = []  # emitted with the next input
+        self.tallies: dict[str, tuple[int, int]] = {}  # firmware: scored, anomalous (untold)
         if self.model is not None:
             try:
                 self.classify = self.model.load()
@@ -482,12 +522,23 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
 
     def _score(
         self, old: device_codec.DeviceState | None, reading: device.Telemetry, now_ms: int
-    ) -> Iterator[Alert]:
+    ) -> Iterator[Alert | anomaly.FirmwareTally]:
         info = old.info if old is not None else None
         model = None if info is None or self.classify is None else self.classify(info.device_class)
         verdict = None if model is None else anomaly.judge(old, reading, model)
-        if verdict is not None and verdict.anomalous:
+        if verdict is None:
+            return
+        if verdict.anomalous:
             yield anomaly.alert(verdict, reading, info.region_id if info else None, now_ms)
+        firmware = reading.firmware_version
+        if firmware is not None:  # counted per task; sent on an anomaly or every TALLY_READINGS
+            scored, anomalous = self.tallies.get(firmware, (0, 0))
+            scored, anomalous = scored + 1, anomalous + int(verdict.anomalous)
+            if verdict.anomalous or scored >= TALLY_READINGS:
+                self.tallies.pop(firmware, None)
+                yield anomaly.FirmwareTally(firmware, now_ms, scored, anomalous)
+            else:
+                self.tallies[firmware] = (scored, anomalous)
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         if self.notices:

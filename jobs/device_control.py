@@ -6,13 +6,16 @@
                                             ├─ pipeline watch ───────────── context ─┤   │
                                             └─ approvals ─────────────────────────────┼───┤
     device-keyed topics (SQL: key, event time) ── device stage (by device) ◄─ broadcast ┘ ◄─┘
-                                                   └─ requests ─ budget (by region) ─────┤
+                                                   ├─ requests ─ budget (by region) ─────┤
+                                                   └─ firmware tallies ─ rollouts ───────┤
                                                                            encode ─ sinks
 
 Telemetry and registry records are keyed by their Kafka key in Java and decoded in the device
 stage: a reading crosses into Python once. Registry records also reach the region stage's
 roster through the roster keeper (keyed by device), which tells a device's old region when the
-device moves or is deleted. The trade-offs are in jobs/DISCUSSION.md.
+device moves or is deleted. With an anomaly model, the device stage scores each reading and
+tallies the scores per firmware version for the rollout stage (by version), which raises the
+faulty-firmware-rollout alert. The trade-offs are in jobs/DISCUSSION.md.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironme
 from pyflink.java_gateway import get_gateway
 
 from functions import budget, device, operators, pipeline
-from functions.anomaly import ClassModel
+from functions.anomaly import ClassModel, RolloutPolicy
 from functions.wetbulb import WetBulbPolicy
 from gridstream import config, topics
 from jobs import environment
@@ -78,6 +81,7 @@ class Policies:
     timing: EventTime = dataclasses.field(default_factory=EventTime)
     max_clock_skew_ms: int = MAX_CLOCK_SKEW_MS
     device_cache_entries: int = operators.DEVICE_CACHE_ENTRIES
+    rollout: RolloutPolicy = dataclasses.field(default_factory=RolloutPolicy)
     model_dir: str = ""  # none: rules only
 
 
@@ -219,7 +223,14 @@ def build(
         .name("region budget")
         .uid("region-budget")
     )
-    outputs = [decoded.get_side_output(DEAD_LETTERS), regions, watch, devices, commands]
+    rollouts = (
+        devices.filter(operators.is_tally)
+        .key_by(lambda tally: tally.firmware_version, key_type=Types.STRING())
+        .process(operators.RolloutStage(policies.rollout), output_type=PICKLED)
+        .name("firmware rollouts")
+        .uid("firmware-rollouts")
+    )
+    outputs = [decoded.get_side_output(DEAD_LETTERS), regions, watch, devices, commands, rollouts]
     records = (
         outputs[0]
         .union(*outputs[1:])

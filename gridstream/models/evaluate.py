@@ -20,6 +20,7 @@ from typing import Any
 from functions import anomaly, device
 from gridstream.models import dataset, files, train
 from schemas.models import POWER_LIMITS_KW, DeviceClass
+from state.rollout import RolloutState
 
 FAULTY_FIRMWARE = "9.9.9-faulty"
 FAULT_KINDS = ("spike", "stuck", "burst")
@@ -161,7 +162,7 @@ def rollout_alerts(
 ) -> dict[str, int]:
     """When each firmware version's faulty-rollout alert first rose over the window's verdicts
     (`functions.anomaly.track_rollout`, per version, in event time)."""
-    states: dict[str, anomaly.RolloutState] = {}
+    states: dict[str, RolloutState] = {}
     raised: dict[str, int] = {}
     for s, flagged in sorted(zip(window, flags, strict=True), key=lambda pair: pair[0].ts_ms):
         if s.firmware is None:

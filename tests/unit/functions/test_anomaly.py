@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from functions.anomaly import Fence, Norms, RolloutPolicy, features, track_rollo
 from functions.device import Telemetry
 from schemas.models import Cause, DeviceClass, PriorityLevel
 from state.device import DeviceInfo, DeviceState, LastGood, PowerStats
+from state.rollout import RolloutState
 from tests.vocabulary import MINUTE_MS, SECOND_MS
 
 pytestmark = pytest.mark.unit
@@ -174,7 +176,7 @@ def test_judge_flags_a_reading_beyond_the_threshold() -> None:
 POLICY = RolloutPolicy(bucket_ms=MINUTE_MS, buckets=5, alert_rate=0.1, min_readings=20)
 
 
-def run(readings: list[tuple[int, bool]]) -> tuple[anomaly.RolloutState | None, list[int]]:
+def run(readings: list[tuple[int, bool]]) -> tuple[RolloutState | None, list[int]]:
     """Track `(ts_ms, anomalous)` readings; the times that raised the alert."""
     state, alerts = None, []
     for ts, bad in readings:
@@ -220,3 +222,21 @@ def test_the_window_counts_exactly_the_readings_of_its_buckets(
     newest = (T0 + steps[-1][0]) // MINUTE_MS
     kept = [bad for t, bad in steps if newest - (T0 + t) // MINUTE_MS < POLICY.buckets]
     assert (sum(state.scored), sum(state.anomalous)) == (len(kept), sum(kept))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 20 * MINUTE_MS), st.booleans()), min_size=1, max_size=60))
+def test_a_tally_counts_as_its_readings_one_by_one(steps: list[tuple[int, bool]]) -> None:
+    """Readings told in tallies (the device stage's batches, each at its last reading's time)
+    leave the window as they do told one at a time, when each tally's readings share a bucket."""
+    steps.sort()
+    one_by_one, _ = run([(T0 + t, bad) for t, bad in steps])
+    state = None
+    for _, group in itertools.groupby(steps, key=lambda step: (T0 + step[0]) // MINUTE_MS):
+        batch = list(group)
+        ts = T0 + batch[-1][0]
+        state = track_rollout(state, sum(b for _, b in batch), ts, POLICY, len(batch)).state
+
+    assert state is not None
+    assert one_by_one is not None
+    assert (state.scored, state.anomalous) == (one_by_one.scored, one_by_one.anomalous)

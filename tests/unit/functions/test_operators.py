@@ -24,10 +24,12 @@ from functions.device import (
 from functions.operators import (
     CONTEXT,
     PIPELINE_KEY,
+    TALLY_READINGS,
     BudgetStage,
     DeviceStage,
     PipelineWatch,
     RegionStage,
+    RolloutStage,
     RosterKeeper,
     region_key,
 )
@@ -222,6 +224,46 @@ def test_device_stage_raises_an_anomaly_alert_for_a_reading_its_model_flags() ->
     assert "median_dev_kw" in alert.message
 
 
+def test_device_stage_tallies_scored_readings_per_firmware_at_each_anomaly() -> None:
+    """Scored readings are counted per firmware version and told to the rollout stage with
+    each anomaly (and every TALLY_READINGS readings), counts reset after each tally."""
+    h = _scored(_Model(max_kw=2.5))
+    h.process(DEV, registry(DEV))
+
+    def reading(minute: int, kw: float) -> Telemetry:
+        at = T0 + minute * MINUTE_MS
+        return Telemetry(DEV, at, kw, True, True, False, f"t{minute}", CAUSE, "1.5.0")
+
+    out = [o for m in range(4) for o in h.process(DEV, reading(m, 9.0 if m == 2 else 2.0))]
+    out += [o for m in range(4, 4 + TALLY_READINGS) for o in h.process(DEV, reading(m, 2.0))]
+
+    tallies = of(anomaly.FirmwareTally, out)
+    assert [(t.firmware_version, t.scored, t.anomalous) for t in tallies] == [
+        ("1.5.0", 3, 1),
+        ("1.5.0", TALLY_READINGS, 0),
+    ]
+
+
+def test_rollout_stage_alerts_once_on_a_faulty_version_and_forgets_a_silent_one() -> None:
+    """Tallies of a version with a rising anomaly rate raise one fleet-wide ANOMALY alert
+    naming it; once no tally comes for a whole window, its state is gone and no timer left."""
+    policy = anomaly.RolloutPolicy(bucket_ms=MINUTE_MS, buckets=5, alert_rate=0.1, min_readings=20)
+    h = Harness(RolloutStage(policy)).open()
+    out = []
+    for n in range(6):
+        tally = anomaly.FirmwareTally("9.9.9", T0 + n * 10 * SECOND_MS, 10, 3 if n >= 2 else 0)
+        out += h.process("9.9.9", tally)
+        h.advance_watermark(tally.ts_ms)
+
+    (alert,) = of(Alert, out)
+    assert alert.kind is AlertKind.ANOMALY
+    assert alert.region_id == anomaly.FLEET_SCOPE
+    assert "9.9.9" in alert.message
+    h.advance_watermark(T0 + HOUR_MS)
+    assert h.state_entries() == 0
+    assert h.pending_timers() == []
+
+
 def test_device_stage_runs_on_rules_with_one_alert_when_its_model_does_not_load() -> None:
     """A model that fails to load raises MODEL_DEGRADED once, with the reason, and the stage
     goes on deciding."""
@@ -247,7 +289,11 @@ def test_a_model_never_changes_a_decision(inputs: list[tuple[str, str, int]]) ->
 
     everything = _Model(max_kw=-1e9)
     flagged, state, timers = _play(stage(everything), inputs, len(inputs), len(inputs))
-    kept = [o for o in flagged if not (isinstance(o, Alert) and o.kind is AlertKind.ANOMALY)]
+    kept = [
+        o for o in flagged
+        if not (isinstance(o, Alert) and o.kind is AlertKind.ANOMALY)
+        and not isinstance(o, anomaly.FirmwareTally)
+    ]  # fmt: skip
     assert (kept, state, timers) == _play(stage(None), inputs, len(inputs), len(inputs))
 
 
