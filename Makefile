@@ -89,7 +89,7 @@ stack-down: venv ## Stop what `stack-up` started.
 stack-status: venv ## Show each component of the local stack and whether it answers.
 	$(PY) -m gridstream.cli stack status
 
-doctor: venv ## Check Java, the JVM artifacts, the worker's Python and the ports.
+doctor: venv ## Check Java, the JVM artifacts, Redis, the registry, the worker's Python, the ports.
 	$(PY) -m gridstream.cli doctor
 
 lock: ## Re-resolve requirements.lock from pyproject.toml.

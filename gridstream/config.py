@@ -35,6 +35,7 @@ class StackSettings:
     redis_port: int = 26379
     flink_rest_port: int = 28082
     flink_rpc_port: int = 26123
+    registry_binary: Path = PROJECT_ROOT / ".tools" / "bin" / "schema-registry"
     partitions: int = 2
     start_timeout_s: float = 120.0
 
@@ -105,7 +106,7 @@ class Settings:
 
 
 def _coerce(section: str, field: dataclasses.Field[Any], raw: Any) -> Any:
-    kind = type(field.default)
+    kind: type[Any] = type(field.default)
     # YAML gives bools and floats; refuse those silently truncated into an int.
     if kind is int and (isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer())):
         raise ConfigError(f"{section}.{field.name}: {raw!r} is not a whole number")

@@ -93,11 +93,13 @@ def _ports(settings: Settings) -> Iterator[Check]:
 def run_checks(settings: Settings) -> list[Check]:
     """Every check, in the order a new user would fix them."""
     redis = shutil.which("redis-server")
+    registry = settings.stack.registry_binary
     return [
         _java(),
         Check("maven", shutil.which("mvn") is not None, "mvn on PATH", "apt-get install maven"),
         *_artifacts(settings),
         Check("redis-server", redis is not None, redis or "not on PATH", "make redis"),
+        Check("schema registry", registry.exists(), str(registry), "make registry (needs Go)"),
         _python(settings),
         *_ports(settings),
     ]

@@ -1,4 +1,4 @@
-"""The local stack: Kafka, Redis, the dev schema registry and a Flink session cluster."""
+"""The local stack: Kafka, Redis, a schema registry (AxonOps) and a Flink session cluster."""
 
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ class LocalStack:
         registered = SchemaRegistry(RegistryConfig.from_settings(self.settings)).register(
             catalog.default()
         )
+        self.registry.snapshot()  # the new ids survive even a registry that is killed
         self.say(f"schemas    {len(registered)} versions registered at {self.registry.address}")
 
     def down(self) -> None:

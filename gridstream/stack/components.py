@@ -1,4 +1,4 @@
-"""The four servers of the local stack: Kafka (KRaft), Redis, the dev schema registry, Flink."""
+"""The servers of the local stack: Kafka (KRaft), Redis, the schema registry, Flink."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
+
+import yaml
 
 from gridstream import config, flinkconf
 from gridstream.config import Settings, worker_python_path
@@ -212,35 +215,124 @@ class Redis:
         return self.process.stop()
 
 
+SNAPSHOT_KEYS = ("subject", "version", "id", "schemaType", "schema")
+
+
 class Registry:
-    """The dev schema registry (`gridstream.stack.registry`), its schemas kept on disk."""
+    """AxonOps Schema Registry (the Confluent REST API) on loopback, with in-memory storage.
+
+    Memory storage forgets every schema when the server stops, while Kafka keeps records that
+    carry their schema's id. So `stop` writes what the registry holds to a snapshot file and
+    `start` imports it again with the same ids and versions (Confluent's IMPORT mode) before
+    anyone else can ask: a record in Kafka decodes after any number of restarts, even when a
+    schema file was added in between (registering the files again in order would shift ids).
+    """
 
     name = "registry"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.home = settings.stack.home / "registry"
         self.process = ManagedProcess(self.name, settings.stack.home)
 
     @property
     def address(self) -> str:
         return self.settings.stack.registry_url
 
+    @property
+    def snapshot_file(self) -> Path:
+        """Every subject's versions with their ids, written by `snapshot`, read by `start`."""
+        return self.home / "schemas.json"
+
     def answers(self) -> bool:
         return _http_ok(f"{self.address}/subjects")
 
-    def start(self) -> None:
+    def _write_config(self) -> Path:
+        """The server's YAML: this stack's address, memory storage, BACKWARD_TRANSITIVE."""
         s = self.settings.stack
-        self.process.start(
-            [sys.executable, "-m", "gridstream.stack.registry", "--host", s.host,
-             "--port", str(s.registry_port), "--data-dir", str(s.home / "registry")]
-        )  # fmt: skip
-        self.process.wait_ready(self.answers, s.start_timeout_s)
+        conf = {
+            "server": {"host": s.host, "port": s.registry_port},
+            "storage": {"type": "memory"},
+            "compatibility": {"default_level": "BACKWARD_TRANSITIVE"},
+        }
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / "config.yaml"
+        path.write_text(yaml.safe_dump(conf, sort_keys=False))
+        return path
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        """One REST call; the decoded JSON answer."""
+        request = urllib.request.Request(
+            f"{self.address}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    def snapshot(self) -> int:
+        """Write every live version (subject, version, id, schema) to `snapshot_file`; the count."""
+        versions = []
+        for subject in self._call("GET", "/subjects") or []:  # AxonOps answers null for none
+            path = f"/subjects/{quote(subject, safe='')}/versions"
+            for number in self._call("GET", path):
+                held = self._call("GET", f"{path}/{number}")
+                versions.append({key: held.get(key) for key in SNAPSHOT_KEYS})
+        versions.sort(key=lambda v: (v["id"], v["subject"]))
+        self.home.mkdir(parents=True, exist_ok=True)
+        partial = self.snapshot_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(versions, indent=1) + "\n")
+        partial.replace(self.snapshot_file)
+        return len(versions)
+
+    def _restore(self) -> None:
+        """Import the snapshot into the empty server, each schema under its old id and version."""
+        if not self.snapshot_file.exists():
+            return
+        try:
+            versions = json.loads(self.snapshot_file.read_text())
+            self._call("PUT", "/mode", {"mode": "IMPORT"})
+            for v in versions:
+                self._call(
+                    "POST",
+                    f"/subjects/{quote(v['subject'], safe='')}/versions",
+                    {"schema": v["schema"], "schemaType": v["schemaType"] or "AVRO",
+                     "id": v["id"], "version": v["version"]},
+                )  # fmt: skip
+            self._call("PUT", "/mode", {"mode": "READWRITE"})
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ComponentError(
+                f"registry: restoring {self.snapshot_file} failed ({err}): see "
+                f"{self.process.log_file}; move the file away to start empty (records already "
+                "in Kafka then dead-letter as unknown schema ids)"
+            ) from err
+
+    def start(self) -> None:
+        binary = self.settings.stack.registry_binary
+        if not binary.exists():
+            raise _missing(f"the schema registry {binary}", "make registry")
+        # The server lets SCHEMA_REGISTRY_* variables override its file (its address included):
+        # it gets none of the caller's environment, so the file written here is all it reads.
+        self.process.start([str(binary), "-config", str(self._write_config())], inherit_env=False)
+        self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
+        try:
+            self._restore()
+        except ComponentError:
+            self.process.stop()  # not a second snapshot: an empty registry would overwrite it
+            raise
 
     def started_here(self) -> bool:
         return self.process.pid is not None
 
     def stop(self) -> bool:
-        return self.process.stop()
+        """Snapshot what the registry holds (if this stack runs it), then stop it."""
+        try:
+            if self.process.pid is not None and self.answers():
+                self.snapshot()
+        finally:
+            stopped = self.process.stop()
+        return stopped
 
 
 HEARTBEAT_MAX_AGE_S = 15.0  # the supervisor touches its heartbeat every second or so

@@ -63,9 +63,16 @@ class ManagedProcess:
         return pid if pid_alive(pid) else None
 
     def start(
-        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        inherit_env: bool = True,
     ) -> int:
-        """Start the process in its own session, output appended to its log file."""
+        """Start the process in its own session, output appended to its log file.
+
+        Its environment is this process's overlaid with `env`, or only `env` if not `inherit_env`.
+        """
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
@@ -74,7 +81,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**(os.environ if inherit_env else {}), **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
             )

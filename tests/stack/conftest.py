@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from gridstream import config
 from gridstream.stack import LocalStack
+from gridstream.stack.components import Registry
 from gridstream.stack.process import free_ports
 from tests.stack.scenarios_support import job_running
 
@@ -47,3 +49,24 @@ def settings(local_stack: LocalStack) -> Iterator[config.Settings]:
     cancelled at the end of the module. A module needing other job settings defines its own."""
     with job_running(local_stack) as running:
         yield running
+
+
+@pytest.fixture
+def registry_settings(tmp_path: Path) -> config.Settings:
+    """Settings for a registry of the test's own: a folder and a free loopback port."""
+    (port,) = free_ports(1)
+    base = config.load(env={})
+    stack = dataclasses.replace(base.stack, home=tmp_path / "stack", registry_port=port)
+    return dataclasses.replace(base, stack=stack)
+
+
+@pytest.fixture
+def registry_server(registry_settings: config.Settings) -> Iterator[Registry]:
+    """The stack's registry (AxonOps, in-memory, BACKWARD_TRANSITIVE) started empty for one
+    test on a free loopback port, and stopped after it."""
+    server = Registry(registry_settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

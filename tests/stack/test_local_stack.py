@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from gridstream import topics
 from gridstream.stack import LocalStack
+from gridstream.stack.process import wait_until
+from schemas import models, serde
+from schemas.examples import EXAMPLE_NOW_MS, example
+from schemas.registry import Registry, RegistryConfig
 
 pytestmark = pytest.mark.stack
 
@@ -55,3 +64,39 @@ def test_down_leaves_foreign_servers_alone(local_stack: LocalStack) -> None:
     )
     foreign.down()
     assert all(s.answers for s in local_stack.status())
+
+
+def _ids(url: str) -> dict[tuple[str, int], int]:
+    """Every (subject, version) the registry at `url` holds, and its schema id."""
+    client = SchemaRegistryClient({"url": url})
+    return {
+        (subject, version): client.get_version(subject, version).schema_id or 0
+        for subject in client.get_subjects()
+        for version in client.get_versions(subject)
+    }
+
+
+def test_a_killed_registry_comes_back_from_up_with_every_schema_id(local_stack: LocalStack) -> None:
+    """`up` restarts a registry killed with SIGKILL (memory storage, no snapshot at stop) from
+    the snapshot the previous `up` wrote: every version keeps its id, the one registered by
+    hand too, so a record written before the kill still decodes."""
+    url = local_stack.registry.address
+    probe = {"type": "record", "name": "Probe", "namespace": "gs.test", "fields": []}
+    probe_id = SchemaRegistryClient({"url": url}).register_schema(
+        "restart-probe-value", Schema(json.dumps(probe), "AVRO")
+    )
+    LocalStack(local_stack.settings, say=lambda line: None).up()  # snapshots the probe too
+    before = _ids(url)
+    written = serde.serializer(models.IotTelemetry, Registry(RegistryConfig(url)).schemas())
+    payload = written.encode(example(models.IotTelemetry))
+
+    pid = local_stack.registry.process.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not local_stack.registry.answers(), 10)
+    LocalStack(local_stack.settings, say=lambda line: None).up()
+
+    assert _ids(url) == before
+    assert before[("restart-probe-value", 1)] == probe_id
+    reader = serde.deserializer(models.IotTelemetry, Registry(RegistryConfig(url)).schemas())
+    assert reader.decode(payload, EXAMPLE_NOW_MS) == example(models.IotTelemetry)

@@ -1,17 +1,15 @@
-"""The dev schema registry, driven over real HTTP by confluent-kafka's own client."""
+"""The stack's schema registry (AxonOps), driven over real HTTP by confluent-kafka's own client.
+
+The tests assert Confluent Schema Registry's documented API (status codes, error codes, ids,
+versions, compatibility levels), not any one server's wording of its messages.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
-import os
-import queue
-import re
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,13 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from gridstream.stack.registry import CONTENT_TYPE, DevSchemaRegistry
+from gridstream import config
+from gridstream.stack.components import Registry
+from gridstream.stack.process import ComponentError
 
 pytestmark = pytest.mark.stack
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 SUBJECT = "grid.readings-value"
 
 A = {"name": "a", "type": "int"}
@@ -49,11 +49,10 @@ def avro(*fields: dict[str, Any]) -> Schema:
     return Schema(record(*fields), "AVRO")
 
 
-def raw(
-    registry: DevSchemaRegistry, method: str, path: str, body: Any = None
-) -> tuple[int, str, Any]:
+def raw(registry: Registry, method: str, path: str, body: Any = None) -> tuple[int, str, Any]:
     """A raw request: (status, content type, decoded JSON body)."""
-    connection = http.client.HTTPConnection("127.0.0.1", registry.port, timeout=10)
+    address = urllib.parse.urlsplit(registry.address)
+    connection = http.client.HTTPConnection(address.hostname or "", address.port, timeout=10)
     try:
         data = None if body is None else json.dumps(body)
         connection.request(method, path, body=data, headers={"Content-Type": CONTENT_TYPE})
@@ -76,35 +75,26 @@ def sr_error(call: Any, *args: Any, **kwargs: Any) -> SchemaRegistryError:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    """Where the registry under test keeps its state."""
-    return tmp_path / "registry"
+def registry(registry_server: Registry) -> Registry:
+    """The registry under test: empty, on a free loopback port (see conftest)."""
+    return registry_server
 
 
 @pytest.fixture
-def registry(data_dir: Path) -> Iterator[DevSchemaRegistry]:
-    """A registry on a free loopback port, stopped after the test."""
-    server = DevSchemaRegistry("127.0.0.1", 0, data_dir)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(registry: DevSchemaRegistry) -> SchemaRegistryClient:
+def client(registry: Registry) -> SchemaRegistryClient:
     """confluent-kafka's real client, pointed at the registry under test."""
-    return SchemaRegistryClient({"url": registry.url})
+    return SchemaRegistryClient({"url": registry.address})
 
 
 def test_registers_versions_and_serves_them_back(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """v1 and a compatible v2 get ids; schemas, subjects, versions and latest read back."""
     v1_id = client.register_schema(SUBJECT, avro(A))
     v2_id = client.register_schema(SUBJECT, avro(A, B_DEFAULT))
 
     assert (v1_id, v2_id) == (1, 2)
-    fresh = SchemaRegistryClient({"url": registry.url})  # no client-side cache
+    fresh = SchemaRegistryClient({"url": registry.address})  # no client-side cache
     assert as_json(fresh.get_schema(v1_id)) == json.loads(record(A))
     assert as_json(fresh.get_schema(v2_id)) == json.loads(record(A, B_DEFAULT))
     assert fresh.get_subjects() == [SUBJECT]
@@ -117,13 +107,13 @@ def test_registers_versions_and_serves_them_back(
 
 
 def test_reregistering_an_identical_schema_returns_its_id_without_a_new_version(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """The same schema, even formatted differently, keeps its id and adds no version."""
     first = client.register_schema(SUBJECT, avro(A))
     reformatted = Schema(json.dumps(json.loads(record(A)), indent=4), "AVRO")
 
-    again = SchemaRegistryClient({"url": registry.url})
+    again = SchemaRegistryClient({"url": registry.address})
     assert again.register_schema(SUBJECT, avro(A)) == first
     assert again.register_schema(SUBJECT, reformatted) == first
     assert again.get_versions(SUBJECT) == [1]
@@ -171,8 +161,7 @@ def test_a_new_field_without_default_is_refused_with_409_naming_the_field(
     err = sr_error(client.register_schema, SUBJECT, avro(A, {"name": "voltage", "type": "double"}))
 
     assert (err.http_status_code, err.error_code) == (409, 409)
-    assert "READER_FIELD_MISSING_DEFAULT_VALUE" in err.error_message
-    assert "'voltage'" in err.error_message
+    assert "voltage" in err.error_message
     assert client.get_versions(SUBJECT) == [1]
 
 
@@ -208,8 +197,6 @@ def test_backward_transitive_refuses_what_plain_backward_accepts(
     assert client.test_compatibility(SUBJECT, avro(*v3), version=1) is False
     err = sr_error(client.register_schema, SUBJECT, avro(*v3))
     assert (err.http_status_code, err.error_code) == (409, 409)
-    assert "{oldSchemaVersion: 1}" in err.error_message
-    assert "{oldSchemaVersion: 2}" not in err.error_message
 
     client.set_compatibility(SUBJECT, "BACKWARD")
     assert client.register_schema(SUBJECT, avro(*v3)) == 3
@@ -246,9 +233,13 @@ def test_each_level_checks_its_direction(
 
 
 def test_verbose_compatibility_check_explains_the_incompatibility(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
-    """?verbose=true adds a messages list naming the field; without it there is no list."""
+    """?verbose=true adds a messages list naming the field; without it there is no list.
+
+    A compatible schema has no messages: Confluent's response may leave the list out or send it
+    empty (AxonOps leaves it out), so both pass.
+    """
     client.register_schema(SUBJECT, avro(A))
     body = {"schema": record(A, {"name": "voltage", "type": "double"})}
     path = f"/compatibility/subjects/{SUBJECT}/versions/latest"
@@ -259,13 +250,14 @@ def test_verbose_compatibility_check_explains_the_incompatibility(
 
     assert (status, content_type) == (200, CONTENT_TYPE)
     assert verbose["is_compatible"] is False
-    assert any("voltage" in m and "MISSING_DEFAULT" in m for m in verbose["messages"])
+    assert any("voltage" in m for m in verbose["messages"])
     assert terse == {"is_compatible": False}
-    assert fine == {"is_compatible": True, "messages": []}
+    assert fine["is_compatible"] is True
+    assert fine.get("messages", []) == []
 
 
 def test_global_and_subject_compatibility_are_configurable(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """GET/PUT /config and /config/{subject}; a subject without its own level is a 40408."""
     assert client.get_compatibility() == "BACKWARD_TRANSITIVE"
@@ -289,40 +281,54 @@ def test_global_and_subject_compatibility_are_configurable(
     assert (bad.http_status_code, bad.error_code) == (422, 42203)
 
 
-def test_the_constructor_sets_the_default_global_level(data_dir: Path) -> None:
-    """DevSchemaRegistry(..., compatibility) is the level until PUT /config; junk is refused."""
-    with DevSchemaRegistry("127.0.0.1", 0, data_dir, "none") as server:
-        client = SchemaRegistryClient({"url": server.url})
-        assert client.get_compatibility() == "NONE"
-        client.register_schema(SUBJECT, avro(A))
-        assert client.register_schema(SUBJECT, avro(B_REQUIRED)) == 2
-    with pytest.raises(ValueError, match="SIDEWAYS"):
-        DevSchemaRegistry("127.0.0.1", 0, data_dir, "SIDEWAYS")
-
-
-def test_state_survives_a_restart_on_a_new_port(data_dir: Path) -> None:
-    """Ids, versions and config are on disk: a new server on the same dir answers the same."""
-    with DevSchemaRegistry("127.0.0.1", 0, data_dir) as first:
-        before = SchemaRegistryClient({"url": first.url})
+def test_schemas_ids_and_versions_survive_a_restart(registry_settings: config.Settings) -> None:
+    """Memory storage, yet a restarted registry answers every id and version it held (the
+    snapshot `stop` writes, imported by `start`), keeps enforcing them, and numbers on."""
+    first = Registry(registry_settings)
+    first.start()
+    try:
+        before = SchemaRegistryClient({"url": first.address})
         v1_id = before.register_schema(SUBJECT, avro(A))
         v2_id = before.register_schema(SUBJECT, avro(A, B_DEFAULT))
-        before.set_compatibility(SUBJECT, "FULL")
-    assert sorted(p.name for p in data_dir.iterdir()) == ["registry.json"]
+        shared = before.register_schema("elsewhere-value", avro(A))
+    finally:
+        first.stop()
+    assert shared == v1_id
 
-    with DevSchemaRegistry("127.0.0.1", 0, data_dir) as second:
-        after = SchemaRegistryClient({"url": second.url})
-        assert after.get_subjects() == [SUBJECT]
+    again = Registry(registry_settings)
+    again.start()
+    try:
+        after = SchemaRegistryClient({"url": again.address})
+        assert sorted(after.get_subjects()) == ["elsewhere-value", SUBJECT]
         assert after.get_versions(SUBJECT) == [1, 2]
         assert after.get_latest_version(SUBJECT).schema_id == v2_id
         assert as_json(after.get_schema(v1_id)) == json.loads(record(A))
-        assert after.get_compatibility(SUBJECT) == "FULL"
+        assert raw(again, "GET", "/mode")[2] == {"mode": "READWRITE"}  # the import is over
         assert after.register_schema(SUBJECT, avro(A)) == v1_id
-        assert after.register_schema("elsewhere-value", avro(A, B_DEFAULT)) == v2_id
-        assert after.register_schema("new-value", avro(B_REQUIRED)) == 3
+        refused = sr_error(after.register_schema, SUBJECT, avro(A, B_REQUIRED))
+        assert refused.http_status_code == 409
+        assert after.register_schema("new-value", avro(B_REQUIRED)) == v2_id + 1
+    finally:
+        again.stop()
+
+
+def test_a_snapshot_it_cannot_restore_stops_the_server_and_names_the_file(
+    registry_settings: config.Settings,
+) -> None:
+    """A broken snapshot is an error naming it; no empty registry is left answering instead."""
+    server = Registry(registry_settings)
+    server.snapshot_file.parent.mkdir(parents=True)
+    server.snapshot_file.write_text("[{not json")
+
+    with pytest.raises(ComponentError, match=r"schemas\.json"):
+        server.start()
+
+    assert server.process.pid is None
+    assert not server.answers()
 
 
 def test_deleting_a_subject_is_soft_first_then_permanent(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """Soft delete hides the subject but keeps ids; permanent delete needs a soft one first."""
     v1_id = client.register_schema(SUBJECT, avro(A))
@@ -331,38 +337,47 @@ def test_deleting_a_subject_is_soft_first_then_permanent(
     premature = sr_error(client.delete_subject, SUBJECT, permanent=True)
     assert (premature.http_status_code, premature.error_code) == (404, 40405)
     assert client.delete_subject(SUBJECT) == [1, 2]
-    assert client.get_subjects() == []
+    assert SUBJECT not in (client.get_subjects() or [])  # AxonOps: null for none, see below
     assert client.get_subjects(deleted=True) == [SUBJECT]
     assert sr_error(client.get_versions, SUBJECT).error_code == 40401
     assert client.get_versions(SUBJECT, deleted=True) == [1, 2]
-    fresh = SchemaRegistryClient({"url": registry.url})
+    fresh = SchemaRegistryClient({"url": registry.address})
     assert as_json(fresh.get_schema(v1_id)) == json.loads(record(A))
 
     assert client.delete_subject(SUBJECT, permanent=True) == [1, 2]
-    assert client.get_subjects(deleted=True) == []
+    assert SUBJECT not in (client.get_subjects(deleted=True) or [])
+
+
+@pytest.mark.xfail(
+    strict=True, reason="AxonOps 0.2.1 answers `null` where Confluent answers an empty list"
+)
+def test_no_subjects_is_an_empty_list(registry: Registry) -> None:
+    """GET /subjects on an empty registry is `[]` (the suite itself never relies on it)."""
+    assert raw(registry, "GET", "/subjects")[2] == []
 
 
 @pytest.mark.parametrize(
     ("schema_str", "fragment"),
     [
         ('{"type": "recrod", "name": "R", "fields": []}', "recrod"),
-        ("{not json", "Invalid schema"),
-        (record({"name": "n", "type": ["null", "int"], "default": 0}), "first branch"),
-        (record({"name": "n", "type": "int", "default": "zero"}), "'n'"),
+        ("{not json", "invalid schema"),
+        (record({"name": "n", "type": ["null", "int"], "default": 0}), "default"),
+        (record({"name": "n", "type": "int", "default": "zero"}), "default"),
     ],
 )
 def test_an_invalid_schema_is_refused_with_42201(
     client: SchemaRegistryClient, schema_str: str, fragment: str
 ) -> None:
-    """Unparseable schemas and defaults that do not fit their type are 422 / 42201."""
+    """Unparseable schemas and defaults that do not fit their type (a union's: its first
+    branch, as the Avro spec says) are 422 / 42201."""
     err = sr_error(client.register_schema, SUBJECT, Schema(schema_str, "AVRO"))
 
     assert (err.http_status_code, err.error_code) == (422, 42201)
-    assert fragment in err.error_message
+    assert fragment in err.error_message.lower()
 
 
 def test_unknown_ids_versions_and_paths_get_confluent_error_bodies(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """40403 unknown id, 40401 unknown subject, 40402 unknown version, 42202 bad version."""
     client.register_schema(SUBJECT, avro(A))
@@ -393,10 +408,10 @@ def test_avro_serializer_and_deserializer_round_trip_through_the_registry(
 
 
 def test_concurrent_registrations_agree_on_one_id(
-    registry: DevSchemaRegistry, client: SchemaRegistryClient
+    registry: Registry, client: SchemaRegistryClient
 ) -> None:
     """Eight threads registering one schema under eight subjects all get the same id."""
-    url = registry.url
+    url = registry.address
 
     def register(n: int) -> int:
         return SchemaRegistryClient({"url": url}).register_schema(f"s{n}-value", avro(A))
@@ -408,37 +423,44 @@ def test_concurrent_registrations_agree_on_one_id(
     assert len(client.get_subjects()) == 8
 
 
-def test_the_cli_logs_ready_serves_and_exits_zero_on_sigterm(data_dir: Path) -> None:
-    """`python -m gridstream.stack.registry` logs one ready line, answers, stops on SIGTERM."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gridstream.stack.registry", "--host", "127.0.0.1",
-         "--port", "0", "--data-dir", str(data_dir), "--compatibility", "full"],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    lines: queue.Queue[str] = queue.Queue()
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses (hex, as the kernel lists them) of sockets listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
 
-    def pump() -> None:
-        for line in proc.stderr or ():
-            lines.put(line)
 
-    threading.Thread(target=pump, daemon=True).start()
+def test_it_listens_on_loopback_only_whatever_the_environment_says(
+    registry_settings: config.Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config file binds 127.0.0.1; the server's own SCHEMA_REGISTRY_* overrides never reach
+    it, so a stray `SCHEMA_REGISTRY_HOST=0.0.0.0` cannot open it to the network."""
+    monkeypatch.setenv("SCHEMA_REGISTRY_HOST", "0.0.0.0")  # noqa: S104 (what must be ignored)
+    monkeypatch.setenv("SCHEMA_REGISTRY_COMPATIBILITY_LEVEL", "NONE")
+    server = Registry(registry_settings)
+    server.start()
     try:
-        ready = lines.get(timeout=20)
-        match = re.search(r"ready at (http://\S+)", ready)
-        assert match, ready
-        client = SchemaRegistryClient({"url": match.group(1)})
-        assert client.get_compatibility() == "FULL"
-        assert client.register_schema(SUBJECT, avro(A)) == 1
-
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        port = registry_settings.stack.registry_port
+        assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1
+        assert SchemaRegistryClient({"url": server.address}).get_compatibility() == (
+            "BACKWARD_TRANSITIVE"
+        )
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-    assert (data_dir / "registry.json").exists()
+        assert server.stop() is True
+    assert server.process.pid is None
+    assert not server.answers()
+
+
+def test_a_missing_binary_names_the_make_target_that_builds_it(
+    registry_settings: config.Settings, tmp_path: Path
+) -> None:
+    """No server binary: the error says `make registry`."""
+    stack = dataclasses.replace(registry_settings.stack, registry_binary=tmp_path / "nope")
+
+    with pytest.raises(ComponentError, match="run `make registry`"):
+        Registry(dataclasses.replace(registry_settings, stack=stack)).start()

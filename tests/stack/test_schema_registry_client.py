@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from gridstream import topics
-from gridstream.stack.registry import DevSchemaRegistry
+from gridstream.stack.components import Registry as RegistryServer
 from schemas import catalog, cli, models, serde
 from schemas.examples import EXAMPLE_NOW_MS, encode_unvalidated, example, example_data
 from schemas.registry import Registry, RegistryConfig
@@ -22,18 +21,15 @@ IOT = CATALOG.chain(topics.IOT_TELEMETRY)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[DevSchemaRegistry]:
-    """A BACKWARD_TRANSITIVE registry on a free loopback port, stopped after the test."""
-    with DevSchemaRegistry(
-        host="127.0.0.1", port=0, data_dir=tmp_path, compatibility="BACKWARD_TRANSITIVE"
-    ) as running:
-        yield running
+def server(registry_server: RegistryServer) -> RegistryServer:
+    """The stack's registry, empty and BACKWARD_TRANSITIVE, on a free loopback port."""
+    return registry_server
 
 
 @pytest.fixture
-def registry(server: DevSchemaRegistry) -> Registry:
+def registry(server: RegistryServer) -> Registry:
     """Our registry access, configured by URL."""
-    return Registry(RegistryConfig(server.url))
+    return Registry(RegistryConfig(server.address))
 
 
 @pytest.fixture
@@ -44,11 +40,11 @@ def registered(registry: Registry) -> Registry:
 
 
 def test_every_subject_and_version_is_registered_and_fetched_back(
-    server: DevSchemaRegistry, registry: Registry
+    server: RegistryServer, registry: Registry
 ) -> None:
     """Each `<topic>-value` holds v1..vN of its files, in order, and re-registering is a no-op."""
     first = registry.register(CATALOG)
-    fresh = SchemaRegistryClient({"url": server.url})
+    fresh = SchemaRegistryClient({"url": server.address})
 
     assert sorted(fresh.get_subjects()) == sorted(c.subject for c in CATALOG.chains.values())
     for chain in CATALOG.chains.values():
@@ -60,11 +56,11 @@ def test_every_subject_and_version_is_registered_and_fetched_back(
 
 
 def test_the_serializer_encodes_with_the_registered_id_of_the_newest_schema(
-    server: DevSchemaRegistry, registered: Registry
+    server: RegistryServer, registered: Registry
 ) -> None:
     """Bytes 1-4 are the id the registry gives `iot.telemetry-value`'s latest version."""
     writer = serde.serializer(models.IotTelemetry, registered.schemas())
-    latest = SchemaRegistryClient({"url": server.url}).get_latest_version(IOT.subject)
+    latest = SchemaRegistryClient({"url": server.address}).get_latest_version(IOT.subject)
 
     payload = writer.encode(example(models.IotTelemetry))
 
@@ -109,10 +105,10 @@ def test_a_serializer_needs_its_schema_registered_first(registry: Registry) -> N
 
 
 def test_an_unreachable_registry_is_unavailable_not_an_unknown_id(
-    server: DevSchemaRegistry,
+    server: RegistryServer,
 ) -> None:
     """A registry that does not answer raises RegistryUnavailable, which is never dead-lettered."""
-    config = RegistryConfig(server.url, max_retries=0)
+    config = RegistryConfig(server.address, max_retries=0)
     server.stop()
     reader = serde.deserializer(models.IotTelemetry, Registry(config).schemas())
 
@@ -121,19 +117,19 @@ def test_an_unreachable_registry_is_unavailable_not_an_unknown_id(
 
 
 def test_schemas_register_then_check_against_the_registry_pass(
-    server: DevSchemaRegistry, capsys: pytest.CaptureFixture[str]
+    server: RegistryServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`schemas register --registry URL` registers all; `schemas check --registry URL` agrees."""
-    assert cli.main(["register", "--registry", server.url]) == 0
-    assert cli.main(["check", "--registry", server.url]) == 0
+    assert cli.main(["register", "--registry", server.address]) == 0
+    assert cli.main(["check", "--registry", server.address]) == 0
 
     out = capsys.readouterr().out
     assert f"{IOT.subject} v2 -> schema id" in out
-    assert f"ok   registry {server.url} accepts every newest version" in out
+    assert f"ok   registry {server.address} accepts every newest version" in out
 
 
 def test_schemas_check_fails_when_the_registry_refuses_the_newest_version(
-    server: DevSchemaRegistry, registered: Registry, capsys: pytest.CaptureFixture[str]
+    server: RegistryServer, registered: Registry, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A registered v3 that local v2 cannot read makes the registry refuse v2: exit 1, named."""
     v3 = json.loads(IOT.newest.text)
@@ -141,16 +137,34 @@ def test_schemas_check_fails_when_the_registry_refuses_the_newest_version(
     is_on["type"] = ["boolean", "null"]
     registered.client.register_schema(IOT.subject, Schema(json.dumps(v3), "AVRO"))
 
-    assert cli.main(["check", "--registry", server.url]) == 1
-    assert f"FAIL {IOT.subject}: registry {server.url} refuses v2" in capsys.readouterr().out
+    assert cli.main(["check", "--registry", server.address]) == 1
+    assert f"FAIL {IOT.subject}: registry {server.address} refuses v2" in capsys.readouterr().out
 
 
 def test_schemas_check_says_when_the_registry_does_not_answer(
-    server: DevSchemaRegistry, capsys: pytest.CaptureFixture[str]
+    server: RegistryServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unreachable registry is exit code 2 with the command that starts it."""
-    url = server.url
+    url = server.address
     server.stop()
 
     assert cli.main(["check", "--registry", url]) == 2
     assert "gridstream stack up" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("chain", CATALOG.chains.values(), ids=lambda chain: chain.subject)
+def test_the_registry_refuses_an_incompatible_next_version_of_every_chain(
+    registered: Registry, chain: catalog.SchemaChain
+) -> None:
+    """Every chain registered at BACKWARD_TRANSITIVE; a next version with a new required field
+    cannot read the old data: refused with 409, and the subject keeps the versions it had."""
+    client = registered.client
+    broken = json.loads(chain.newest.text)
+    broken["fields"].append({"name": "gate_probe", "type": "string"})
+
+    with pytest.raises(SchemaRegistryError) as refused:
+        client.register_schema(chain.subject, Schema(json.dumps(broken), "AVRO"))
+
+    assert client.get_compatibility() == "BACKWARD_TRANSITIVE"
+    assert (refused.value.http_status_code, refused.value.error_code) == (409, 409)
+    assert client.get_versions(chain.subject) == [v.version for v in chain.versions]
