@@ -65,8 +65,8 @@ def _field_path(schema: Any, location: str) -> str:
             names.append(node["name"])
         elif step in ("type", "items", "values") and isinstance(node, dict):
             node = node[step]
-        elif step.isdigit() and isinstance(node, list):
-            node = node[int(step)]
+        elif step.isdigit() and isinstance(node, list) and int(step) < len(node):
+            node = node[int(step)]  # a union branch: the writer's index may be past the reader's
         else:
             break
     return ".".join(names)

@@ -41,6 +41,11 @@ def drop_measured_temp_default(schema: dict[str, Any]) -> None:
     del field(schema, "measured_temp_c")["default"]
 
 
+def narrow_measured_temp_union(schema: dict[str, Any]) -> None:
+    """The double branch dropped from a union: v2 data holding a double does not fit."""
+    field(schema, "measured_temp_c")["type"] = ["null"]
+
+
 def remove_firmware_version(schema: dict[str, Any]) -> None:
     """A field removed: a reader ignores what the writer wrote for it."""
     schema["fields"].remove(field(schema, "firmware_version"))
@@ -67,6 +72,7 @@ def test_the_gate_passes_on_the_real_schemas(capsys: pytest.CaptureFixture[str])
         (narrow_power_kw, "power_kw", [(3, 1), (3, 2)]),
         (narrow_ts_ms, "ts_ms", [(3, 1), (3, 2)]),
         (drop_measured_temp_default, "measured_temp_c", [(3, 1)]),
+        (narrow_measured_temp_union, "measured_temp_c", [(3, 2)]),
     ],
 )
 def test_a_breaking_change_fails_the_gate_naming_field_and_versions(
@@ -91,7 +97,11 @@ def test_a_breaking_change_fails_the_gate_naming_field_and_versions(
     assert len(findings) == len(pairs)
     assert code == 1
     out = capsys.readouterr().out
-    assert f"FAIL iot_telemetry: v3 cannot read data written with v1: field {broken_field}" in out
+    reader, writer = pairs[0]
+    assert (
+        f"FAIL iot_telemetry: v{reader} cannot read data written with v{writer}: "
+        f"field {broken_field}"
+    ) in out
 
 
 def test_only_the_transitive_check_catches_a_default_dropped_one_version_later(
