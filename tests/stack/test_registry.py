@@ -320,11 +320,14 @@ def test_a_snapshot_it_cannot_restore_stops_the_server_and_names_the_file(
     server.snapshot_file.parent.mkdir(parents=True)
     server.snapshot_file.write_text("[{not json")
 
-    with pytest.raises(ComponentError, match=r"schemas\.json"):
-        server.start()
+    try:
+        with pytest.raises(ComponentError, match=r"schemas\.json"):
+            server.start()
 
-    assert server.process.pid is None
-    assert not server.answers()
+        assert server.process.pid is None
+        assert not server.answers()
+    finally:
+        server.stop()  # only if the test failed: a server that kept running
 
 
 def test_deleting_a_subject_is_soft_first_then_permanent(
