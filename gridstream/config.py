@@ -35,6 +35,7 @@ class StackSettings:
     redis_port: int = 26379
     flink_rest_port: int = 28082
     flink_rpc_port: int = 26123
+    metrics_port: int = 29249  # the JobManager's Prometheus endpoint; the TaskManager's is next
     partitions: int = 2
     start_timeout_s: float = 120.0
 
