@@ -318,6 +318,12 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
         self.state = _bytes_state(runtime_context, "pipeline")
         self.tick = runtime_context.get_state(ValueStateDescriptor("tick", Types.LONG()))
         self.meters = Meters(runtime_context)
+        self.awake_ms: int | None = None  # this instance's first processing time
+
+    def _awake(self, ctx: Any) -> int:
+        if self.awake_ms is None:
+            self.awake_ms = int(ctx.timer_service().current_processing_time())
+        return self.awake_ms
 
     def _apply(self, step: pipeline.PipelineStep, now_ms: int, ctx: Any) -> Iterator[Any]:
         encoded = codec.encode_pipeline(step.state)
@@ -342,13 +348,15 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         now = ctx.timer_service().current_processing_time()
+        self._awake(ctx)
         step = pipeline.on_heartbeat(self._load(), value, now, self.policy)
         yield from self._apply(step, now, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         self.tick.clear()
         state = self._load() or pipeline.PipelineState()
-        yield from self._apply(pipeline.evaluate(state, timestamp, self.policy), timestamp, ctx)
+        step = pipeline.evaluate(state, timestamp, self.policy, self._awake(ctx))
+        yield from self._apply(step, timestamp, ctx)
 
 
 class RolloutStage(KeyedProcessFunction):  # type: ignore[misc]

@@ -672,6 +672,27 @@ def test_pipeline_watch_publishes_a_freeze_and_stops_ticking_once_the_source_is_
     assert h.state_value("*", "tick") is None
 
 
+def test_a_restored_pipeline_watch_counts_no_silence_for_the_time_the_job_was_down() -> None:
+    """Restored ten minutes after its last heartbeat (an upgrade), the watch's overdue tick
+    raises no GRID_FOLLOW; a source still silent a silence period after the restore does."""
+    policy = PipelinePolicy()
+    before = Harness(PipelineWatch(policy)).open()
+    before.processing_time = T0
+    before.process("*", Heartbeat(0, T0, T0 - SECOND_MS))
+
+    after = Harness(PipelineWatch(policy))  # a new instance on the checkpointed state
+    after.store, after.timers = dict(before.store), dict(before.timers)
+    after.open()
+    restored = T0 + 10 * MINUTE_MS
+    after.processing_time = restored
+    quiet: list[Any] = []
+    for t in range(restored, restored + policy.silence_ms + 1, policy.tick_ms):
+        quiet += after.advance_processing_time(t)
+    assert of(Alert, quiet) == []
+    later = after.advance_processing_time(restored + policy.silence_ms + policy.tick_ms)
+    assert [a.kind for a in of(Alert, later)] == [AlertKind.GRID_FOLLOW]
+
+
 # RegionStage: Grid-Follow when the weather ages out ------------------------------------------
 
 AGE_OUT = WETBULB.max_age_ms + 1  # from an observation to the instant it is too old
