@@ -206,3 +206,11 @@ def test_the_chart_refuses_missing_required_values(schema_dir: Path) -> None:
 
     with pytest.raises(k8scheck.CheckError, match=r"objectStorage\.root"):
         k8scheck.template(render, ["objectStorage.root="])
+
+
+def test_a_misspelled_value_fails_the_render(schema_dir: Path) -> None:
+    """values.schema.json is strict too: a value the chart does not know stops helm, named."""
+    render = next(r for r in k8scheck.renders() if r.name == "production")
+
+    with pytest.raises(k8scheck.CheckError, match="additional properties 'paralelism'"):
+        k8scheck.template(render, ["deviceControl.paralelism=3"])
