@@ -5,13 +5,15 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+GO ?= go
+TOOLS_BIN := .tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack bench stack-up stack-down stack-status doctor lock clean
+.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack bench stack-up stack-down stack-status doctor lock clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 setup: venv jvm redis ## Install everything missing: the venv, the JVM artifacts, Redis.
 
@@ -65,7 +67,28 @@ test-stack: setup ## Real Kafka, registry, Redis and a Flink session cluster, st
 schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in schemas/avro.
 	$(PY) -m schemas.cli check
 
-test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
+# helm and kubeconform, pinned in tools/k8s/go.mod (its `tool` lines) and built once: helm takes
+# minutes cold, then nothing until go.mod or go.sum change. The stamp is named by their content,
+# not their time, so a restored .tools/ (a CI cache) counts after a fresh checkout.
+K8S_TOOLS_STAMP := $(TOOLS_BIN)/.k8s-tools-$(shell cat tools/k8s/go.mod tools/k8s/go.sum 2>/dev/null | sha256sum | cut -c1-16)
+k8s-tools: $(K8S_TOOLS_STAMP) ## Build helm and kubeconform into .tools/bin (pinned in tools/k8s/go.mod).
+$(K8S_TOOLS_STAMP):
+	@command -v $(GO) >/dev/null || { echo "$(GO) not found: install Go 1.26 or newer"; exit 1; }
+	cd tools/k8s && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS_BIN) $(GO) install tool
+	@rm -f $(TOOLS_BIN)/.k8s-tools-*
+	@touch $@
+
+k8s-check: venv k8s-tools ## The Helm chart: lint, render each environment, validate every manifest offline.
+	$(PY) -m devtools.k8scheck
+
+test-k8s: venv k8s-tools ## The chart's tests: real renders pass, misspelled fields fail (no cluster).
+	@$(call tier,k8s)
+
+PR_BODY ?= /dev/stdin
+pr-check: ## Check a pull request description for Safety Impact and Grid Impact (PR_BODY=file).
+	python3 -m devtools.prcheck --body-file $(PR_BODY)
+
+test: setup lint typecheck schemas-check k8s-check test-unit test-k8s test-flink test-stack ## Lint, types, the schema and chart gates, every test tier.
 
 BENCH_ARGS ?=
 bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).
@@ -87,5 +110,5 @@ lock: ## Re-resolve requirements.lock from pyproject.toml.
 	uv pip compile pyproject.toml --group dev --override benchmarks/overrides.txt --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
 
-clean: ## Remove the venv, the JVM artifacts and the local stack's data.
-	rm -rf $(VENV) .jvm .stack
+clean: ## Remove the venv, the JVM artifacts, the built tools and the local stack's data.
+	rm -rf $(VENV) .jvm .stack .tools
