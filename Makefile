@@ -5,13 +5,26 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 UV_VERSION := 0.13.9
+GO ?= go
+TOOLS_BIN := .tools/bin
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
+# The `tool` lines of tools/<dir>/go.mod, built into .tools/bin once, then nothing until go.mod
+# or go.sum change: the stamp is named by their content, not their time, so a restored .tools/
+# (a CI cache) counts after a fresh checkout.
+tools_stamp = $(TOOLS_BIN)/.$(1)-tools-$(shell cat tools/$(1)/go.mod tools/$(1)/go.sum 2>/dev/null | sha256sum | cut -c1-16)
+define go_tools
+@command -v $(GO) >/dev/null || { echo "$(GO) not found: install Go 1.26 or newer"; exit 1; }
+cd tools/$(1) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS_BIN) $(GO) install tool
+@rm -f $(TOOLS_BIN)/.$(1)-tools-*
+@touch $@
+endef
+
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check test test-unit test-flink test-stack bench stack-up stack-down stack-status doctor lock clean
+.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack bench stack-up stack-down stack-status doctor lock clean FORCE
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 setup: venv jvm redis registry ## Install everything missing: the venv, the JVM artifacts, Redis, the registry.
 
@@ -38,14 +51,15 @@ redis: ## redis-server, from the distribution's packages when missing.
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server still missing: apt-get install redis-server"; exit 1; }
 
-# Go builds the schema registry from the pinned tools module: `go install ...@v0.2.1` fails here
-# (it asks the module proxy for the module's version list, which is refused), a module's pinned
-# requirement does not. About 25 s to fetch the modules and 65 s to build on a cold cache; 31 MB.
-REGISTRY_BIN := .tools/bin/schema-registry
-registry: $(REGISTRY_BIN) ## AxonOps Schema Registry (v0.2.1, tools/registry) into .tools/bin.
-$(REGISTRY_BIN): tools/registry/go.mod tools/registry/go.sum
-	@command -v go >/dev/null || { echo "go not found: install Go 1.26 or newer"; exit 1; }
-	cd tools/registry && go build -o $(CURDIR)/$@ github.com/axonops/axonops-schema-registry/cmd/schema-registry
+# The schema registry, pinned in tools/registry/go.mod (its `tool` line): `go install ...@v0.2.1`
+# fails here (it asks the module proxy for the module's version list, which is refused), a
+# module's pinned tool does not. About 25 s to fetch the modules and 65 s to build cold; 31 MB.
+REGISTRY_STAMP := $(call tools_stamp,registry)
+registry: $(REGISTRY_STAMP) ## AxonOps Schema Registry (v0.2.1, tools/registry) into .tools/bin.
+$(REGISTRY_STAMP): $(if $(wildcard $(TOOLS_BIN)/schema-registry),,FORCE)  # or when it is gone
+	$(call go_tools,registry)
+
+FORCE:
 
 run: setup ## Start the local stack and run the demo on it, then print what happened.
 	$(PY) -m gridstream.cli stack up
@@ -74,7 +88,23 @@ test-stack: setup ## Real Kafka, registry, Redis and a Flink session cluster, st
 schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in schemas/avro.
 	$(PY) -m schemas.cli check
 
-test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
+# helm and kubeconform, pinned in tools/k8s/go.mod (its `tool` lines): helm takes minutes cold.
+K8S_TOOLS_STAMP := $(call tools_stamp,k8s)
+k8s-tools: $(K8S_TOOLS_STAMP) ## Build helm and kubeconform into .tools/bin (pinned in tools/k8s/go.mod).
+$(K8S_TOOLS_STAMP):
+	$(call go_tools,k8s)
+
+k8s-check: venv k8s-tools ## The Helm chart: lint, render each environment, validate every manifest offline.
+	$(PY) -m devtools.k8scheck
+
+test-k8s: venv k8s-tools ## The chart's tests: real renders pass, misspelled fields fail (no cluster).
+	@$(call tier,k8s)
+
+PR_BODY ?= /dev/stdin
+pr-check: ## Check a pull request description for Safety Impact and Grid Impact (PR_BODY=file).
+	python3 -m devtools.prcheck --body-file $(PR_BODY)
+
+test: setup lint typecheck schemas-check k8s-check test-unit test-k8s test-flink test-stack ## Lint, types, the schema and chart gates, every test tier.
 
 BENCH_ARGS ?=
 bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).
@@ -96,5 +126,5 @@ lock: ## Re-resolve requirements.lock from pyproject.toml.
 	uv pip compile pyproject.toml --group dev --override benchmarks/overrides.txt --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 -q -o requirements.lock
 
-clean: ## Remove the venv, the JVM artifacts, the built registry and the local stack's data.
-	rm -rf $(VENV) .jvm $(REGISTRY_BIN) .stack
+clean: ## Remove the venv, the JVM artifacts, the built tools and the local stack's data.
+	rm -rf $(VENV) .jvm .stack .tools

@@ -21,9 +21,9 @@ from pyflink.datastream import (
 )
 from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor
 
-from functions import anomaly, budget, device, pipeline, region
+from functions import anomaly, budget, device, metrics, pipeline, region
 from functions.interlocks import PipelineFacts
-from functions.wetbulb import RegionMode, WetBulbPolicy, mode
+from functions.wetbulb import RegionMode, RegionWeather, WetBulbPolicy, mode
 from schemas.models import Alert, AlertKind, DeadLetter, TopicRecord
 from state import device as device_codec
 from state import region as codec
@@ -35,6 +35,7 @@ CONTEXT = MapStateDescriptor("context", Types.STRING(), PICKLED)
 PIPELINE_KEY = "pipeline"
 DEVICE_CACHE_ENTRIES = 50_000  # ~1.1 kB each, decoded: see `_StateCache`
 TALLY_READINGS = 100  # scored readings of one firmware a device-stage task counts per tally
+METRICS_FLUSH_MS = 1_000  # how often the device stage hands its latency histogram to Flink
 
 # The stages emit everything on their main output and the job splits it by type (the `is_*`
 # predicates): in thread mode a side output yielded from a timer of a two-input keyed
@@ -69,6 +70,47 @@ def is_request(value: Any) -> bool:
 def region_key(region_id: str) -> str:
     """The broadcast-state key of a region's weather."""
     return f"region:{region_id}"
+
+
+class Meters:
+    """One task's suite metrics, in its Flink metric group `gridstream` (`functions.metrics`).
+
+    Counters are made on first use, one per label set. A gauge is a Java value set from here
+    (PyFlink's `distribution`, which keeps the last value): a Python gauge would be called from
+    the reporter's thread into the interpreter the task thread runs.
+    """
+
+    def __init__(self, runtime_context: RuntimeContext) -> None:
+        self.group = runtime_context.get_metrics_group().add_group("gridstream")
+        self.counters: dict[metrics.Tally, Any] = {}
+        self.gauges: dict[str, Any] = {}
+
+    def count(self, tally: metrics.Tally, n: int = 1) -> None:
+        """Move one counter by `n`."""
+        counter = self.counters.get(tally)
+        if counter is None:
+            group = self.group
+            for key, value in tally.labels:
+                group = group.add_group(key, value)
+            counter = self.counters[tally] = group.counter(tally.metric)
+        counter.inc(n)
+
+    def set(self, name: str, value: int) -> None:
+        """Set a gauge."""
+        gauge = self.gauges.get(name)
+        if gauge is None:
+            gauge = self.gauges[name] = self.group.distribution(name)
+        gauge.update(value)
+
+    def histogram(self, name: str, histogram: metrics.Histogram) -> None:
+        """Add what `histogram` saw since its last drain to the `name` bucket counters (`le`
+        labels, cumulative, as Prometheus histograms have them), `name_sum` and `name_count`."""
+        buckets, total, count = histogram.drain()
+        labels = [str(bound) for bound in histogram.bounds] + ["+Inf"]
+        for le, n in zip(labels, buckets, strict=True):
+            self.count(metrics.Tally(f"{name}_bucket", (("le", le),)), n)
+        self.count(metrics.Tally(f"{name}_sum", ()), total)
+        self.count(metrics.Tally(f"{name}_count", ()), count)
 
 
 def _bytes_state(rc: RuntimeContext, name: str) -> Any:
@@ -178,6 +220,17 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         self.events = runtime_context.get_map_state(
             MapStateDescriptor("dr-events", Types.STRING(), PICKLED)
         )
+        self.meters = Meters(runtime_context)
+        self.suspended = metrics.Members()
+        self.grid_follow = metrics.Members()
+
+    def _gauge(self, region_id: str, weather: RegionWeather) -> None:
+        """Count the region in the suspended and Grid-Follow (aged-out weather) gauges. A
+        restored task counts each region again at its next weather record or timer."""
+        if self.suspended.update(region_id, weather.suspended and not weather.aged_out):
+            self.meters.set("suspended_regions", len(self.suspended))
+        if self.grid_follow.update(region_id, weather.aged_out):
+            self.meters.set("grid_follow_regions", len(self.grid_follow))
 
     def _roster(self) -> Iterator[tuple[str, region.RosterEntry]]:
         for device_id, raw in self.roster.items():
@@ -192,6 +245,7 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
             step = region.on_weather(old, value, now, self.wetbulb)
             encoded = codec.encode_weather(step.weather)
             self.weather.update(encoded)
+            self._gauge(region_id, step.weather)
             self._move_weather_timer(
                 region.weather_timers(old, self.wetbulb),
                 region.weather_timers(step.weather, self.wetbulb),
@@ -247,6 +301,7 @@ class RegionStage(KeyedProcessFunction):  # type: ignore[misc]
         step = region.on_weather_timer(weather, region_id, timestamp, self.wetbulb)
         if step.weather != weather:
             self.weather.update(codec.encode_weather(step.weather))
+        self._gauge(region_id, step.weather)
         for at in region.weather_timers(step.weather, self.wetbulb):
             # A no-op when armed; re-arms a deadline that a changed max age moved.
             ctx.timer_service().register_event_time_timer(at)
@@ -262,10 +317,21 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
     def open(self, runtime_context: RuntimeContext) -> None:
         self.state = _bytes_state(runtime_context, "pipeline")
         self.tick = runtime_context.get_state(ValueStateDescriptor("tick", Types.LONG()))
+        self.meters = Meters(runtime_context)
+        self.awake_ms: int | None = None  # this instance's first processing time
 
-    def _apply(self, step: pipeline.PipelineStep, ctx: Any) -> Iterator[Any]:
+    def _awake(self, ctx: Any) -> int:
+        if self.awake_ms is None:
+            self.awake_ms = int(ctx.timer_service().current_processing_time())
+        return self.awake_ms
+
+    def _apply(self, step: pipeline.PipelineStep, now_ms: int, ctx: Any) -> Iterator[Any]:
         encoded = codec.encode_pipeline(step.state)
         self.state.update(encoded)
+        facts = step.state.facts
+        self.meters.set("freeze", int(facts.frozen))
+        self.meters.set("source_silent", int(facts.source_silent))
+        self.meters.set("processing_lag_ms", pipeline.lag_ms(step.state, now_ms, self.policy))
         if step.changed:
             yield PIPELINE_KEY, encoded
             yield from step.alerts
@@ -282,12 +348,15 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
 
     def process_element(self, value: Any, ctx: KeyedProcessFunction.Context) -> Iterator[Any]:
         now = ctx.timer_service().current_processing_time()
-        yield from self._apply(pipeline.on_heartbeat(self._load(), value, now, self.policy), ctx)
+        self._awake(ctx)
+        step = pipeline.on_heartbeat(self._load(), value, now, self.policy)
+        yield from self._apply(step, now, ctx)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext) -> Iterator[Any]:
         self.tick.clear()
         state = self._load() or pipeline.PipelineState()
-        yield from self._apply(pipeline.evaluate(state, timestamp, self.policy), ctx)
+        step = pipeline.evaluate(state, timestamp, self.policy, self._awake(ctx))
+        yield from self._apply(step, timestamp, ctx)
 
 
 class RolloutStage(KeyedProcessFunction):  # type: ignore[misc]
@@ -347,6 +416,10 @@ class _MirrorWriter:
         now = ctx.timer_service().current_processing_time()
         yield from self._alerts(self.mirror.offer(good), now)
         self._schedule(now, ctx)
+
+    def due(self, timestamp: int) -> bool:
+        """Whether the flush timer this writer set is the one firing at `timestamp`."""
+        return self.poll_at is not None and timestamp >= self.poll_at
 
     def poll(self, timestamp: int, ctx: Any) -> Iterator[Alert]:
         self.poll_at = None
@@ -476,6 +549,10 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.mirror = (
             None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
         )
+        self.meters = Meters(runtime_context)
+        self.stale = metrics.Members()  # counted by this task since it started (see DISCUSSION)
+        self.latency = metrics.Histogram()
+        self.flush_at: int | None = None  # the processing time the histogram goes to Flink
 
     def close(self) -> None:
         if self.mirror is not None:
@@ -513,6 +590,9 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if _timed(old) != _timed(new):
                 wanted = device.timers_for(new, self.policy)
                 _reconcile(device.timers_for(old, self.policy), wanted, ctx)
+        stale = new is not None and new.stale
+        if stale != (old is not None and old.stale) and self.stale.update(event.device_id, stale):
+            self.meters.set("stale_devices", len(self.stale))
         yield from result.outputs
         good = new.last_good if new is not None else None
         if self.mirror is not None and good is not None and (old is None or old.last_good != good):
@@ -546,19 +626,33 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             self.notices = []
         # Each event carries its own event time: thread mode can lose element timestamps
         # through union and key_by, and the decision must not depend on that.
-        decoded = self.reader.events(value, int(time.time() * 1000))
+        wall_ms = int(time.time() * 1000)
+        decoded = self.reader.events(value, wall_ms)
         if isinstance(decoded, DeadLetter):
             yield decoded
             return
         for event in decoded:
+            if isinstance(event, device.Telemetry):
+                self._observe(wall_ms - event.ts_ms, ctx)
             yield from self._run(event, ctx)
+
+    def _observe(self, latency_ms: int, ctx: Any) -> None:
+        """Count a reading's ingestion latency; Flink gets the counts at the next flush."""
+        self.latency.observe(latency_ms)
+        if self.flush_at is None:
+            service = ctx.timer_service()
+            self.flush_at = service.current_processing_time() + METRICS_FLUSH_MS
+            service.register_processing_time_timer(self.flush_at)
 
     def process_broadcast_element(self, value: Any, ctx: Any) -> None:
         self.context.store(value, ctx)
 
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
-        if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # only the mirror's flush uses it
-            if self.mirror is not None:
+        if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the flushes of metrics and mirror
+            if self.flush_at is not None and timestamp >= self.flush_at:
+                self.flush_at = None
+                self.meters.histogram("ingestion_latency_ms", self.latency)
+            if self.mirror is not None and self.mirror.due(timestamp):
                 yield from self.mirror.poll(timestamp, ctx)
             return
         yield from self._run(device.Timer(ctx.get_current_key(), timestamp), ctx)

@@ -57,20 +57,29 @@ class PipelineStep:
         return bool(self.alerts)
 
 
-def _lag_ms(beats: tuple[Heartbeat, ...], now_ms: int, policy: PipelinePolicy) -> int:
+def lag_ms(state: PipelineState, now_ms: int, policy: PipelinePolicy) -> int:
     """The worst lag among subtasks that reported recently (an idle one has no lag)."""
-    recent = [b for b in beats if now_ms - b.proc_ms <= policy.silence_ms]
+    recent = [b for b in state.beats if now_ms - b.proc_ms <= policy.silence_ms]
     return max((b.proc_ms - b.newest_event_ms for b in recent), default=0)
 
 
-def evaluate(state: PipelineState, now_ms: int, policy: PipelinePolicy) -> PipelineStep:
-    """Re-derive freeze (with hysteresis) and silence at `now_ms`; alert on each change."""
+def evaluate(
+    state: PipelineState, now_ms: int, policy: PipelinePolicy, awake_ms: int | None = None
+) -> PipelineStep:
+    """Re-derive freeze (with hysteresis) and silence at `now_ms`; alert on each change.
+
+    `awake_ms` is when this watch started: silence is counted from no earlier, so a watch
+    restored after the job was down (an upgrade, a failover) does not call the sources silent
+    for the time the job was not reading them.
+    """
     was = state.facts
-    lag = _lag_ms(state.beats, now_ms, policy)
+    lag = lag_ms(state, now_ms, policy)
     frozen = policy.freeze_enabled and (
         lag > policy.freeze_lag_ms or (was.frozen and lag >= policy.clear_lag_ms)
     )
     newest = max((b.proc_ms for b in state.beats), default=None)
+    if newest is not None and awake_ms is not None:
+        newest = max(newest, awake_ms)
     silent = newest is not None and now_ms - newest > policy.silence_ms
     alerts = []
     if frozen != was.frozen:

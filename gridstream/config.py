@@ -36,20 +36,27 @@ class StackSettings:
     flink_rest_port: int = 28082
     flink_rpc_port: int = 26123
     registry_binary: Path = PROJECT_ROOT / ".tools" / "bin" / "schema-registry"
+    metrics_port: int = 29249  # the JobManager's Prometheus endpoint; the TaskManager's is next
     partitions: int = 2
     start_timeout_s: float = 120.0
+    # Services outside the local stack (a Kubernetes deployment's: k8s/): when set, each wins
+    # over `host` and its port. The Redis URL may carry credentials: give it by environment
+    # (GRIDSTREAM_STACK_EXTERNAL_REDIS, from a Secret), never in a file.
+    external_kafka: str = ""  # host:port,host:port
+    external_registry: str = ""  # https://...
+    external_redis: str = ""  # rediss://...
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{self.host}:{self.kafka_port}"
+        return self.external_kafka or f"{self.host}:{self.kafka_port}"
 
     @property
     def registry_url(self) -> str:
-        return f"http://{self.host}:{self.registry_port}"
+        return self.external_registry or f"http://{self.host}:{self.registry_port}"
 
     @property
     def redis_url(self) -> str:
-        return f"redis://{self.host}:{self.redis_port}/0"
+        return self.external_redis or f"redis://{self.host}:{self.redis_port}/0"
 
     @property
     def flink_rest_url(self) -> str:
@@ -78,6 +85,61 @@ class JobSettings:
     max_clock_skew_ms: int = 5_000
     device_cache_entries: int = 50_000
     model_dir: str = ""
+    # A Java properties file of Kafka client settings (security.protocol, sasl.*, ssl.*) that
+    # every Kafka table of the jobs passes to its clients; empty: plaintext, as the local stack.
+    kafka_client_properties: str = ""
+
+
+# Kafka client settings the jobs set themselves: exactly-once depends on them, so a client
+# properties file may not change them.
+JOB_OWNED_KAFKA_PROPERTIES = frozenset(
+    {
+        "bootstrap.servers",
+        "group.id",
+        "isolation.level",
+        "auto.offset.reset",
+        "transaction.timeout.ms",
+        "transactional.id",
+        "enable.auto.commit",
+        "key.deserializer",
+        "value.deserializer",
+        "key.serializer",
+        "value.serializer",
+    }
+)
+
+
+def kafka_client_properties(job: JobSettings) -> dict[str, str]:
+    """The settings in `job.kafka_client_properties` (a Java properties file: `key=value` or
+    `key: value` lines, `#`/`!` comments, `\\` continuing a line); none without one."""
+    if not job.kafka_client_properties:
+        return {}
+    path = Path(job.kafka_client_properties)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"job.kafka_client_properties: cannot read {path}: {err}") from err
+    properties: dict[str, str] = {}
+    logical = ""
+    for raw in text.splitlines():
+        line = raw.strip() if not logical else raw.lstrip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            logical += line[:-1]
+            continue
+        logical += line
+        separator = min((i for i in (logical.find("="), logical.find(":")) if i > 0), default=-1)
+        if separator < 0:
+            raise ConfigError(f"{path}: {logical!r} is not key=value")
+        key, value = logical[:separator].strip(), logical[separator + 1 :].strip()
+        logical = ""
+        if key in JOB_OWNED_KAFKA_PROPERTIES:
+            raise ConfigError(f"{path}: {key} is set by the jobs themselves; remove it")
+        properties[key] = value
+    if logical:
+        raise ConfigError(f"{path}: the last line continues past the end of the file")
+    return properties
 
 
 def worker_python_path(python_executable: str) -> str:

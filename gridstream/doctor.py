@@ -76,6 +76,8 @@ def _ports(settings: Settings) -> Iterator[Check]:
         ("redis", s.redis_port, stack.redis),
         ("flink rest", s.flink_rest_port, stack.flink),
         ("flink rpc", s.flink_rpc_port, stack.flink),
+        ("metrics", s.metrics_port, stack.flink),
+        ("metrics", s.metrics_port + 1, stack.flink),
     ):
         if _port_free(s.host, port):
             yield Check(f"port {port} ({name})", True, "free")

@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         delivery_guarantee=settings.job.delivery_guarantee,
         transactional_id_prefix=JOB_NAME,
         transaction_timeout_ms=settings.job.transaction_timeout_ms,
+        client_properties=tuple(config.kafka_client_properties(settings.job).items()),
     )
     build(
         env,

@@ -10,6 +10,10 @@ from pyflink.datastream import StreamExecutionEnvironment
 from gridstream import flinkconf
 from gridstream.config import Settings, worker_python_path
 
+# Metric reporters are the cluster's (its config.yaml): in a job's own environment they would
+# start a Prometheus endpoint in every local MiniCluster (replay, tests), on one fixed port.
+CLUSTER_ONLY_PREFIX = "metrics.reporter."
+
 
 class MissingJarError(RuntimeError):
     """The Kafka connector jar is not where the settings say."""
@@ -33,11 +37,11 @@ def job_jars(settings: Settings) -> list[str]:
 def create(
     settings: Settings, overlay: dict[str, str] | None = None, without: Iterable[str] = ()
 ) -> StreamExecutionEnvironment:
-    """An environment configured from `flink-conf.yaml` less the keys `without`, the settings
-    and `overlay`."""
+    """An environment configured from `flink-conf.yaml` less the keys `without` and the
+    metric reporters, the settings and `overlay`."""
     conf = Configuration()
     values = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)
-    for key in without:
+    for key in [*without, *(k for k in values if k.startswith(CLUSTER_ONLY_PREFIX))]:
         values.pop(key, None)
     values.update(
         {

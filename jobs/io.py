@@ -106,10 +106,19 @@ class KafkaConnection:
     transactional_id_prefix: str = "gridstream"
     transaction_timeout_ms: int = 600_000
     startup_mode: str = "group-offsets"
+    # Kafka client settings for every table (TLS, SASL: `config.kafka_client_properties`).
+    client_properties: tuple[tuple[str, str], ...] = ()
+
+
+def _client(properties: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Kafka client settings as the Kafka tables' `properties.*` options."""
+    return {f"properties.{key}": value for key, value in properties}
 
 
 def _with(options: dict[str, str]) -> str:
-    return ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    """A WITH clause; a quote in a value (a SASL JAAS line may hold one) is doubled."""
+    quoted = {k: v.replace("'", "''") for k, v in options.items()}
+    return ", ".join(f"'{k}' = '{v}'" for k, v in quoted.items())
 
 
 def _rowtime(ts: str) -> str:
@@ -237,6 +246,7 @@ class KafkaRange:
     topic_names: Sequence[str]
     from_ms: int
     to_ms: int
+    client_properties: tuple[tuple[str, str], ...] = ()
 
     def records(self, env: StreamExecutionEnvironment) -> DataStream:
         """The range's records, each partition's in offset order."""
@@ -244,6 +254,7 @@ class KafkaRange:
         options = {
             "connector": "kafka",
             "topic": ";".join(self.topic_names),
+            **_client(self.client_properties),
             "properties.bootstrap.servers": self.bootstrap_servers,
             "properties.isolation.level": "read_committed",
             **_bounded(self.from_ms, self.to_ms),
@@ -271,6 +282,7 @@ class KafkaSources:
         options = {
             "connector": "kafka",
             "topic": ";".join(topic_names),
+            **_client(self.connection.client_properties),
             "properties.bootstrap.servers": self.connection.bootstrap_servers,
             "properties.group.id": group,
             "properties.isolation.level": "read_committed",
@@ -313,6 +325,7 @@ class KafkaSinks:
         options = {
             "connector": "kafka",
             "topic": ";".join(self.topics),
+            **_client(c.client_properties),
             "properties.bootstrap.servers": c.bootstrap_servers,
             **_RAW_BYTES,
             "sink.delivery-guarantee": c.delivery_guarantee,

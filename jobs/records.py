@@ -23,8 +23,8 @@ from pyflink.datastream import (
     RuntimeContext,
 )
 
-from functions import device, pipeline, region
-from functions.operators import PICKLED
+from functions import device, metrics, pipeline, region
+from functions.operators import PICKLED, Meters
 from gridstream import topics
 from schemas import catalog, dead_letter, models, serde, telemetry
 from schemas.registry import USER_INFO_ENV, Registry, RegistryConfig
@@ -318,7 +318,10 @@ class Encode(MapFunction):  # type: ignore[misc]
             models.MODELS[topic]: serde.serializer(models.MODELS[topic], source)
             for topic in topics.OUTPUTS
         }
+        self.meters = Meters(runtime_context)
 
     def map(self, value: models.TopicRecord) -> Row:
+        for tally in metrics.output_tallies(value):
+            self.meters.count(tally)
         value_bytes = self.serializers[type(value)].encode(value)
         return Row(value.TOPIC, output_key(value), value_bytes, value.correlation_id)  # type: ignore[attr-defined]

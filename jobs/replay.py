@@ -176,7 +176,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = config.load()
     env = environment.create(settings, FLINK_OVERLAY)
-    source = KafkaRange(settings.stack.bootstrap_servers, args.topics, args.from_ms, args.to_ms)
+    source = KafkaRange(
+        settings.stack.bootstrap_servers,
+        args.topics,
+        args.from_ms,
+        args.to_ms,
+        tuple(config.kafka_client_properties(settings.job).items()),
+    )
     build(
         env,
         source,

@@ -153,11 +153,48 @@ class FakeBroadcastState:
         self._map.clear()
 
 
+class FakeMetric:
+    """A counter (`inc`) or a settable gauge (`update`), its value kept in the harness."""
+
+    def __init__(self, harness: Harness, name: tuple[str, ...]) -> None:
+        self._harness = harness
+        self._name = name
+
+    def inc(self, n: int = 1) -> None:
+        self._harness.metrics[self._name] = self._harness.metrics.get(self._name, 0) + n
+
+    def update(self, value: int) -> None:
+        self._harness.metrics[self._name] = value
+
+
+class FakeMetricGroup:
+    """A metric group: key-value subgroups name their metrics `group/key=value/name`."""
+
+    def __init__(self, harness: Harness, path: tuple[str, ...] = ()) -> None:
+        self._harness = harness
+        self._path = path
+
+    def add_group(self, name: str, extra: str | None = None) -> FakeMetricGroup:
+        return FakeMetricGroup(
+            self._harness, (*self._path, name if extra is None else f"{name}={extra}")
+        )
+
+    def counter(self, name: str) -> FakeMetric:
+        return FakeMetric(self._harness, (*self._path, name))
+
+    def distribution(self, name: str) -> FakeMetric:
+        return FakeMetric(self._harness, (*self._path, name))
+
+
 class FakeRuntimeContext:
-    """What `open()` receives: state handles bound to the harness's current key."""
+    """What `open()` receives: state handles bound to the harness's current key, and a metric
+    group whose values the harness keeps (`Harness.metrics`)."""
 
     def __init__(self, harness: Harness) -> None:
         self._harness = harness
+
+    def get_metrics_group(self) -> FakeMetricGroup:
+        return FakeMetricGroup(self._harness)
 
     def get_state(self, descriptor: Any) -> FakeValueState:
         return FakeValueState(self._harness, descriptor.name)
@@ -258,6 +295,7 @@ class Harness:
         self.watermark = LONG_MIN
         self.processing_time = 0
         self._order = itertools.count()
+        self.metrics: dict[tuple[str, ...], int] = {}  # (group, ..., name) -> value
 
     def open(self) -> Harness:
         """Call the function's `open` with the fake runtime context."""

@@ -384,6 +384,7 @@ class Flink:
             "rest.address": s.host,
             "rest.bind-address": s.host,
             "jobmanager.rpc.port": str(s.flink_rpc_port),
+            "metrics.reporter.prom.port": f"{s.metrics_port}-{s.metrics_port + 1}",
             "python.executable": job.python_executable,
             "python.client.executable": job.python_executable,
             "python.pythonpath": worker_python_path(job.python_executable),

@@ -127,3 +127,18 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def free_port_pair(attempts: int = 100) -> int:
+    """A loopback port that is free with the next one (a Prometheus range for a JobManager and
+    its TaskManager)."""
+    for _ in range(attempts):
+        (port,) = free_ports(1)
+        if port < 65535:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise ComponentError(f"no two adjacent free loopback ports in {attempts} tries")

@@ -78,3 +78,11 @@ def test_every_operator_that_keeps_state_has_a_fixed_uid() -> None:
     assert {uid for name, uid in stateful.items() if name.endswith(": Committer")} == {
         "Sink Committer: outputs-15_sink"
     }
+
+
+def test_a_jobs_own_environment_starts_no_metric_reporter() -> None:
+    """Reporters are the cluster's: a local MiniCluster (replay, tests) opens no endpoint."""
+    env = environment.create(config.load(env={}))
+    keys = dict(env._j_stream_execution_environment.getConfiguration().toMap())
+    assert [k for k in keys if k.startswith("metrics.reporter.")] == []
+    assert keys["state.backend.type"] == "rocksdb"  # the project file's keys are there

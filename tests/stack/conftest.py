@@ -11,7 +11,7 @@ import pytest
 from gridstream import config
 from gridstream.stack import LocalStack
 from gridstream.stack.components import Registry
-from gridstream.stack.process import free_ports
+from gridstream.stack.process import free_port_pair, free_ports
 from tests.stack.scenarios_support import job_running
 
 
@@ -28,6 +28,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
         redis_port=redis,
         flink_rest_port=rest,
         flink_rpc_port=rpc,
+        metrics_port=free_port_pair(),
     )
     return dataclasses.replace(config.load(env={}), stack=stack)
 

@@ -16,7 +16,7 @@ import pytest
 from gridstream import config
 from gridstream.stack.components import Flink
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER, command_line
-from gridstream.stack.process import free_ports, pid_alive, wait_until
+from gridstream.stack.process import free_port_pair, free_ports, pid_alive, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -38,8 +38,9 @@ def flink(tmp_path: Path) -> Iterator[Flink]:
     rest, rpc = free_ports(2)
     base = config.load(env={})
     stack = dataclasses.replace(
-        base.stack, home=tmp_path / "stack", flink_rest_port=rest, flink_rpc_port=rpc
-    )
+        base.stack, home=tmp_path / "stack", flink_rest_port=rest, flink_rpc_port=rpc,
+        metrics_port=free_port_pair(),
+    )  # fmt: skip
     cluster = Flink(dataclasses.replace(base, stack=stack))
     try:
         yield cluster

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions import anomaly
+from functions import anomaly, metrics
 from functions.budget import BudgetPolicy
 from functions.device import (
     Activation,
@@ -672,6 +672,27 @@ def test_pipeline_watch_publishes_a_freeze_and_stops_ticking_once_the_source_is_
     assert h.state_value("*", "tick") is None
 
 
+def test_a_restored_pipeline_watch_counts_no_silence_for_the_time_the_job_was_down() -> None:
+    """Restored ten minutes after its last heartbeat (an upgrade), the watch's overdue tick
+    raises no GRID_FOLLOW; a source still silent a silence period after the restore does."""
+    policy = PipelinePolicy()
+    before = Harness(PipelineWatch(policy)).open()
+    before.processing_time = T0
+    before.process("*", Heartbeat(0, T0, T0 - SECOND_MS))
+
+    after = Harness(PipelineWatch(policy))  # a new instance on the checkpointed state
+    after.store, after.timers = dict(before.store), dict(before.timers)
+    after.open()
+    restored = T0 + 10 * MINUTE_MS
+    after.processing_time = restored
+    quiet: list[Any] = []
+    for t in range(restored, restored + policy.silence_ms + 1, policy.tick_ms):
+        quiet += after.advance_processing_time(t)
+    assert of(Alert, quiet) == []
+    later = after.advance_processing_time(restored + policy.silence_ms + policy.tick_ms)
+    assert [a.kind for a in of(Alert, later)] == [AlertKind.GRID_FOLLOW]
+
+
 # RegionStage: Grid-Follow when the weather ages out ------------------------------------------
 
 AGE_OUT = WETBULB.max_age_ms + 1  # from an observation to the instant it is too old
@@ -754,3 +775,66 @@ def test_region_stage_late_weather_already_too_old_does_not_clear_grid_follow() 
     assert of(Alert, h.advance_watermark(T0 + 3 * AGE_OUT)) == []
     assert h.pending_timers() == []
     assert h.state_entries() == 1
+
+
+# Metrics ----------------------------------------------------------------------------------------
+
+
+def gauge(h: Harness, name: str) -> int | None:
+    """A gauge's (or an unlabelled counter's) value; checks every metric so far is declared."""
+    assert {key[-1] for key in h.metrics} <= {*metrics.COUNTERS, *metrics.GAUGES}
+    return h.metrics.get(("gridstream", name))
+
+
+def test_device_stage_counts_readings_latency_at_the_flush_and_stale_devices_while_stale() -> None:
+    """Readings reach the latency histogram at the next flush timer, not before; a device is
+    counted stale from its TELEMETRY_LOSS to its next reading."""
+    h = Harness(DeviceStage(DecodedInputs(), DevicePolicy(), WETBULB)).open()
+    h.process(DEV, registry(DEV))
+    for minute in (0, 1):
+        h.process(DEV, Telemetry(DEV, T0 + minute * MINUTE_MS, 2.0, True, True, False, "t", CAUSE))
+    assert gauge(h, "ingestion_latency_ms_count") is None
+    (flush,) = h.pending_timers(processing=True)
+    h.advance_processing_time(flush)
+    # The readings were stamped long before this test's wall clock: both over the last bound.
+    assert gauge(h, "ingestion_latency_ms_count") == 2
+    assert h.metrics[("gridstream", "le=+Inf", "ingestion_latency_ms_bucket")] == 2
+    assert h.metrics[("gridstream", "le=60000", "ingestion_latency_ms_bucket")] == 0
+    assert h.pending_timers(processing=True) == []
+
+    lost = h.advance_watermark(T0 + MINUTE_MS + DevicePolicy().iot_silence_ms)
+    assert [a.kind for a in of(Alert, lost)] == [AlertKind.TELEMETRY_LOSS]
+    assert gauge(h, "stale_devices") == 1
+    h.process(DEV, Telemetry(DEV, T0 + DAY_MS, 2.0, True, True, False, "back", CAUSE))
+    assert gauge(h, "stale_devices") == 0
+
+
+def test_region_stage_gauges_follow_suspension_and_aged_out_weather() -> None:
+    """A dangerous wet-bulb counts the region suspended, safe weather held long enough
+    uncounts it, weather that ages out counts it Grid-Follow (and no longer suspended)."""
+    h = Harness(RegionStage(WETBULB)).open()
+    h.process(REGION, WeatherInput(REGION, T0, 35.0, 90.0, None, "hot", CAUSE))
+    assert (gauge(h, "suspended_regions"), gauge(h, "grid_follow_regions")) == (1, None)
+    h.process(REGION, observation(T0 + MINUTE_MS))
+    assert gauge(h, "suspended_regions") == 1  # held until safe for `hold_ms`
+    safe = T0 + MINUTE_MS + WETBULB.hold_ms
+    h.process(REGION, observation(safe))
+    assert gauge(h, "suspended_regions") == 0
+    h.process(REGION, WeatherInput(REGION, safe + 1, 35.0, 90.0, None, "hot", CAUSE))
+    assert gauge(h, "suspended_regions") == 1
+    h.advance_watermark(safe + 1 + AGE_OUT)
+    assert (gauge(h, "suspended_regions"), gauge(h, "grid_follow_regions")) == (0, 1)
+
+
+def test_pipeline_watch_gauges_the_freeze_the_silent_source_and_the_lag() -> None:
+    """A 61 s lag sets freeze and the lag gauge; silence sets source_silent."""
+    policy = PipelinePolicy()
+    h = Harness(PipelineWatch(policy)).open()
+    h.processing_time = T0
+    h.process("*", Heartbeat(0, T0, T0 - 61 * SECOND_MS))
+    assert (gauge(h, "freeze"), gauge(h, "processing_lag_ms")) == (1, 61 * SECOND_MS)
+    assert gauge(h, "source_silent") == 0
+    for t in range(T0, T0 + 2 * policy.silence_ms, policy.tick_ms):
+        h.advance_processing_time(t)
+    assert (gauge(h, "freeze"), gauge(h, "source_silent")) == (0, 1)
+    assert gauge(h, "processing_lag_ms") == 0  # no source reported lately

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gridstream.config import ConfigError, JobSettings, Settings, StackSettings, as_env, load
+from gridstream.config import (
+    ConfigError,
+    JobSettings,
+    Settings,
+    StackSettings,
+    as_env,
+    kafka_client_properties,
+    load,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -131,3 +140,68 @@ def test_settings_survive_the_environment_round_trip(write_config: Any) -> None:
     settings = load(write_config({"stack": {"kafka_port": 39092}, "job": {"parallelism": 2}}), {})
 
     assert load(write_config({}, name="empty.yaml"), env=as_env(settings)) == settings
+
+
+def test_external_endpoints_win_over_the_local_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment's Kafka, registry and Redis (GRIDSTREAM_STACK_EXTERNAL_*) replace the
+    local stack's host and ports; unset, the local stack's are used."""
+    env = {
+        "GRIDSTREAM_STACK_EXTERNAL_KAFKA": "b-1:9096,b-2:9096",
+        "GRIDSTREAM_STACK_EXTERNAL_REGISTRY": "https://registry.internal",
+        "GRIDSTREAM_STACK_EXTERNAL_REDIS": "rediss://:secret@redis.internal:6380/0",
+    }
+    monkeypatch.chdir(tmp_path)  # no gridstream.yaml
+
+    settings = load(env=env)
+
+    assert settings.stack.bootstrap_servers == "b-1:9096,b-2:9096"
+    assert settings.stack.registry_url == "https://registry.internal"
+    assert settings.stack.redis_url == "rediss://:secret@redis.internal:6380/0"
+    assert load(env={}).stack.redis_url == "redis://127.0.0.1:26379/0"
+
+
+def test_kafka_client_properties_read_a_java_properties_file(tmp_path: Path) -> None:
+    """Comments and blank lines skipped, `=` or `:` separated, a `\\` continues the line."""
+    path = tmp_path / "client.properties"
+    path.write_text(
+        "# TLS and SASL for the brokers\n"
+        "security.protocol=SASL_SSL\n"
+        "! another comment\n\n"
+        "sasl.mechanism: SCRAM-SHA-512\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required \\\n"
+        '    username="gridstream" password="it\'s-secret";\n'
+        "ssl.truststore.type = PEM\n"
+        "ssl.truststore.location=/etc/gridstream/kafka/ca.crt\n"
+    )
+
+    found = kafka_client_properties(JobSettings(kafka_client_properties=str(path)))
+
+    assert found == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        'username="gridstream" password="it\'s-secret";',
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": "/etc/gridstream/kafka/ca.crt",
+    }
+    assert kafka_client_properties(JobSettings()) == {}
+
+
+@pytest.mark.parametrize("key", ["isolation.level", "group.id", "transaction.timeout.ms"])
+def test_kafka_client_properties_may_not_change_what_the_jobs_set(tmp_path: Path, key: str) -> None:
+    """Exactly-once rests on the jobs' own settings: a file that changes one is refused."""
+    path = tmp_path / "client.properties"
+    path.write_text(f"security.protocol=SSL\n{key}=anything\n")
+
+    with pytest.raises(ConfigError, match=re.escape(f"{key} is set by the jobs themselves")):
+        kafka_client_properties(JobSettings(kafka_client_properties=str(path)))
+
+
+def test_kafka_client_properties_name_a_missing_file(tmp_path: Path) -> None:
+    """A file that is not there is a ConfigError naming the setting and the path."""
+    missing = tmp_path / "nope.properties"
+
+    with pytest.raises(ConfigError, match=re.escape("job.kafka_client_properties: cannot read")):
+        kafka_client_properties(JobSettings(kafka_client_properties=str(missing)))
