@@ -8,7 +8,7 @@ UV_VERSION := 0.13.9
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack bench stack-up stack-down stack-status doctor lock clean
+.PHONY: help setup venv jvm redis run demo lint typecheck schemas-check test test-unit test-flink test-stack fuzz bench stack-up stack-down stack-status doctor lock clean
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +66,17 @@ schemas-check: venv ## The BACKWARD_TRANSITIVE gate over every schema chain in s
 	$(PY) -m schemas.cli check
 
 test: setup lint typecheck schemas-check test-unit test-flink test-stack ## Lint, types, the schema gate, every test tier.
+
+FUZZ_SECONDS ?= 600
+FUZZ_TOPICS ?= scada.telemetry iot.telemetry device.registry weather.observations dr.events operator.approvals
+fuzz: venv ## Fuzz each input topic's decoders FUZZ_SECONDS (600) each; corpus, findings in .fuzz/.
+	@for topic in $(FUZZ_TOPICS); do \
+	  mkdir -p .fuzz/corpus/$$topic .fuzz/findings && \
+	  PYTHONPATH=$(CURDIR) $(PY) -m tests.fuzz.decode $$topic .fuzz/corpus/$$topic \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=.fuzz/findings/$$topic- 2>&1 | grep -v '^INFO: Instrumenting'; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || { echo "fuzz: $$topic failed; replay: PYTHONPATH=. $(PY) -m tests.fuzz.decode $$topic .fuzz/findings/$$topic-crash-..."; exit 1; }; \
+	done
 
 BENCH_ARGS ?=
 bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).

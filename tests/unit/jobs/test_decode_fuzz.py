@@ -1,0 +1,74 @@
+"""The job's edge under coverage-guided fuzzing, briefly (`make fuzz` runs it long), and the
+fuzz property's own teeth: it refuses what a broken edge would let through."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gridstream import topics
+from schemas import catalog, models, telemetry
+from schemas.examples import encode_unvalidated, example_data
+from tests.fuzz import seeds
+from tests.fuzz.properties import PropertyViolation, check, frame
+from tests.vocabulary import catalog_schemas
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[3]
+RUNS, SECONDS = 40_000, 5  # whichever comes first: about 8 s a topic with start-up
+FINDINGS = ("crash-*", "timeout-*", "oom-*", "leak-*")
+
+
+@pytest.mark.parametrize("topic", topics.INPUTS)
+def test_no_record_breaks_the_decoders_under_fuzzing(topic: str, tmp_path: Path) -> None:
+    """A bounded atheris run over the topic's decoders finds no record that escapes as an
+    exception, passes invalid, or is dead-lettered without its bytes."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    command = [
+        sys.executable, "-m", "tests.fuzz.decode", topic, str(corpus),
+        f"-runs={RUNS}", f"-max_total_time={SECONDS}", "-timeout=10", "-print_final_stats=1",
+        f"-artifact_prefix={tmp_path}/",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    ran = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    found = [path for pattern in FINDINGS for path in tmp_path.glob(pattern)]
+    if ran.returncode or found:
+        replay = [f"  {found_path.name}: {found_path.read_bytes().hex()}" for found_path in found]
+        pytest.fail(
+            f"fuzzing {topic} failed (exit {ran.returncode}); inputs (hex):\n"
+            + "\n".join(replay)
+            + f"\nreplay: PYTHONPATH=. python -m tests.fuzz.decode {topic} FILE\n"
+            + ran.stderr[-6000:]
+        )
+    rate = re.search(r"stat::average_exec_per_sec:\s*(\d+)", ran.stderr)
+    runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", ran.stderr)
+    print(f"{topic}: {runs and runs[1]} runs, {rate and rate[1]} exec/s")
+
+
+@pytest.mark.parametrize("topic", topics.INPUTS)
+def test_every_seed_holds_the_property(topic: str) -> None:
+    """The corpus's starting records (valid ones, near-misses, a tombstone) are each events
+    of a valid record or a well-formed dead letter."""
+    for seed in seeds.seeds(topic):
+        check(topic, seed)
+
+
+def test_the_property_refuses_an_out_of_range_reading_let_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Were the telemetry fast path to pass every reading, a 999 kW thermostat would become
+    an event: the property names that."""
+    chain = catalog.default().chain(topics.IOT_TELEMETRY)
+    schema_id = catalog_schemas().schema_id(chain.subject, chain.newest.text)
+    data = example_data(models.IotTelemetry, power_kw=999.0)
+    reading = frame(b"thermostat-0001", encode_unvalidated(chain.newest, schema_id, data))
+    check(topics.IOT_TELEMETRY, reading)  # dead-lettered: as it should be
+    monkeypatch.setattr(telemetry, "passes", lambda model, record, now_ms: True)
+    with pytest.raises(PropertyViolation, match="model refuses"):
+        check(topics.IOT_TELEMETRY, reading)
