@@ -22,11 +22,12 @@ from schemas import models, serde
 from schemas.dead_letter import JobInfo
 from schemas.examples import EXAMPLE_NOW_MS
 from schemas.models import MAX_KEY_BYTES, MAX_PAYLOAD_BYTES, DeadLetter
+from tests.fuzz import records
 
 NOW_MS = EXAMPLE_NOW_MS  # the job's clock for every input: a finding replays the same way
 PARTITION, OFFSET = 3, 1_234_567
 JOB = JobInfo("fuzz", "0")
-NO_VALUE, NO_KEY, WITH_CORRELATION = 1, 2, 4  # bits of the input's first byte
+NO_VALUE, NO_KEY, WITH_CORRELATION, BUILT = 1, 2, 4, 8  # bits of the input's first byte
 
 
 class PropertyViolation(AssertionError):
@@ -42,13 +43,19 @@ class KafkaRecord:
     correlation_id: str | None
 
 
-def record_of(data: bytes) -> KafkaRecord:
+def record_of(topic: str, data: bytes) -> KafkaRecord:
     """The record a fuzzer input stands for: a flags byte, the key's and the correlation id's
-    lengths (a byte each), the key, the correlation id, then the value to the end."""
+    lengths (a byte each), the key, the correlation id, then the value to the end. With the
+    `BUILT` flag the value is instead a record built from those bytes (`tests.fuzz.records`),
+    keyed by its own key field when the key is empty."""
     flags, key_len, corr_len = data[:3].ljust(3, b"\0")
     key = data[3 : 3 + key_len]
     corr = data[3 + key_len : 3 + key_len + corr_len]
     value = data[3 + key_len + corr_len :]
+    if flags & BUILT:
+        value, fields = records.value_of(topic, value)
+        own_key = str(fields.get(records.KEY_FIELDS[topic], ""))
+        key = key or own_key.encode("utf-8", "surrogatepass")
     return KafkaRecord(
         None if flags & NO_KEY else key,
         None if flags & NO_VALUE else value,
@@ -56,9 +63,12 @@ def record_of(data: bytes) -> KafkaRecord:
     )
 
 
-def frame(key: bytes | None, value: bytes | None, correlation_id: bytes | None = None) -> bytes:
-    """The fuzzer input `record_of` reads as this record (seeds and regression tests)."""
-    flags = (value is None) * NO_VALUE | (key is None) * NO_KEY
+def frame(
+    key: bytes | None, value: bytes | None, correlation_id: bytes | None = None, built: bool = False
+) -> bytes:
+    """The fuzzer input `record_of` reads as this record (seeds and regression tests); with
+    `built`, `value` is the bytes a record is built from."""
+    flags = (value is None) * NO_VALUE | (key is None) * NO_KEY | built * BUILT
     flags |= (correlation_id is not None) * WITH_CORRELATION
     key, corr = key or b"", correlation_id or b""
     return bytes([flags, len(key), len(corr)]) + key + corr + (value or b"")
@@ -137,7 +147,7 @@ def check(topic: str, data: bytes) -> None:
     Raises:
         PropertyViolation: the outcome breaks the contract (the message names how).
     """
-    record = record_of(data)
+    record = record_of(topic, data)
     row: Row = input_row(
         topic, PARTITION, OFFSET, NOW_MS, record.key, record.value, record.correlation_id
     )

@@ -18,13 +18,8 @@ from gridstream import topics
 from schemas import catalog, models, serde
 from schemas.examples import encode_unvalidated, example_data
 from tests.fuzz.properties import frame
+from tests.fuzz.records import KEY_FIELDS, ODD_TEXT
 
-_KEY_FIELDS = {  # the field the topic is keyed by (DESIGN.md "Topics")
-    topics.WEATHER: "region_id",
-    topics.DR_EVENTS: "event_id",
-    topics.OPERATOR_APPROVALS: "recommendation_id",
-}
-_ODD_TEXT = ("\u00a0", "\u0085", "\u001c", "\u3000", "\u2028", " ", "\t", "\udcff")
 _ODD_DOUBLES = (float("nan"), float("inf"), float("-inf"), -0.0, 1e308)
 
 
@@ -51,7 +46,7 @@ def seeds(topic: str) -> Iterator[bytes]:
     (for the registry) a tombstone."""
     model = models.MODELS[topic]
     data = example_data(model)
-    key = str(data[_KEY_FIELDS.get(topic, "device_id")]).encode()
+    key = str(data[KEY_FIELDS[topic]]).encode()
     for schema_id, version in _versions(topic):
         value = encode_unvalidated(version, schema_id, data)
         yield frame(key, value)
@@ -62,6 +57,8 @@ def seeds(topic: str) -> Iterator[bytes]:
     yield frame(key, b"\x01" + value[1:])
     if topic == topics.DEVICE_REGISTRY:
         yield frame(key, None)
+    for choice in range(256):  # records built from bytes: a spread of first choices
+        yield frame(b"", bytes([choice]) * 64, built=True)
 
 
 def dictionary(topic: str) -> Iterator[bytes]:
@@ -79,7 +76,7 @@ def dictionary(topic: str) -> Iterator[bytes]:
     for value in example_data(models.MODELS[topic]).values():
         if isinstance(value, str):
             yield _avro_string(value)
-    for text in _ODD_TEXT:
+    for text in ODD_TEXT:
         yield text.encode("utf-8", "surrogatepass")
     for number in _ODD_DOUBLES:
         yield struct.pack("<d", number)
