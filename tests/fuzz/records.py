@@ -3,8 +3,9 @@
 Mutating raw wire bytes rarely keeps the Avro intact, so the validation behind it (the models'
 ranges, the telemetry fast path) is reached only by luck. `value_of` instead reads the bytes
 with atheris' `FuzzedDataProvider` to pick a schema version of the topic and a value for every
-field of it, leaning towards the values range checks turn on (limits, NaN, odd whitespace,
-enum symbols, ids), and encodes the record with the project's own encoder.
+field of it: the topic's valid example's value for most fields (the bytes run out: all of
+them), for the others values leaning towards what range checks turn on (limits, NaN, odd
+whitespace, enum symbols, ids). The project's own encoder writes the record.
 """
 
 from __future__ import annotations
@@ -103,5 +104,10 @@ def value_of(topic: str, data: bytes) -> tuple[bytes, dict[str, Any]]:
     schema_id = _ids().schema_id(chain.subject, version.text)
     example = example_data(models.MODELS[topic])
     examples = [v for v in example.values() if isinstance(v, str)] or ["x"]
-    record = _value(fdp, version.schema, examples)
+    record = {  # most fields kept from the valid example, so the others decide the outcome
+        f["name"]: example[f["name"]]
+        if f["name"] in example and fdp.ConsumeIntInRange(0, 3) < 3
+        else _value(fdp, f["type"], examples)
+        for f in version.schema["fields"]
+    }
     return encode_unvalidated(version, schema_id, record), record

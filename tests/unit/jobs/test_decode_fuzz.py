@@ -39,12 +39,13 @@ def test_no_record_breaks_the_decoders_under_fuzzing(topic: str, tmp_path: Path)
     ran = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
     found = [path for pattern in FINDINGS for path in tmp_path.glob(pattern)]
     if ran.returncode or found:
-        replay = [f"  {found_path.name}: {found_path.read_bytes().hex()}" for found_path in found]
+        inputs = [f"  {path.name}: {path.read_bytes().hex()}" for path in found]
+        crash = ran.stderr.find("=== Uncaught Python exception")
         pytest.fail(
             f"fuzzing {topic} failed (exit {ran.returncode}); inputs (hex):\n"
-            + "\n".join(replay)
+            + "\n".join(inputs)
             + f"\nreplay: PYTHONPATH=. python -m tests.fuzz.decode {topic} FILE\n"
-            + ran.stderr[-6000:]
+            + ran.stderr[crash if crash >= 0 else -6000 :][:6000]
         )
     rate = re.search(r"stat::average_exec_per_sec:\s*(\d+)", ran.stderr)
     runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", ran.stderr)
