@@ -3,8 +3,11 @@
 `check(topic, data)` plays one fuzzer input (`record_of` frames it as a key, a correlation
 header and a value) through the decoders the job runs for `topic` (`jobs.records`) and raises
 `PropertyViolation` when the outcome is neither events of a record the topic's model accepts
-nor a well-formed dead letter that names its error and carries the record's bytes. Any other
-exception escaping the decoders is a finding too: the job would fail on that record.
+nor a well-formed dead letter that names its error and carries the record's bytes. A device's
+events are then stepped by the device stage's logic (`functions.device.step`) from an empty
+state, and every timer that leaves is fired: an event the edge lets through must not fail the
+stage later. Any exception escaping is a finding too: the job would fail on that record, and
+on its restart again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 from pyflink.common import Row
 
+from functions import device
+from functions.wetbulb import RegionMode
 from gridstream import topics
 from jobs.io import input_row
 from jobs.records import MAX_CLOCK_SKEW_MS, Decoder, DeviceRows, SchemaAccess
@@ -141,6 +146,15 @@ def _check_events(topic: str, events: tuple[Any, ...], record: KafkaRecord, keye
             _require(event.device_id == named, "an event of another key's device", record)
 
 
+def _step_device(event: Any) -> None:
+    """The device stage's step over `event` from an empty state, then each timer it leaves."""
+    policy = device.DevicePolicy()
+    result = device.step(None, event, device.Context(NOW_MS, RegionMode.NORMAL, policy=policy))
+    for ts_ms in sorted(device.timers_for(result.state, policy)):
+        timer = device.Timer(event.device_id, ts_ms)
+        device.step(result.state, timer, device.Context(ts_ms, RegionMode.NORMAL, policy=policy))
+
+
 def check(topic: str, data: bytes) -> None:
     """Play one fuzzer input on `topic` through each decoder the job runs for it.
 
@@ -161,3 +175,5 @@ def check(topic: str, data: bytes) -> None:
             _check_letter(topic, outcome, record)
         else:
             _check_events(topic, outcome, record, keyed)
+            for event in outcome if keyed else ():  # the device stage's own events
+                _step_device(event)

@@ -35,7 +35,8 @@ _ENUMS = (
     models.DeviceClass, models.PriorityLevel, models.Action, models.EventStatus,
     models.ApprovalDecision,
 )  # fmt: skip
-_TEXT = tuple(sorted({m.value for e in _ENUMS for m in e} | {*ODD_TEXT, "x" * 129, "4.2.1"}))
+_AT_LIMITS = ("x" * models.ID_CHARS, "x" * (models.ID_CHARS + 1), "x" * models.LABEL_CHARS)
+_TEXT = tuple(sorted({m.value for e in _ENUMS for m in e} | {*ODD_TEXT, "4.2.1", *_AT_LIMITS}))
 _LONGS = (
     models.MIN_TS_MS, models.MAX_TS_MS, EXAMPLE_NOW_MS, EXAMPLE_NOW_MS + models.MAX_FUTURE_SKEW_MS,
     EXAMPLE_NOW_MS + 5_000, EXAMPLE_NOW_MS + 5_001, 0, -1, 2**31 - 1, 2**63 - 1, -(2**63),

@@ -52,6 +52,24 @@ def test_no_record_breaks_the_decoders_under_fuzzing(topic: str, tmp_path: Path)
     print(f"{topic}: {runs and runs[1]} runs, {rate and rate[1]} exec/s")
 
 
+# Inputs the fuzzer found that broke the property, kept so they stay fixed.
+FOUND = [
+    # a tombstone keyed "{{ {{{{{...": accepted as a device, whose timer failed the stage
+    (topics.DEVICE_REGISTRY, "017b7b7b7b207b7b7b7b7b0f07746865726d356f732d747461303031"),
+    # a valid reading of a 128-character device id: its loss timer's cause id was 142 long
+    (
+        topics.SCADA_TELEMETRY,
+        "0800009b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b9b969b0101019b9b9b9b9b9b9b000b1c464545656567",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("topic", "found"), FOUND)
+def test_what_the_fuzzer_found_holds_the_property(topic: str, found: str) -> None:
+    """Each input the fuzzer once found breaking the property now holds it."""
+    check(topic, bytes.fromhex(found))
+
+
 @pytest.mark.parametrize("topic", topics.INPUTS)
 def test_every_seed_holds_the_property(topic: str) -> None:
     """The corpus's starting records (valid ones, near-misses, a tombstone) are each events
