@@ -248,13 +248,16 @@ def run(
     junk_sent: dict[str, Junk] = {}  # by correlation id
     junk_total = round(2 * events * junk_share / (1 - junk_share)) if junk_share else 0
     kinds = list(JUNK_KINDS)
-    ts_ms = int(started * 1000)
+    newest: dict[int, int] = {}  # each device's newest reading time
     for i in range(events):
         # Paced: receive while waiting for the reading's turn, so latency is not measured
         # from a backlog of unread answers.
         while rate is not None and (ahead := started + i / rate - time.time()) > 0:
             receive(ahead)
-        ts_ms = max(ts_ms + 1, int(time.time() * 1000))  # distinct msg_ids, near the wall clock
+        # Distinct msg_ids, near the wall clock: a millisecond apart per device, not per
+        # reading, which would run ahead of the clock beyond the job's skew (dead letters).
+        device = i % devices
+        ts_ms = newest[device] = max(newest.get(device, 0) + 1, int(time.time() * 1000))
         reading = _reading(run_id, i, devices, ts_ms)
         value = encoder.encode(reading)
         for _copy in range(2):
