@@ -1,8 +1,9 @@
 """Poison-pill throughput: the device-control job over clean telemetry and over telemetry with a
 tenth junk, side by side in one run.
 
-Starts a private local stack on free loopback ports in a temporary folder, submits the job and
-alternates clean and junk runs (`--rounds` of each) of `--events` readings, each sent twice,
+Starts a private local stack on free loopback ports in a temporary folder, submits the job,
+warms it up, and runs `--rounds` rounds of a clean and a junk run (in turn clean first and
+junk first, so a drift in speed weighs on both alike) of `--events` readings, each sent twice,
 into one partition of `iot.telemetry`; in a junk run `--junk` of the partition's records are
 poison pills of every kind in turn (`gridstream.roundtrip.JUNK_KINDS`). A run's rate is its
 records over the time from its first record sent to its last output read (read_committed).
@@ -52,11 +53,12 @@ def main() -> None:
         try:
             stack.up()
             ensure_job(stack)
-            roundtrip.run(settings, 1_000, progress=say, partition=0)  # warm-up
+            roundtrip.run(settings, args.events // 2, progress=say, partition=0)  # warm-up
             totals = {"clean": [0.0, 0.0], "junk": [0.0, 0.0]}  # records, seconds
             print(f"{'run':<8} {'records':>8} {'junk':>6} {'records/s':>10} {'unlettered':>10}")
-            for round_no in range(args.rounds):
-                for kind, share in (("clean", 0.0), ("junk", args.junk)):
+            kinds = (("clean", 0.0), ("junk", args.junk))
+            for round_no in range(args.rounds):  # clean first, then junk first: drift cancels
+                for kind, share in kinds if round_no % 2 == 0 else kinds[::-1]:
                     report = roundtrip.run(
                         settings, args.events, progress=lambda line: None, junk_share=share,
                         partition=0,
