@@ -22,8 +22,9 @@ def stable_id(*parts: str | int | None) -> str:
 def derived_id(text: str) -> str:
     """`text` as an id the models accept (1 to `ID_CHARS` characters, no whitespace): `text`
     itself when it is one; else its whitespace made `_`, clipped, and a digest of all of it
-    after a `~`, so different texts keep different ids. An id made of a valid device id and a
-    time can be too long for the models, and would fail the stage that builds the output."""
+    after a `~`, so different texts keep different ids (unless a valid one is written to look
+    like another's derived id). An id made of a valid device id and a time can be too long for
+    the models, and would fail the stage that builds the output."""
     if 0 < len(text) <= ID_CHARS and _SPACE.search(text) is None:
         return text
     digest = stable_id(text)
