@@ -21,7 +21,7 @@ cd tools/$(1) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack bench stack-up stack-down stack-status doctor lock clean FORCE
+.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench stack-up stack-down stack-status doctor lock clean FORCE
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -105,6 +105,17 @@ pr-check: ## Check a pull request description for Safety Impact and Grid Impact 
 	python3 -m devtools.prcheck --body-file $(PR_BODY)
 
 test: setup lint typecheck schemas-check k8s-check test-unit test-k8s test-flink test-stack ## Lint, types, the schema and chart gates, every test tier.
+
+FUZZ_SECONDS ?= 600
+FUZZ_TOPICS ?= scada.telemetry iot.telemetry device.registry weather.observations dr.events operator.approvals
+fuzz: venv ## Fuzz each input topic's decoders FUZZ_SECONDS (600) each; corpus, findings in .fuzz/.
+	@for topic in $(FUZZ_TOPICS); do \
+	  mkdir -p .fuzz/corpus/$$topic .fuzz/findings && \
+	  PYTHONPATH=$(CURDIR) $(PY) -m tests.fuzz.decode $$topic .fuzz/corpus/$$topic \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=.fuzz/findings/$$topic- 2>&1 | grep -v '^INFO: Instrumenting'; \
+	  [ $${PIPESTATUS[0]} -eq 0 ] || { echo "fuzz: $$topic failed; replay: PYTHONPATH=. $(PY) -m tests.fuzz.decode $$topic .fuzz/findings/$$topic-crash-..."; exit 1; }; \
+	done
 
 BENCH_ARGS ?=
 bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).

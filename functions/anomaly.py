@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from functions.device import Telemetry
+from schemas.ids import derived_id
 from schemas.models import Alert, AlertKind, Cause, Severity
 from state.device import DeviceState
 from state.rollout import RolloutState
@@ -284,11 +285,13 @@ def rollout_alert(tally: FirmwareTally, state: RolloutState, policy: RolloutPoli
         kind=AlertKind.ANOMALY,
         severity=Severity.CRITICAL,
         region_id=FLEET_SCOPE,
-        correlation_id=f"rollout-{tally.firmware_version}-{tally.ts_ms}",
+        correlation_id=derived_id(f"rollout-{tally.firmware_version}-{tally.ts_ms}"),
         raised_ts_ms=tally.ts_ms,
         message=(
             f"faulty firmware rollout? {state.rate:.1%} of {sum(state.scored)} readings of"
             f" firmware {tally.firmware_version} anomalous over {minutes} min"
         ),
-        cause=Cause(source_topic="anomaly", event_id=f"rollout:{tally.firmware_version}"),
+        cause=Cause(
+            source_topic="anomaly", event_id=derived_id(f"rollout:{tally.firmware_version}")
+        ),
     )

@@ -879,8 +879,8 @@ def on_timer(state: DeviceState, event: Timer, ctx: Context) -> Step:
         state = dataclasses.replace(state, watch_ms=None)
     out = _Out(event.device_id, state, ctx)
     now = ctx.now_ms
-    cause = Cause(source_topic="timer", event_id=f"{event.device_id}@{event.ts_ms}")
-    corr = f"{event.device_id}-timer-{event.ts_ms}"
+    cause = Cause(source_topic="timer", event_id=ids.derived_id(f"{event.device_id}@{event.ts_ms}"))
+    corr = ids.derived_id(f"{event.device_id}-timer-{event.ts_ms}")
     seen, heard = state.last_seen_ms, _heard_ms(state)
     due = event.ts_ms
     if (seen is None and watched) or (seen is not None and due >= seen + ctx.policy.retention_ms):

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 
 from functions.device import COOLING_CLASSES, Activation, Deregistration, RegistryUpdate, Release
 from functions.wetbulb import RegionWeather, WetBulbPolicy, heat_index_c, observe, stale_from_ms
+from schemas.ids import derived_id
 from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, Severity
 
 
@@ -138,8 +139,8 @@ def on_weather_timer(
     if weather.aged_out or now_ms < stale_from_ms(weather, policy):
         return WeatherStep(weather)  # already raised, or newer weather moved the deadline
     aged = dataclasses.replace(weather, aged_out=True)
-    corr = f"{region_id}-weather-timer-{now_ms}"
-    cause = Cause(source_topic="timer", event_id=f"{region_id}@{now_ms}")
+    corr = derived_id(f"{region_id}-weather-timer-{now_ms}")
+    cause = Cause(source_topic="timer", event_id=derived_id(f"{region_id}@{now_ms}"))
     alert = _age_alert(region_id, AlertKind.GRID_FOLLOW, aged, now_ms, policy, corr, cause)
     return WeatherStep(aged, (alert,))
 

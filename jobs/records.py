@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from pydantic import TypeAdapter
 from pyflink.common import Row, Types
 from pyflink.datastream import (
     MapFunction,
@@ -154,12 +155,22 @@ class KeyMismatchError(ValueError):
     another device's state. The producer must key each record by its device (DESIGN.md)."""
 
 
+class TombstoneKeyError(ValueError):
+    """A tombstone (null value) on the registry whose key is no device id (UTF-8, 1 to 128
+    characters, no whitespace): it deletes no device, and a state kept under that key would
+    fail the device stage when its timer fires."""
+
+
+_DEVICE_ID: TypeAdapter[str] = TypeAdapter(models.Id)
+
+
 class Decoder:
     """One input row to the stage events it stands for, or a dead letter; never raises.
 
     A tombstone on the compacted registry (null value) is the deletion of the device's
-    record. Telemetry takes a fast path (`schemas.telemetry`) and falls back to the models'
-    validation for anything it is not sure of. A record stamped beyond `max_clock_skew_ms`
+    record, when its key is a device id (else `TombstoneKeyError`). Telemetry takes a fast
+    path (`schemas.telemetry`) and falls back to the models' validation for anything it is
+    not sure of. A record stamped beyond `max_clock_skew_ms`
     ahead of the job's clock is dead-lettered (`ClockSkewError`). Built once per task:
     `open` makes the serdes on the worker.
     """
@@ -210,7 +221,14 @@ class Decoder:
         if reading is not None:
             events = (reading,)
         elif deleted:  # a deleted CIS record
-            device_id = bytes(key).decode("utf-8", "replace")
+            try:
+                device_id = _DEVICE_ID.validate_python(bytes(key).decode("utf-8"))
+            except ValueError as err:  # not UTF-8, or not an id (pydantic's error is one)
+                error = TombstoneKeyError(
+                    f"{topic}: a tombstone keyed {bytes(key)[:80]!r}, not a device id"
+                    f" ({type(err).__name__}): key each deletion by its device_id"
+                )
+                return dead_letter.build(_source(value), error, self.job, now_ms)
             events = (device.Deregistration(device_id, correlation_id, cause, ts_ms),)
         else:
             decoder = self.deserializers.get(topic)

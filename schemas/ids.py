@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
-from schemas.models import Action
+from schemas.models import ID_CHARS, Action
+
+# What an id may not hold: Python's \s refuses every character Pydantic's `^\S+$` (Unicode
+# White_Space) does, and U+001C-U+001F besides, which only makes a few more ids derived.
+_SPACE = re.compile(r"\s")
 
 
 def stable_id(*parts: str | int | None) -> str:
     """32 hex digits of BLAKE2b over the parts as a compact JSON array (reproducible anywhere)."""
     text = json.dumps(parts, ensure_ascii=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode("ascii"), digest_size=16).hexdigest()
+
+
+def derived_id(text: str) -> str:
+    """`text` as an id the models accept (1 to `ID_CHARS` characters, no whitespace): `text`
+    itself when it is one; else its whitespace made `_`, clipped, and a digest of all of it
+    after a `~`, so different texts keep different ids (unless a valid one is written to look
+    like another's derived id). An id made of a valid device id and a time can be too long for
+    the models, and would fail the stage that builds the output."""
+    if 0 < len(text) <= ID_CHARS and _SPACE.search(text) is None:
+        return text
+    digest = stable_id(text)
+    return f"{_SPACE.sub('_', text)[: ID_CHARS - len(digest) - 1]}~{digest}"
 
 
 def command_id(device_id: str, action: Action, about: str) -> str:

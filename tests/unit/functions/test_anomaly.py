@@ -240,3 +240,17 @@ def test_a_tally_counts_as_its_readings_one_by_one(steps: list[tuple[int, bool]]
     assert state is not None
     assert one_by_one is not None
     assert (state.scored, state.anomalous) == (one_by_one.scored, one_by_one.anomalous)
+
+
+def test_a_rollout_alert_names_a_firmware_label_with_spaces() -> None:
+    """A firmware label may hold spaces (the models allow them): the alert's ids, made from
+    it, are still valid ids (they once failed the rollout stage, every restart)."""
+    faulty = [(T0 + i * SECOND_MS, True) for i in range(20)]
+    state, _ = run(faulty)
+    assert state is not None
+    tally = anomaly.FirmwareTally("4.2.1 beta", T0 + 20 * SECOND_MS, 20, 20)
+
+    alert = anomaly.rollout_alert(tally, state, POLICY)
+
+    assert " " not in alert.correlation_id
+    assert "4.2.1 beta" in alert.message

@@ -28,6 +28,7 @@ from functions.device import (
 from functions.interlocks import SCADA_CLASSES, PipelineFacts
 from functions.wetbulb import RegionMode
 from schemas.models import (
+    ID_CHARS,
     LOAD_REDUCING_ACTIONS,
     Action,
     AlertKind,
@@ -401,3 +402,19 @@ def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
                     isinstance(o, AuditDecision) and o.outcome is AuditOutcome.APPROVED
                     for o in result.outputs
                 )
+
+
+def test_a_device_with_the_longest_id_raises_its_telemetry_loss() -> None:
+    """A device id of the models' full length (128 characters): its loss timer raises the
+    TELEMETRY_LOSS alert; the ids derived from the id stay valid ids (a 142-character cause id
+    once failed the device stage at the timer, and again after every restart)."""
+    device_id = "f" * ID_CHARS
+    reading = dataclasses.replace(telemetry(T0), device_id=device_id)
+    ctx = Context(reading.ts_ms, RegionMode.NORMAL)
+    state = step(None, reading, ctx).state
+    (deadline,) = timers_for(state, ctx.policy)
+
+    result = step(state, Timer(device_id, deadline), Context(deadline, RegionMode.NORMAL))
+
+    (alert,) = result.outputs
+    assert (alert.kind, alert.device_id) == (AlertKind.TELEMETRY_LOSS, device_id)

@@ -23,7 +23,16 @@ from functions.region import (
     weather_timers,
 )
 from functions.wetbulb import RegionWeather, WetBulbPolicy
-from schemas.models import Action, Alert, AlertKind, Cause, DeviceClass, PriorityLevel, Severity
+from schemas.models import (
+    ID_CHARS,
+    Action,
+    Alert,
+    AlertKind,
+    Cause,
+    DeviceClass,
+    PriorityLevel,
+    Severity,
+)
 from state.device import DeviceInfo
 from tests.vocabulary import MINUTE_MS
 
@@ -391,3 +400,12 @@ def test_each_device_is_on_exactly_the_roster_of_its_current_region(
     named = {(d, r) for r, devices in rosters.items() for d in devices}
     assert named == set(current.items())
     assert kept == current
+
+
+def test_the_age_out_timer_of_a_region_with_the_longest_id_raises_its_grid_follow() -> None:
+    """A region id of the models' full length (128 characters) still gets its GRID_FOLLOW: the
+    ids the timer derives from it stay valid ids (they once failed the stage, every restart)."""
+    region = "r" * ID_CHARS
+    (alert,) = on_weather_timer(fresh(T0), region, T0 + MAX_AGE + 1, WBGT).alerts
+    assert (alert.kind, alert.region_id) == (AlertKind.GRID_FOLLOW, region)
+    assert len(alert.correlation_id) <= ID_CHARS

@@ -148,3 +148,14 @@ def test_a_registry_record_that_does_not_decode_is_dead_lettered_by_the_device_s
     weather = input_row("weather.observations", 0, 9, now_ms(), b"r", b"\x07junk", None)
     ((tag, letter),) = decoder.process_element(weather, None)
     assert (tag, letter.error_class) == (DEAD_LETTERS, "BadMagic")
+
+
+@pytest.mark.parametrize("key", [b"t 9", b"t" * 129, b"\xfft-9"])
+def test_a_registry_tombstone_keyed_by_no_device_id_is_a_dead_letter(key: bytes) -> None:
+    """A null value on the registry whose key is no device id (a space, too long, not UTF-8)
+    deletes nothing: it is dead-lettered (kept as a device, its timer once failed the stage)."""
+    row = input_row("device.registry", 0, 8, now_ms(), key, None, None)
+    letter = device_rows().events(row, now_ms())
+    assert isinstance(letter, models.DeadLetter)
+    assert letter.error_class == "TombstoneKeyError"
+    assert letter.key == key
