@@ -1,0 +1,187 @@
+"""A secured broker of the module's own (TLS + SASL/SCRAM, the StandardAuthorizer, ACLs): each
+principal does what its part of the suite needs and nothing else, and no password is logged."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from gridstream import config, topics
+from gridstream.stack import LocalStack
+from gridstream.stack.process import free_ports
+from gridstream.stack.security import (
+    BrokerSecurity,
+    Credentials,
+    generate_tls,
+    grant,
+    job_acls,
+    operator_acls,
+)
+from jobs.device_control import JOB_NAME
+from schemas import catalog, examples, models, serde
+from schemas.registry import Registry as SchemaRegistry
+from schemas.registry import RegistryConfig
+
+pytestmark = pytest.mark.stack
+
+
+@dataclasses.dataclass(frozen=True)
+class Secured:
+    """The running broker, its security and where each principal's client settings are."""
+
+    stack: LocalStack
+    security: BrokerSecurity
+    job: Credentials
+    operator: Credentials
+    clients: Path  # <user>.properties (librdkafka settings) and <user>.password per user
+
+    def settings(self, user: Credentials) -> config.Settings:
+        """The suite's settings for a client that authenticates as `user`."""
+        stack = dataclasses.replace(
+            self.stack.settings.stack,
+            kafka_client_config=str(self.clients / f"{user.username}.properties"),
+            kafka_password_file=str(self.clients / f"{user.username}.password"),
+        )
+        return dataclasses.replace(self.stack.settings, stack=stack)
+
+    @property
+    def passwords(self) -> list[str]:
+        return [u.password for u in (self.security.admin, self.job, self.operator)]
+
+
+def _write_client_files(folder: Path, security: BrokerSecurity, user: Credentials) -> None:
+    settings = security.client_config(user)
+    password = settings.pop("sasl.password")
+    (folder / f"{user.username}.properties").write_text(
+        "".join(f"{k}={v}\n" for k, v in settings.items())
+    )
+    secret = folder / f"{user.username}.password"
+    secret.touch(mode=0o600)
+    secret.write_text(password + "\n")
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """A Kafka broker with only a SASL_SSL listener, its SCRAM users made at format time, the
+    topics, the job's and the operator's ACLs, and the dev registry; stopped at the end."""
+    home = tmp_path_factory.mktemp("secured-stack")
+    kafka, controller, registry = free_ports(3)
+    stack_settings = dataclasses.replace(
+        config.load(env={}).stack,
+        home=home,
+        kafka_port=kafka,
+        kafka_controller_port=controller,
+        registry_port=registry,
+    )
+    settings = dataclasses.replace(config.load(env={}), stack=stack_settings)
+    job, operator = (Credentials(name, secrets.token_urlsafe(18)) for name in ("job", "operator"))
+    security = BrokerSecurity(
+        tls=generate_tls(home / "tls", stack_settings.host),
+        admin=Credentials("admin", secrets.token_urlsafe(18)),
+        users=(job, operator),
+    )
+    clients = tmp_path_factory.mktemp("secured-clients")
+    for user in (job, operator):
+        _write_client_files(clients, security, user)
+    stack = LocalStack(settings, say=lambda line: None, security=security)
+    try:
+        stack.kafka.start()
+        stack.create_topics()
+        admin = AdminClient(stack.kafka.admin_config())
+        grant(admin, job_acls(job.principal, JOB_NAME, JOB_NAME))
+        grant(admin, operator_acls(operator.principal))
+        stack.registry.start()
+        SchemaRegistry(RegistryConfig.from_settings(settings)).register(catalog.default())
+        yield Secured(stack, security, job, operator, clients)
+    finally:
+        stack.registry.stop()
+        stack.kafka.stop()
+
+
+def _produce(settings: config.Settings, topic: str, value: bytes = b"v") -> KafkaError | None:
+    """Produce one record as the settings' principal; the delivery error, if any."""
+    outcome: list[KafkaError | None] = []
+    producer = Producer(
+        {**config.kafka_client_config(settings.stack), "message.timeout.ms": 15_000}
+    )
+    producer.produce(topic, key=b"k", value=value, on_delivery=lambda err, _: outcome.append(err))
+    producer.flush(20)
+    assert outcome, f"no delivery report for {topic} within 20 s"
+    return outcome[0]
+
+
+def _refused(error: KafkaError | None) -> bool:
+    return error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_the_job_principal_writes_outputs_and_may_not_write_an_input(secured: Secured) -> None:
+    """The job's principal may write grid.commands but a write to iot.telemetry is refused."""
+    job = secured.settings(secured.job)
+    assert _produce(job, topics.COMMANDS) is None
+    assert _refused(_produce(job, topics.IOT_TELEMETRY))
+
+
+def test_the_operator_cli_writes_approvals_and_nothing_else(secured: Secured) -> None:
+    """`gridstream approve` authenticates as the operator from its settings, reads the job's
+    recommendation and sends its approval; the operator's principal may write no other topic."""
+    operator = secured.settings(secured.operator)
+    job = secured.settings(secured.job)
+    schemas = SchemaRegistry(RegistryConfig.from_settings(job)).schemas()
+    recommendation = examples.example(models.Recommendation, recommendation_id="rec-1")
+    encoded = serde.serializer(models.Recommendation, schemas).encode(recommendation)
+    assert _produce(job, topics.RECOMMENDATIONS, encoded) is None
+    env = {
+        **os.environ,
+        **config.as_env(operator),
+        "GRIDSTREAM_CONFIG": os.devnull,  # no settings file of the working directory
+    }
+    approve = subprocess.run(
+        [sys.executable, "-m", "gridstream.cli", "approve", "rec-1", "--operator", "op-7"],
+        env=env, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert approve.returncode == 0, approve.stderr
+    assert f"sent to {topics.OPERATOR_APPROVALS}" in approve.stdout
+    for secret in secured.passwords:
+        assert secret not in approve.stdout + approve.stderr
+    for topic in (*topics.OUTPUTS, *(t for t in topics.INPUTS if t != topics.OPERATOR_APPROVALS)):
+        assert _refused(_produce(operator, topic)), topic
+
+
+@pytest.mark.parametrize("password", [None, "not-the-password"], ids=["none", "wrong"])
+def test_a_client_without_the_right_password_is_refused(
+    secured: Secured, password: str | None
+) -> None:
+    """No metadata for a client that sends no credentials or a wrong password."""
+    client = config.kafka_client_config(secured.settings(secured.job).stack)
+    if password is None:
+        client = {"bootstrap.servers": client["bootstrap.servers"]}
+    else:
+        client["sasl.password"] = password
+    with pytest.raises(KafkaException):
+        AdminClient({**client, "log_level": 0}).list_topics(timeout=5)
+
+
+def test_no_password_is_written_to_any_log(secured: Secured) -> None:
+    """After the other tests, no file under the stack's home but the broker's own configuration
+    holds a password (its log prints the configuration it started with)."""
+    home = secured.stack.settings.stack.home
+    secret_files = {secured.stack.kafka.home / "server.properties", secured.security.tls.broker}
+    checked = 0
+    for path in home.rglob("*"):
+        if not path.is_file() or path in secret_files:
+            continue
+        data = path.read_bytes()
+        checked += 1
+        for secret in secured.passwords:
+            assert secret.encode() not in data, f"a password is in {path}"
+    assert (home / "logs" / "kafka.log").stat().st_size > 0
+    assert checked > 10
