@@ -34,6 +34,9 @@ MECHANISM = "SCRAM-SHA-512"
 LISTENER = "SASL_SSL"
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+# The Flink Kafka connector's fat jar relocates the Kafka client: a JAAS line must name the
+# relocated class (the plain name fails with "No LoginModule found").
+FLINK_SCRAM_MODULE = f"org.apache.flink.kafka.shaded.{_SCRAM_MODULE}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +168,16 @@ class BrokerSecurity:
             "sasl.username": user.username,
             "sasl.password": user.password,
             "ssl.ca.location": str(self.tls.ca),
+        }
+
+    def flink_client_properties(self, user: Credentials) -> dict[str, str]:
+        """Java client settings for the Flink jobs (`job.kafka_client_properties`) as `user`."""
+        return {
+            "security.protocol": "SASL_SSL",
+            "sasl.mechanism": MECHANISM,
+            "sasl.jaas.config": _jaas(FLINK_SCRAM_MODULE, user),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.tls.ca),
         }
 
 

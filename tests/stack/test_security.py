@@ -8,6 +8,7 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from gridstream import config, topics
+from gridstream.scenario import Scenario, dump, play
 from gridstream.stack import LocalStack
-from gridstream.stack.process import free_ports
+from gridstream.stack.process import free_port_pair, free_ports
 from gridstream.stack.security import (
     BrokerSecurity,
     Credentials,
@@ -30,6 +32,7 @@ from jobs.device_control import JOB_NAME
 from schemas import catalog, examples, models, serde
 from schemas.registry import Registry as SchemaRegistry
 from schemas.registry import RegistryConfig
+from tests.stack.scenarios_support import job_running, quiet, unique
 
 pytestmark = pytest.mark.stack
 
@@ -72,25 +75,32 @@ def _write_client_files(folder: Path, security: BrokerSecurity, user: Credential
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """A Kafka broker with only a SASL_SSL listener, its SCRAM users made at format time, the
-    topics, the job's and the operator's ACLs, and the dev registry; stopped at the end."""
+    topics, the job's and the operator's ACLs, and the dev registry (Redis and Flink when the
+    job's test starts them); everything stopped at the end."""
     home = tmp_path_factory.mktemp("secured-stack")
-    kafka, controller, registry = free_ports(3)
+    clients = tmp_path_factory.mktemp("secured-clients")
+    kafka, controller, registry, redis, rest, rpc = free_ports(6)
+    admin = Credentials("admin", secrets.token_urlsafe(18))
     stack_settings = dataclasses.replace(
         config.load(env={}).stack,
         home=home,
         kafka_port=kafka,
         kafka_controller_port=controller,
         registry_port=registry,
+        redis_port=redis,
+        flink_rest_port=rest,
+        flink_rpc_port=rpc,
+        metrics_port=free_port_pair(),
+        # The tests' own plays and dumps (the job's warm-up reading) go as the admin.
+        kafka_client_config=str(clients / "admin.properties"),
+        kafka_password_file=str(clients / "admin.password"),
     )
     settings = dataclasses.replace(config.load(env={}), stack=stack_settings)
     job, operator = (Credentials(name, secrets.token_urlsafe(18)) for name in ("job", "operator"))
     security = BrokerSecurity(
-        tls=generate_tls(home / "tls", stack_settings.host),
-        admin=Credentials("admin", secrets.token_urlsafe(18)),
-        users=(job, operator),
+        tls=generate_tls(home / "tls", stack_settings.host), admin=admin, users=(job, operator)
     )
-    clients = tmp_path_factory.mktemp("secured-clients")
-    for user in (job, operator):
+    for user in (admin, job, operator):
         _write_client_files(clients, security, user)
     stack = LocalStack(settings, say=lambda line: None, security=security)
     try:
@@ -103,8 +113,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         SchemaRegistry(RegistryConfig.from_settings(settings)).register(catalog.default())
         yield Secured(stack, security, job, operator, clients)
     finally:
-        stack.registry.stop()
-        stack.kafka.stop()
+        stack.down()
 
 
 def _produce(settings: config.Settings, topic: str, value: bytes = b"v") -> KafkaError | None:
@@ -170,18 +179,39 @@ def test_a_client_without_the_right_password_is_refused(
         AdminClient({**client, "log_level": 0}).list_topics(timeout=5)
 
 
+def test_the_job_runs_as_its_principal_on_the_secured_broker(secured: Secured) -> None:
+    """The device-control job, given the job's credentials by `job.kafka_client_properties`,
+    reads its inputs (the warm-up reading reaches Redis) and writes its outputs: a record it
+    cannot decode reaches the dead-letter topic (in a transaction, exactly once)."""
+    secured.stack.up()  # Redis, Flink and the supervisor beside the broker and the registry
+    java_client = secured.clients / "job-java.properties"
+    java_client.touch(mode=0o600)
+    properties = secured.security.flink_client_properties(secured.job)
+    java_client.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    with job_running(secured.stack, kafka_client_properties=str(java_client)) as settings:
+        correlation_id = unique("secured-bad-bytes")
+        bad = Scenario().raw(topics.IOT_TELEMETRY, b"\x00garbage", "t-1", correlation_id)
+        play(settings, bad, progress=quiet)
+        deadline = time.monotonic() + 120
+        while not any(r["correlation_id"] == correlation_id for r in dump(settings, topics.DLQ)):
+            assert time.monotonic() < deadline, "no dead letter for the bad record within 120 s"
+            time.sleep(2)
+
+
 def test_no_password_is_written_to_any_log(secured: Secured) -> None:
-    """After the other tests, no file under the stack's home but the broker's own configuration
-    holds a password (its log prints the configuration it started with)."""
+    """After the other tests (the job's run too), no log the stack, the broker, Flink and the
+    job wrote holds a password; the grep does find the broker's own configuration's."""
     home = secured.stack.settings.stack.home
-    secret_files = {secured.stack.kafka.home / "server.properties", secured.security.tls.broker}
-    checked = 0
-    for path in home.rglob("*"):
-        if not path.is_file() or path in secret_files:
-            continue
+    logs = [
+        path
+        for path in home.rglob("*")
+        if path.is_file() and (path.parent.name in {"log", "logs"} or ".log" in path.name)
+    ]
+    for path in logs:
         data = path.read_bytes()
-        checked += 1
         for secret in secured.passwords:
             assert secret.encode() not in data, f"a password is in {path}"
-    assert (home / "logs" / "kafka.log").stat().st_size > 0
-    assert checked > 10
+    assert {p.name for p in logs} >= {"kafka.log", "registry.log", "redis.log"}
+    assert any(p.parent == secured.stack.flink.home / "log" for p in logs)
+    broker_config = (secured.stack.kafka.home / "server.properties").read_bytes()
+    assert secured.security.admin.password.encode() in broker_config  # the grep can see one
