@@ -172,7 +172,10 @@ class Kafka:
                 check=False,
             )
             if fmt.returncode != 0:
-                raise ComponentError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+                detail = fmt.stderr or fmt.stdout
+                if self.security is not None:  # the tool may echo its --add-scram arguments
+                    detail = self.security.redact(detail)
+                raise ComponentError(f"kafka storage format failed: {detail}")
         self.process.start(self._java("kafka.Kafka", str(properties)))
         self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
 

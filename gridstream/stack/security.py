@@ -160,6 +160,12 @@ class BrokerSecurity:
             for user in (self.admin, *self.users)
         ]
 
+    def redact(self, text: str) -> str:
+        """`text` with every user's password replaced by `***`."""
+        for user in (self.admin, *self.users):
+            text = text.replace(user.password, "***")
+        return text
+
     def client_config(self, user: Credentials) -> dict[str, str]:
         """librdkafka settings that authenticate as `user` over this broker's listener."""
         return {
