@@ -19,7 +19,6 @@ from confluent_kafka.admin import AdminClient
 from gridstream import config, topics
 from gridstream.scenario import Scenario, dump, play
 from gridstream.stack import LocalStack
-from gridstream.stack.process import free_port_pair, free_ports
 from gridstream.stack.security import (
     BrokerSecurity,
     Credentials,
@@ -33,6 +32,7 @@ from schemas import catalog, examples, models, serde
 from schemas.registry import Registry as SchemaRegistry
 from schemas.registry import RegistryConfig
 from tests.stack.scenarios_support import job_running, quiet, unique
+from tests.stack.settings_support import private_settings
 
 pytestmark = pytest.mark.stack
 
@@ -79,26 +79,16 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     job's test starts them); everything stopped at the end."""
     home = tmp_path_factory.mktemp("secured-stack")
     clients = tmp_path_factory.mktemp("secured-clients")
-    kafka, controller, registry, redis, rest, rpc = free_ports(6)
     admin = Credentials("admin", secrets.token_urlsafe(18))
-    stack_settings = dataclasses.replace(
-        config.load(env={}).stack,
-        home=home,
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        registry_port=registry,
-        redis_port=redis,
-        flink_rest_port=rest,
-        flink_rpc_port=rpc,
-        metrics_port=free_port_pair(),
+    settings = private_settings(
+        home,
         # The tests' own plays and dumps (the job's warm-up reading) go as the admin.
         kafka_client_config=str(clients / "admin.properties"),
         kafka_password_file=str(clients / "admin.password"),
     )
-    settings = dataclasses.replace(config.load(env={}), stack=stack_settings)
     job, operator = (Credentials(name, secrets.token_urlsafe(18)) for name in ("job", "operator"))
     security = BrokerSecurity(
-        tls=generate_tls(home / "tls", stack_settings.host), admin=admin, users=(job, operator)
+        tls=generate_tls(home / "tls", settings.stack.host), admin=admin, users=(job, operator)
     )
     for user in (admin, job, operator):
         _write_client_files(clients, security, user)
@@ -106,9 +96,9 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     try:
         stack.kafka.start()
         stack.create_topics()
-        admin = AdminClient(stack.kafka.admin_config())
-        grant(admin, job_acls(job.principal, JOB_NAME, JOB_NAME))
-        grant(admin, operator_acls(operator.principal))
+        admin_client = AdminClient(stack.kafka.admin_config())
+        grant(admin_client, job_acls(job.principal, JOB_NAME, JOB_NAME))
+        grant(admin_client, operator_acls(operator.principal))
         stack.registry.start()
         SchemaRegistry(RegistryConfig.from_settings(settings)).register(catalog.default())
         yield Secured(stack, security, job, operator, clients)
