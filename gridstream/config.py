@@ -45,6 +45,12 @@ class StackSettings:
     external_kafka: str = ""  # host:port,host:port
     external_registry: str = ""  # https://...
     external_redis: str = ""  # rediss://...
+    # The Python clients' (the CLI's, scenario play's) Kafka settings in librdkafka's names
+    # (security.protocol, sasl.mechanism, sasl.username, ssl.ca.location), a properties file;
+    # the password from the file named by `kafka_password_file` or $GRIDSTREAM_KAFKA_PASSWORD,
+    # never from a settings file. Empty: plaintext, as the local stack.
+    kafka_client_config: str = ""
+    kafka_password_file: str = ""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -109,16 +115,13 @@ JOB_OWNED_KAFKA_PROPERTIES = frozenset(
 )
 
 
-def kafka_client_properties(job: JobSettings) -> dict[str, str]:
-    """The settings in `job.kafka_client_properties` (a Java properties file: `key=value` or
-    `key: value` lines, `#`/`!` comments, `\\` continuing a line); none without one."""
-    if not job.kafka_client_properties:
-        return {}
-    path = Path(job.kafka_client_properties)
+def read_properties(path: Path, setting: str) -> dict[str, str]:
+    """A Java properties file (`key=value` or `key: value` lines, `#`/`!` comments, `\\`
+    continuing a line) as a dict; `setting` names where the path came from, for errors."""
     try:
         text = path.read_text()
     except OSError as err:
-        raise ConfigError(f"job.kafka_client_properties: cannot read {path}: {err}") from err
+        raise ConfigError(f"{setting}: cannot read {path}: {err}") from err
     properties: dict[str, str] = {}
     logical = ""
     for raw in text.splitlines():
@@ -134,12 +137,51 @@ def kafka_client_properties(job: JobSettings) -> dict[str, str]:
             raise ConfigError(f"{path}: {logical!r} is not key=value")
         key, value = logical[:separator].strip(), logical[separator + 1 :].strip()
         logical = ""
-        if key in JOB_OWNED_KAFKA_PROPERTIES:
-            raise ConfigError(f"{path}: {key} is set by the jobs themselves; remove it")
         properties[key] = value
     if logical:
         raise ConfigError(f"{path}: the last line continues past the end of the file")
     return properties
+
+
+def kafka_client_properties(job: JobSettings) -> dict[str, str]:
+    """The settings in `job.kafka_client_properties`; none without one."""
+    if not job.kafka_client_properties:
+        return {}
+    path = Path(job.kafka_client_properties)
+    properties = read_properties(path, "job.kafka_client_properties")
+    for key in properties:
+        if key in JOB_OWNED_KAFKA_PROPERTIES:
+            raise ConfigError(f"{path}: {key} is set by the jobs themselves; remove it")
+    return properties
+
+
+KAFKA_PASSWORD_ENV = "GRIDSTREAM_KAFKA_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+
+
+def kafka_client_config(
+    stack: StackSettings, env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The Python Kafka clients' settings: the bootstrap servers, `stack.kafka_client_config`'s
+    and the SASL password (from `stack.kafka_password_file`, else $GRIDSTREAM_KAFKA_PASSWORD)."""
+    env = os.environ if env is None else env
+    settings = {"bootstrap.servers": stack.bootstrap_servers}
+    if stack.kafka_client_config:
+        path = Path(stack.kafka_client_config)
+        found = read_properties(path, "stack.kafka_client_config")
+        if "sasl.password" in found:
+            raise ConfigError(
+                f"{path}: a password does not belong in a settings file: remove sasl.password "
+                f"and give it by stack.kafka_password_file or ${KAFKA_PASSWORD_ENV}"
+            )
+        settings.update(found)
+    if stack.kafka_password_file:
+        try:
+            settings["sasl.password"] = Path(stack.kafka_password_file).read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"stack.kafka_password_file: cannot read it: {err}") from err
+    elif KAFKA_PASSWORD_ENV in env:
+        settings["sasl.password"] = env[KAFKA_PASSWORD_ENV]
+    return settings
 
 
 def worker_python_path(python_executable: str) -> str:

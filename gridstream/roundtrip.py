@@ -19,7 +19,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer
 
 from gridstream import topics
-from gridstream.config import Settings
+from gridstream.config import Settings, kafka_client_config
 from gridstream.scenario import end_offsets, produce
 from schemas import catalog, models, serde
 from schemas.dead_letter import CORRELATION_HEADER
@@ -183,17 +183,17 @@ def run(
     `partition`, every record goes to that partition of `iot.telemetry`.
     """
     run_id = uuid.uuid4().hex[:8]
-    servers = settings.stack.bootstrap_servers
+    client = kafka_client_config(settings.stack)
     consumer = Consumer(
         {
-            "bootstrap.servers": servers,
+            **client,
             "group.id": f"gridstream-roundtrip-{run_id}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
         }
     )
     consumer.assign(end_offsets(consumer, topics.AUDIT) + end_offsets(consumer, topics.DLQ))
-    producer = Producer({"bootstrap.servers": servers, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer({**client, "linger.ms": 5, "enable.idempotence": True})
     registry = Registry(RegistryConfig.from_settings(settings))
     encoder = serde.serializer(models.IotTelemetry, registry.schemas())
     letter_reader = serde.deserializer(models.DeadLetter, registry.schemas())

@@ -53,7 +53,7 @@ from confluent_kafka import (
 from pydantic import ValidationError
 
 from gridstream import topics
-from gridstream.config import Settings
+from gridstream.config import Settings, kafka_client_config
 from schemas import examples, models, serde
 from schemas.models import TopicRecord
 from schemas.registry import Registry, RegistryConfig
@@ -564,7 +564,7 @@ def produce(producer: Producer, topic: str, **kwargs: Any) -> None:
 def _consumer(settings: Settings, purpose: str, **extra: Any) -> Consumer:
     return Consumer(
         {
-            "bootstrap.servers": settings.stack.bootstrap_servers,
+            **kafka_client_config(settings.stack),
             "group.id": f"gridstream-{purpose}-{uuid.uuid4().hex[:8]}",
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
@@ -613,7 +613,7 @@ def play(
     servers = settings.stack.bootstrap_servers
     producer = Producer(
         {
-            "bootstrap.servers": servers,
+            **kafka_client_config(settings.stack),
             "enable.idempotence": True,
             "linger.ms": 5,
             "message.timeout.ms": 30_000,

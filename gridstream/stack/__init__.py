@@ -12,6 +12,7 @@ from gridstream import topics
 from gridstream.config import Settings
 from gridstream.stack.components import Component, Flink, Kafka, Redis, Registry, Supervisor
 from gridstream.stack.process import ComponentError
+from gridstream.stack.security import BrokerSecurity
 from schemas import catalog
 from schemas.registry import Registry as SchemaRegistry
 from schemas.registry import RegistryConfig
@@ -31,10 +32,15 @@ class ComponentStatus:
 class LocalStack:
     """Starts, checks and stops the stack's components, in dependency order."""
 
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Callable[[str], None] = print,
+        security: BrokerSecurity | None = None,
+    ) -> None:
         self.settings = settings
         self.say = say
-        self.kafka = Kafka(settings)
+        self.kafka = Kafka(settings, security)
         self.redis = Redis(settings)
         self.registry = Registry(settings)
         self.flink = Flink(settings)
@@ -79,7 +85,7 @@ class LocalStack:
 
     def create_topics(self) -> list[str]:
         """Create the DESIGN.md topics that are missing; return the names created."""
-        admin = AdminClient({"bootstrap.servers": self.settings.stack.bootstrap_servers})
+        admin = AdminClient(self.kafka.admin_config())
         existing = set(admin.list_topics(timeout=10).topics)
         wanted = [
             NewTopic(

@@ -29,6 +29,7 @@ from gridstream.stack.process import (
     terminate,
     wait_until,
 )
+from gridstream.stack.security import BrokerSecurity
 
 
 class Component(Protocol):
@@ -61,12 +62,14 @@ def _missing(what: str, fix: str) -> ComponentError:
 
 
 class Kafka:
-    """A single-node Kafka 4 broker in KRaft combined mode, from the jars in `.jvm/kafka`."""
+    """A single-node Kafka 4 broker in KRaft combined mode, from the jars in `.jvm/kafka`;
+    plaintext, or with `security` a TLS + SCRAM listener and ACLs only (`stack.security`)."""
 
     name = "kafka"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, security: BrokerSecurity | None = None) -> None:
         self.settings = settings
+        self.security = security
         self.home = settings.stack.home / "kafka"
         self.process = ManagedProcess(self.name, settings.stack.home)
 
@@ -84,14 +87,17 @@ class Kafka:
     def answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient(
-            {"bootstrap.servers": self.address, "socket.timeout.ms": 2000, "log_level": 0}
-        )
+        admin = AdminClient({**self.admin_config(), "socket.timeout.ms": 2000, "log_level": 0})
         try:
             admin.list_topics(timeout=2)
         except Exception:  # noqa: BLE001 (any failure means "not answering")
             return False
         return True
+
+    def admin_config(self) -> dict[str, str]:
+        """librdkafka settings for this broker's admin (its super user when secured)."""
+        secured = self.security.client_config(self.security.admin) if self.security else {}
+        return {"bootstrap.servers": self.address, **secured}
 
     def _write_properties(self) -> Path:
         s = self.settings.stack
@@ -119,7 +125,12 @@ class Kafka:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
         }
+        if self.security is not None:
+            props.update(
+                self.security.broker_properties(s.host, s.kafka_port, s.kafka_controller_port)
+            )
         path = self.home / "server.properties"
+        path.touch(mode=0o600)  # it may hold the admin's password
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = self.home / "log4j2.properties"
         log4j.write_text(
@@ -157,13 +168,17 @@ class Kafka:
                     "-c",
                     str(properties),
                     "--standalone",
+                    *(self.security.format_arguments() if self.security else []),
                 ),
                 capture_output=True,
                 text=True,
                 check=False,
             )
             if fmt.returncode != 0:
-                raise ComponentError(f"kafka storage format failed: {fmt.stderr or fmt.stdout}")
+                detail = fmt.stderr or fmt.stdout
+                if self.security is not None:  # the tool may echo its --add-scram arguments
+                    detail = self.security.redact(detail)
+                raise ComponentError(f"kafka storage format failed: {detail}")
         self.process.start(self._java("kafka.Kafka", str(properties)))
         self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
 

@@ -11,26 +11,15 @@ import pytest
 from gridstream import config
 from gridstream.stack import LocalStack
 from gridstream.stack.components import Registry
-from gridstream.stack.process import free_port_pair, free_ports
+from gridstream.stack.process import free_ports
 from tests.stack.scenarios_support import job_running
+from tests.stack.settings_support import private_settings
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> config.Settings:
     """Settings for a private stack: its own folder and ports."""
-    kafka, controller, registry, redis, rest, rpc = free_ports(6)
-    stack = dataclasses.replace(
-        config.load(env={}).stack,
-        home=tmp_path_factory.mktemp("stack"),
-        kafka_port=kafka,
-        kafka_controller_port=controller,
-        registry_port=registry,
-        redis_port=redis,
-        flink_rest_port=rest,
-        flink_rpc_port=rpc,
-        metrics_port=free_port_pair(),
-    )
-    return dataclasses.replace(config.load(env={}), stack=stack)
+    return private_settings(tmp_path_factory.mktemp("stack"))
 
 
 @pytest.fixture(scope="session")

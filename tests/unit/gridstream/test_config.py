@@ -15,6 +15,7 @@ from gridstream.config import (
     Settings,
     StackSettings,
     as_env,
+    kafka_client_config,
     kafka_client_properties,
     load,
 )
@@ -205,3 +206,39 @@ def test_kafka_client_properties_name_a_missing_file(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=re.escape("job.kafka_client_properties: cannot read")):
         kafka_client_properties(JobSettings(kafka_client_properties=str(missing)))
+
+
+def _client_settings(tmp_path: Path, properties: str, password: str | None) -> StackSettings:
+    config_file = tmp_path / "kafka.properties"
+    config_file.write_text(properties)
+    password_file = ""
+    if password is not None:
+        (tmp_path / "kafka.password").write_text(password + "\n")
+        password_file = str(tmp_path / "kafka.password")
+    return StackSettings(kafka_client_config=str(config_file), kafka_password_file=password_file)
+
+
+def test_the_python_clients_take_the_password_from_its_file_before_the_environment(
+    tmp_path: Path,
+) -> None:
+    """The properties file's settings, then the password file's first line, over the env's."""
+    stack = _client_settings(tmp_path, "security.protocol=SASL_SSL\nsasl.username=op\n", "s3")
+    env = {"GRIDSTREAM_KAFKA_PASSWORD": "from-env"}
+
+    assert kafka_client_config(stack, env) == {
+        "bootstrap.servers": "127.0.0.1:29092",
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "op",
+        "sasl.password": "s3",
+    }
+    without_file = StackSettings(kafka_client_config=stack.kafka_client_config)
+    assert kafka_client_config(without_file, env)["sasl.password"] == "from-env"
+    assert kafka_client_config(StackSettings(), {}) == {"bootstrap.servers": "127.0.0.1:29092"}
+
+
+def test_a_password_in_the_python_clients_properties_file_is_refused(tmp_path: Path) -> None:
+    """A settings file is no place for a secret: the error says where the password goes."""
+    stack = _client_settings(tmp_path, "sasl.username=op\nsasl.password=oops\n", None)
+
+    with pytest.raises(ConfigError, match=re.escape("or $GRIDSTREAM_KAFKA_PASSWORD")):
+        kafka_client_config(stack, {})
