@@ -70,7 +70,8 @@ def evaluate(
 
     `awake_ms` is when this watch started: silence is counted from no earlier, so a watch
     restored after the job was down (an upgrade, a failover) does not call the sources silent
-    for the time the job was not reading them.
+    for the time the job was not reading them. A watch that was already silent stays so until
+    a heartbeat: a restore alone never clears Grid-Follow.
     """
     was = state.facts
     lag = lag_ms(state, now_ms, policy)
@@ -78,9 +79,10 @@ def evaluate(
         lag > policy.freeze_lag_ms or (was.frozen and lag >= policy.clear_lag_ms)
     )
     newest = max((b.proc_ms for b in state.beats), default=None)
-    if newest is not None and awake_ms is not None:
-        newest = max(newest, awake_ms)
-    silent = newest is not None and now_ms - newest > policy.silence_ms
+    since = newest
+    if newest is not None and awake_ms is not None and not was.source_silent:
+        since = max(newest, awake_ms)
+    silent = since is not None and now_ms - since > policy.silence_ms
     alerts = []
     if frozen != was.frozen:
         kind = AlertKind.SAFETY_FREEZE if frozen else AlertKind.SAFETY_FREEZE_CLEARED

@@ -88,6 +88,21 @@ def test_no_heartbeat_for_longer_than_silence_is_grid_follow_until_the_next_one(
     assert kinds(back) == [AlertKind.GRID_FOLLOW_CLEARED]
 
 
+def test_a_restore_counts_silence_from_its_start_but_never_clears_grid_follow() -> None:
+    """Restored (`awake_ms`) long after the last heartbeat: a watch that was reporting is not
+    silent until a silence period after the restore; one already silent stays silent."""
+    state = on_heartbeat(None, beat(T0, 0), T0, POLICY).state
+    restored = T0 + 10 * POLICY.silence_ms
+    fresh = evaluate(state, restored + POLICY.silence_ms, POLICY, awake_ms=restored)
+    assert (fresh.state.facts.source_silent, kinds(fresh)) == (False, [])
+    late = evaluate(fresh.state, restored + POLICY.silence_ms + 1, POLICY, awake_ms=restored)
+    assert kinds(late) == [AlertKind.GRID_FOLLOW]
+
+    silent = evaluate(state, T0 + POLICY.silence_ms + 1, POLICY).state
+    kept = evaluate(silent, restored, POLICY, awake_ms=restored)
+    assert (kept.state.facts.source_silent, kinds(kept)) == (True, [])
+
+
 def test_a_subtask_gone_for_long_is_forgotten() -> None:
     """A subtask silent for more than FORGET_AFTER silence periods drops out of the beats."""
     horizon = FORGET_AFTER * POLICY.silence_ms
