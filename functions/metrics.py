@@ -109,11 +109,6 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    @property
-    def pending(self) -> bool:
-        """Whether anything was observed since the last drain."""
-        return any(self.counts)
-
     def drain(self) -> tuple[list[int], int, int]:
         """Since the last drain: the cumulative count per bucket (`le` each bound, then
         `+Inf`), the sum and the count of the observations; starts over."""
