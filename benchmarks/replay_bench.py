@@ -103,7 +103,7 @@ def main() -> None:
             first = min(r.ts_ms for r in workload.records)
             last = max(r.ts_ms for r in workload.records)
             request = replay.Request(first, last + 1)
-            ranges = replay.offset_ranges(settings.stack.bootstrap_servers, request)
+            ranges = replay.offset_ranges(settings.stack, request)
             quiet = {"say": lambda line: None}
             empty = replay.Request(last + 10_000, last + 20_000)
             say("replay job over an empty range, twice: the JVM's start, then the job's own")

@@ -397,8 +397,10 @@ class _MirrorWriter:
     A processing-time timer (on whichever device key is current) flushes a quiet buffer.
     """
 
-    def __init__(self, redis_url: str, flush_ms: int) -> None:
-        self.mirror = RedisMirror(redis_url, max_delay_s=flush_ms / 1000)
+    def __init__(self, redis_url: str, password_file: str, flush_ms: int) -> None:
+        self.mirror = RedisMirror(
+            redis_url, password_file=password_file, max_delay_s=flush_ms / 1000
+        )
         self.flush_ms = flush_ms
         self.poll_at: int | None = None
 
@@ -506,8 +508,9 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
     Its input is raw: the Kafka records keyed by their key in Java and decoded here by
     `reader`, so a reading crosses into Python once (DR activations and approvals come in
     the same rows). With a `redis_url`, each device's new last good reading also goes to the
-    Redis mirror, here rather than in an operator of its own: that one would see every reading
-    again. Up to `cache_entries` decoded states are kept in front of the state (`_StateCache`).
+    Redis mirror (its password read at `open`, from `redis_password_file` or the environment),
+    here rather than in an operator of its own: that one would see every reading again. Up to
+    `cache_entries` decoded states are kept in front of the state (`_StateCache`).
     With a `model`, each reading of a registered device is scored before the step and an
     anomalous one raises an `ANOMALY` alert; a model that does not load leaves the rules alone
     with one `MODEL_DEGRADED` alert, and no model ever changes a decision.
@@ -522,11 +525,13 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         flush_ms: int = 1_000,
         cache_entries: int = DEVICE_CACHE_ENTRIES,
         model: ModelSource | None = None,
+        redis_password_file: str = "",
     ) -> None:
         self.reader = reader
         self.policy = policy
         self.context = _Context(wetbulb)
         self.redis_url = redis_url
+        self.redis_password_file = redis_password_file
         self.flush_ms = flush_ms
         self.cache_entries = cache_entries
         self.model = model
@@ -547,7 +552,9 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 )
         self.states = _StateCache(_bytes_state(runtime_context, "device"), self.cache_entries)
         self.mirror = (
-            None if self.redis_url is None else _MirrorWriter(self.redis_url, self.flush_ms)
+            None
+            if self.redis_url is None
+            else _MirrorWriter(self.redis_url, self.redis_password_file, self.flush_ms)
         )
         self.meters = Meters(runtime_context)
         self.stale = metrics.Members()  # counted by this task since it started (see DISCUSSION)

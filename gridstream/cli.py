@@ -69,17 +69,18 @@ def _state(args: argparse.Namespace, settings: config.Settings) -> int:
     import dataclasses
     import json
 
-    from state.mirror import MirrorUnavailableError, read
+    from state.mirror import MirrorUnavailableError, read, without_credentials
 
     url = settings.stack.redis_url
     try:
-        last = read(url, args.device_id)
+        last = read(url, args.device_id, password_file=settings.stack.redis_password_file)
     except MirrorUnavailableError as err:
         print(f"gridstream: {err}\n     fix: start it with `gridstream stack up`", file=sys.stderr)
         return 2
     if last is None:
         print(
-            f"gridstream: no last known good reading for {args.device_id!r} in {url}",
+            f"gridstream: no last known good reading for {args.device_id!r} in "
+            f"{without_credentials(url)}",
             file=sys.stderr,
         )
         return 1

@@ -40,8 +40,8 @@ class StackSettings:
     partitions: int = 2
     start_timeout_s: float = 120.0
     # Services outside the local stack (a Kubernetes deployment's: k8s/): when set, each wins
-    # over `host` and its port. The Redis URL may carry credentials: give it by environment
-    # (GRIDSTREAM_STACK_EXTERNAL_REDIS, from a Secret), never in a file.
+    # over `host` and its port. Give the Redis URL without a password (it travels in the job
+    # graph): the password comes by `redis_password_file` or $GRIDSTREAM_REDIS_PASSWORD.
     external_kafka: str = ""  # host:port,host:port
     external_registry: str = ""  # https://...
     external_redis: str = ""  # rediss://...
@@ -51,6 +51,9 @@ class StackSettings:
     # never from a settings file. Empty: plaintext, as the local stack.
     kafka_client_config: str = ""
     kafka_password_file: str = ""
+    # Redis's password: this file's content, else $GRIDSTREAM_REDIS_PASSWORD (state.mirror);
+    # neither: no password. The local stack's Redis requires it when given.
+    redis_password_file: str = ""
 
     @property
     def bootstrap_servers(self) -> str:

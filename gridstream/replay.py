@@ -110,11 +110,13 @@ def claim(out: Path, request: Request) -> None:
 Ranges = dict[tuple[str, int], tuple[int, int]]
 
 
-def offset_ranges(bootstrap_servers: str, request: Request) -> Ranges:
+def offset_ranges(stack: config.StackSettings, request: Request) -> Ranges:
     """Each partition's `[start, end)` offsets for the range, from the broker's time index (as
     Flink's timestamp offsets initializer finds them)."""
+    bootstrap_servers = stack.bootstrap_servers
+    # The group is named, never joined: offsets are listed by time, nothing is committed.
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers, "group.id": "gridstream-replay-offsets"}
+        {**config.kafka_client_config(stack), "group.id": f"{replay.JOB_NAME}-offsets"}
     )
     try:
         metadata = consumer.list_topics(timeout=10)
@@ -186,7 +188,11 @@ def _decisions(settings: config.Settings, request: Request, out: Path) -> None:
     """Run device-control over the range, freeze disabled, its audit records into
     `out/decisions` (checkpoints off: a failure restarts it from the range's start)."""
     env = environment.create(settings, replay.RESTARTS, without=replay.DECISIONS_WITHOUT)
-    connection = KafkaConnection(settings.stack.bootstrap_servers, f"{replay.JOB_NAME}-decisions")
+    connection = KafkaConnection(
+        settings.stack.bootstrap_servers,
+        f"{replay.JOB_NAME}-decisions",
+        client_properties=tuple(config.kafka_client_properties(settings.job).items()),
+    )
     job = dataclasses.replace(settings.job, freeze_enabled=False)
     schemas = SchemaAccess(settings.stack.registry_url)
     device_control.build(
@@ -225,14 +231,18 @@ def run(
     progress = progress or say
     out = out.resolve()
     claim(out, request)
-    ranges = offset_ranges(settings.stack.bootstrap_servers, request)
+    ranges = offset_ranges(settings.stack, request)
     expected = sum(end - start for start, end in ranges.values())
     say(f"replay: {len(ranges)} partitions, up to {expected:,} records, into {out}")
     (port,) = free_ports(1)
     overlay = {**replay.FLINK_OVERLAY, "rest.bind-port": str(port), "rest.port": str(port)}
     env = environment.create(settings, overlay)
     source = KafkaRange(
-        settings.stack.bootstrap_servers, request.topic_names, request.from_ms, request.to_ms
+        settings.stack.bootstrap_servers,
+        request.topic_names,
+        request.from_ms,
+        request.to_ms,
+        tuple(config.kafka_client_properties(settings.job).items()),
     )
     replay.build(
         env,

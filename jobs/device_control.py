@@ -155,10 +155,12 @@ def build(
     schemas: SchemaAccess | None = None,
     policies: Policies | None = None,
     redis_url: str | None = None,
+    redis_password_file: str = "",
 ) -> None:
     """Wire the stages between `sources` and `sinks` (the drawing in the module docstring).
 
-    Without `schemas` the catalog's own numbering is used; without `redis_url`, no mirror.
+    Without `schemas` the catalog's own numbering is used; without `redis_url`, no mirror (its
+    password, if any, is read on the worker: `state.mirror.password`).
     """
     schemas = schemas or SchemaAccess()
     policies = policies or Policies()
@@ -209,6 +211,7 @@ def build(
                 redis_url,
                 cache_entries=policies.device_cache_entries,
                 model=ModelFile(policies.model_dir) if policies.model_dir else None,
+                redis_password_file=redis_password_file,
             ),
             output_type=PICKLED,
         )
@@ -262,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         SchemaAccess(settings.stack.registry_url),
         policies_from(settings.job),
         redis_url=settings.stack.redis_url,
+        redis_password_file=settings.stack.redis_password_file,
     )
     env.execute(JOB_NAME)
 

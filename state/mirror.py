@@ -10,8 +10,10 @@ device (bounded by the fleet size), and everything is written once Redis answers
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -21,6 +23,7 @@ from redis.retry import Retry
 
 DEFAULT_PREFIX = "gridstream:lkg:"
 SOCKET_TIMEOUT_S = 1.0
+PASSWORD_ENV = "GRIDSTREAM_REDIS_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 
 # KEYS[1] the device hash; ARGV ts_ms, power_kw, is_on, has_region ("1"/"0"), region_id.
 # Equal ts_ms is a replay of the same reading (msg_id = device + time), so it is ignored too.
@@ -62,19 +65,35 @@ class MirrorUnavailableError(ConnectionError):
     """Redis did not answer; the message names the address."""
 
 
-def _client(url: str) -> redis.Redis:
+def password(password_file: str = "", env: Mapping[str, str] | None = None) -> str | None:
+    """Redis's password: the content of `password_file`, else $GRIDSTREAM_REDIS_PASSWORD, else
+    none. Read where the client is made (on a Flink worker, at the operator's open), so it never
+    travels in a URL, a job graph or a log line."""
+    if password_file:
+        try:
+            return Path(password_file).read_text().strip()
+        except OSError as err:
+            raise MirrorUnavailableError(
+                f"the Redis password file {password_file} cannot be read: {err}"
+            ) from err
+    return (os.environ if env is None else env).get(PASSWORD_ENV) or None
+
+
+def _client(url: str, password_file: str = "") -> redis.Redis:
     # Short timeouts and no client-side retries: the mirror has its own retry schedule, and a
     # dead Redis must cost at most about a second, not redis-py's default backoff.
+    secret = password(password_file)
     return redis.Redis.from_url(
         url,
         socket_connect_timeout=SOCKET_TIMEOUT_S,
         socket_timeout=SOCKET_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
+        **({} if secret is None else {"password": secret}),
     )
 
 
-def _address(url: str) -> str:
+def without_credentials(url: str) -> str:
     """The URL without credentials, fit for a log line or an alert."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
@@ -90,6 +109,7 @@ class RedisMirror:
         self,
         url: str,
         *,
+        password_file: str = "",
         batch_size: int = 500,
         max_delay_s: float = 1.0,
         retry_s: float = 2.0,
@@ -100,6 +120,7 @@ class RedisMirror:
 
         Args:
             url: the Redis URL, for example `redis://127.0.0.1:26379/0`.
+            password_file: where Redis's password is (see `password`).
             batch_size: flush once this many devices have a pending reading.
             max_delay_s: flush once the oldest pending reading has waited this long.
             retry_s: while Redis is down, the least time between two write attempts.
@@ -108,8 +129,8 @@ class RedisMirror:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        self._address = _address(url)
-        self._redis = _client(url)
+        self._address = without_credentials(url)
+        self._redis = _client(url, password_file)
         self._script = self._redis.register_script(_WRITE_IF_NEWER)
         self._batch_size = batch_size
         self._max_delay_s = max_delay_s
@@ -225,17 +246,26 @@ class RedisMirror:
         ]
 
 
-def read(url: str, device_id: str, key_prefix: str = DEFAULT_PREFIX) -> LastGood | None:
+def read(
+    url: str, device_id: str, key_prefix: str = DEFAULT_PREFIX, *, password_file: str = ""
+) -> LastGood | None:
     """The device's mirrored last good reading, or None if it has none.
 
     Raises:
-        MirrorUnavailableError: Redis did not answer.
+        MirrorUnavailableError: Redis did not answer, or refused the password.
     """
-    client = _client(url)
+    client = _client(url, password_file)
     try:
         fields: dict[str, str] = client.hgetall(key_prefix + device_id)  # type: ignore[assignment]
+    except redis.AuthenticationError as err:
+        raise MirrorUnavailableError(
+            f"Redis at {without_credentials(url)} refused this client ({err}): give its password "
+            f"by stack.redis_password_file or ${PASSWORD_ENV}"
+        ) from err
     except (redis.ConnectionError, redis.TimeoutError) as err:
-        raise MirrorUnavailableError(f"Redis at {_address(url)} does not answer: {err}") from err
+        raise MirrorUnavailableError(
+            f"Redis at {without_credentials(url)} does not answer: {err}"
+        ) from err
     finally:
         client.close()
     if "ts_ms" not in fields:

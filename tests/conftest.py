@@ -1,2 +1,10 @@
 """Shared by every tier. Builders and time constants live in `tests.vocabulary`, the
-KeyedProcessFunction harness in `tests.harness`; nothing is registered here."""
+KeyedProcessFunction harness in `tests.harness`.
+
+Hypothesis runs without its timing checks (the per-example deadline, the slow-generation health
+check): they fail by the machine's load, not by the code (speed lives in benchmarks/)."""
+
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("gridstream", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gridstream")

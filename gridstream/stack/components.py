@@ -206,10 +206,28 @@ class Redis:
     def answers(self) -> bool:
         import redis
 
+        from state import mirror
+
+        secret = mirror.password(self.settings.stack.redis_password_file)
         try:
-            return bool(redis.Redis.from_url(self.address, socket_timeout=2).ping())
+            client = redis.Redis.from_url(self.address, socket_timeout=2, password=secret)
+            return bool(client.ping())
         except redis.RedisError:
             return False
+
+    def _write_config(self) -> Path:
+        """redis.conf: its password (`requirepass`) when one is configured, so it is on no
+        command line; mode 0600."""
+        from state import mirror
+
+        path = self.home / "redis.conf"
+        path.unlink(missing_ok=True)
+        path.touch(mode=0o600)
+        secret = mirror.password(self.settings.stack.redis_password_file)
+        if secret is not None:
+            quoted = secret.replace("\\", "\\\\").replace('"', '\\"')
+            path.write_text(f'requirepass "{quoted}"\n')
+        return path
 
     def start(self) -> None:
         server = shutil.which("redis-server")
@@ -218,8 +236,8 @@ class Redis:
         self.home.mkdir(parents=True, exist_ok=True)
         s = self.settings.stack
         self.process.start(
-            [server, "--bind", s.host, "--port", str(s.redis_port), "--dir", str(self.home),
-             "--daemonize", "no", "--save", "60 1", "--appendonly", "no"]
+            [server, str(self._write_config()), "--bind", s.host, "--port", str(s.redis_port),
+             "--dir", str(self.home), "--daemonize", "no", "--save", "60 1", "--appendonly", "no"]
         )  # fmt: skip
         self.process.wait_ready(self.answers, s.start_timeout_s)
 

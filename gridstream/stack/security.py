@@ -221,6 +221,22 @@ def job_acls(principal: str, group_prefix: str, transactional_id_prefix: str) ->
     ]
 
 
+def replay_acls(principal: str, group_prefix: str) -> list[AclBinding]:
+    """The replay job (`gridstream replay`, with or without decisions): read the inputs; its
+    groups are named but never joined or committed. It writes files, no topic."""
+    return [
+        *(
+            _binding(ResourceType.TOPIC, name, principal, op)
+            for name in topics.INPUTS
+            for op in (AclOperation.READ, AclOperation.DESCRIBE)
+        ),
+        _binding(
+            ResourceType.GROUP, group_prefix, principal, AclOperation.READ,
+            ResourcePatternType.PREFIXED,
+        ),
+    ]  # fmt: skip
+
+
 def operator_acls(principal: str) -> list[AclBinding]:
     """The operator CLI: read the recommendations it answers, write approvals; nothing else.
 

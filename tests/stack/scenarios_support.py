@@ -151,9 +151,9 @@ def job_running(local_stack: LocalStack, **job: Any) -> Iterator[Settings]:
     try:
         warm_up = unique("thermostat-warm-up")
         play(settings, Scenario().telemetry_iot(device_id=warm_up), progress=quiet)
-        url = settings.stack.redis_url
+        url, secret = settings.stack.redis_url, settings.stack.redis_password_file
         deadline = time.monotonic() + 120
-        while mirror.read(url, warm_up) is None:
+        while mirror.read(url, warm_up, password_file=secret) is None:
             if time.monotonic() > deadline:
                 pytest.fail(f"the job did not process a first reading within 120s (job {job_id})")
             time.sleep(1.0)

@@ -1,10 +1,12 @@
-"""A secured broker of the module's own (TLS + SASL/SCRAM, the StandardAuthorizer, ACLs): each
-principal does what its part of the suite needs and nothing else, and no password is logged."""
+"""A secured stack of the module's own: a broker with TLS + SASL/SCRAM, the StandardAuthorizer and
+ACLs (each principal does what its part of the suite needs and nothing else), and a Redis that
+requires a password (the job's mirror reads it from a file); no password is logged."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -12,11 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from gridstream import config, topics
+from gridstream import config, replay, topics
 from gridstream.scenario import Scenario, dump, play
 from gridstream.stack import LocalStack
 from gridstream.stack.security import (
@@ -26,11 +29,14 @@ from gridstream.stack.security import (
     grant,
     job_acls,
     operator_acls,
+    replay_acls,
 )
 from jobs.device_control import JOB_NAME
+from jobs.replay import JOB_NAME as REPLAY_JOB
 from schemas import catalog, examples, models, serde
 from schemas.registry import Registry as SchemaRegistry
 from schemas.registry import RegistryConfig
+from state import mirror
 from tests.stack.scenarios_support import job_running, quiet, unique
 from tests.stack.settings_support import private_settings
 
@@ -45,7 +51,9 @@ class Secured:
     security: BrokerSecurity
     job: Credentials
     operator: Credentials
+    replay: Credentials
     clients: Path  # <user>.properties (librdkafka settings) and <user>.password per user
+    redis_password: str
 
     def settings(self, user: Credentials) -> config.Settings:
         """The suite's settings for a client that authenticates as `user`."""
@@ -58,7 +66,8 @@ class Secured:
 
     @property
     def passwords(self) -> list[str]:
-        return [u.password for u in (self.security.admin, self.job, self.operator)]
+        users = (self.security.admin, self.job, self.operator, self.replay)
+        return [*(u.password for u in users), self.redis_password]
 
 
 def _write_client_files(folder: Path, security: BrokerSecurity, user: Credentials) -> None:
@@ -86,11 +95,22 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         kafka_client_config=str(clients / "admin.properties"),
         kafka_password_file=str(clients / "admin.password"),
     )
-    job, operator = (Credentials(name, secrets.token_urlsafe(18)) for name in ("job", "operator"))
-    security = BrokerSecurity(
-        tls=generate_tls(home / "tls", settings.stack.host), admin=admin, users=(job, operator)
+    redis_password = clients / "redis.password"
+    redis_password.touch(mode=0o600)
+    redis_password.write_text(secrets.token_urlsafe(18) + "\n")
+    settings = dataclasses.replace(
+        settings,
+        stack=dataclasses.replace(settings.stack, redis_password_file=str(redis_password)),
     )
-    for user in (admin, job, operator):
+    job, operator, replayer = (
+        Credentials(name, secrets.token_urlsafe(18)) for name in ("job", "operator", "replay")
+    )
+    security = BrokerSecurity(
+        tls=generate_tls(home / "tls", settings.stack.host),
+        admin=admin,
+        users=(job, operator, replayer),
+    )
+    for user in (admin, job, operator, replayer):
         _write_client_files(clients, security, user)
     stack = LocalStack(settings, say=lambda line: None, security=security)
     try:
@@ -99,9 +119,12 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
         admin_client = AdminClient(stack.kafka.admin_config())
         grant(admin_client, job_acls(job.principal, JOB_NAME, JOB_NAME))
         grant(admin_client, operator_acls(operator.principal))
+        grant(admin_client, replay_acls(replayer.principal, REPLAY_JOB))
         stack.registry.start()
         SchemaRegistry(RegistryConfig.from_settings(settings)).register(catalog.default())
-        yield Secured(stack, security, job, operator, clients)
+        yield Secured(
+            stack, security, job, operator, replayer, clients, redis_password.read_text().strip()
+        )
     finally:
         stack.down()
 
@@ -169,15 +192,46 @@ def test_a_client_without_the_right_password_is_refused(
         AdminClient({**client, "log_level": 0}).list_topics(timeout=5)
 
 
+def _java_client_file(secured: Secured, user: Credentials) -> Path:
+    """`user`'s Java client settings for a Flink job (`job.kafka_client_properties`), 0600."""
+    path = secured.clients / f"{user.username}-java.properties"
+    path.touch(mode=0o600)
+    properties = secured.security.flink_client_properties(user)
+    path.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    return path
+
+
+def test_replay_reads_the_inputs_as_its_principal_and_may_write_no_topic(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """`gridstream replay` as the replay principal (its Python clients by its settings, the
+    job's by `job.kafka_client_properties`) turns a range of readings into a dataset; that
+    principal's write to any topic is refused."""
+    devices = [unique("replayed-thermostat") for _ in range(3)]
+    scenario = Scenario()
+    for device_id in devices:
+        scenario = scenario.telemetry_iot(device_id=device_id)
+    start = int(time.time() * 1000) - 1_000
+    play(secured.stack.settings, scenario, progress=quiet)  # as the admin
+    settings = secured.settings(secured.replay)
+    job = dataclasses.replace(
+        settings.job, kafka_client_properties=str(_java_client_file(secured, secured.replay))
+    )
+    settings = dataclasses.replace(settings, job=job)
+    request = replay.Request(start, int(time.time() * 1000) + 1, (topics.IOT_TELEMETRY,))
+    replay.run(settings, request, tmp_path / "dataset", say=quiet)
+    rows = ds.dataset(tmp_path / "dataset" / "readings", format="parquet", partitioning="hive")
+    assert set(devices) <= set(rows.to_table(columns=["device_id"]).column(0).to_pylist())
+    for topic in (*topics.INPUTS, *topics.OUTPUTS):
+        assert _refused(_produce(settings, topic)), topic
+
+
 def test_the_job_runs_as_its_principal_on_the_secured_broker(secured: Secured) -> None:
     """The device-control job, given the job's credentials by `job.kafka_client_properties`,
     reads its inputs (the warm-up reading reaches Redis) and writes its outputs: a record it
     cannot decode reaches the dead-letter topic (in a transaction, exactly once)."""
     secured.stack.up()  # Redis, Flink and the supervisor beside the broker and the registry
-    java_client = secured.clients / "job-java.properties"
-    java_client.touch(mode=0o600)
-    properties = secured.security.flink_client_properties(secured.job)
-    java_client.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    java_client = _java_client_file(secured, secured.job)
     with job_running(secured.stack, kafka_client_properties=str(java_client)) as settings:
         correlation_id = unique("secured-bad-bytes")
         bad = Scenario().raw(topics.IOT_TELEMETRY, b"\x00garbage", "t-1", correlation_id)
@@ -186,6 +240,27 @@ def test_the_job_runs_as_its_principal_on_the_secured_broker(secured: Secured) -
         while not any(r["correlation_id"] == correlation_id for r in dump(settings, topics.DLQ)):
             assert time.monotonic() < deadline, "no dead letter for the bad record within 120 s"
             time.sleep(2)
+
+
+def test_redis_requires_its_password(secured: Secured, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stack's Redis requires the password of `stack.redis_password_file`, which is not on
+    its command line; a client gets in with the file or $GRIDSTREAM_REDIS_PASSWORD, and one
+    without it or with a wrong one is refused and told how to give it."""
+    secured.stack.up()
+    url = secured.stack.settings.stack.redis_url
+    pid = secured.stack.redis.process.pid
+    assert pid is not None
+    assert secured.redis_password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    monkeypatch.delenv(mirror.PASSWORD_ENV, raising=False)
+    with pytest.raises(mirror.MirrorUnavailableError, match=re.escape(mirror.PASSWORD_ENV)):
+        mirror.read(url, "no-such-device")
+    file = secured.stack.settings.stack.redis_password_file
+    assert mirror.read(url, "no-such-device", password_file=file) is None
+    monkeypatch.setenv(mirror.PASSWORD_ENV, secured.redis_password)
+    assert mirror.read(url, "no-such-device") is None
+    monkeypatch.setenv(mirror.PASSWORD_ENV, "not-the-password")
+    with pytest.raises(mirror.MirrorUnavailableError, match="refused"):
+        mirror.read(url, "no-such-device")
 
 
 def test_no_password_is_written_to_any_log(secured: Secured) -> None:

@@ -112,6 +112,13 @@ where its Python functions open their clients.
   value: {{ printf "%s/%s" $v.secrets.kafkaClient.mountPath $v.secrets.kafkaClient.propertiesKey | quote }}
 - name: GRIDSTREAM_JOB_PARALLELISM
   value: {{ .job.parallelism | quote }}
+{{- with $v.secrets.redisPassword.name }}
+- name: GRIDSTREAM_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $v.secrets.redisPassword.key }}
+{{- end }}
 {{- with $v.secrets.registryUserInfo.name }}
 - name: GRIDSTREAM_REGISTRY_USER_INFO
   valueFrom:
