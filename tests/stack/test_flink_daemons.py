@@ -102,7 +102,9 @@ def test_a_highly_available_cluster_does_not_start_without_its_zookeeper(
     what starts ZooKeeper, instead of a JobManager that waits for it until the timeout."""
     cluster = Flink(flink_settings)
 
-    with pytest.raises(ComponentError, match=r"needs ZooKeeper at .*`gridstream stack up`"):
-        cluster.start()
-
-    assert cluster_processes(cluster.home / "conf") == set()
+    try:
+        with pytest.raises(ComponentError, match=r"needs ZooKeeper at .*`gridstream stack up`"):
+            cluster.start()
+        assert cluster_processes(cluster.home / "conf") == set()
+    finally:
+        cluster.stop()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,14 +63,24 @@ class FakeDaemons:
         return list(self.pids)
 
 
+def stop_after_rounds(stopping: threading.Event, rounds: int = 5) -> Callable[[], None]:
+    """A heartbeat for `supervise` (called once a round) that stops it after `rounds`."""
+    beats = itertools.count(1)
+
+    def beat() -> None:
+        if next(beats) >= rounds:
+            stopping.set()
+
+    return beat
+
+
 class FakeFlink:
     """A cluster whose daemons are gone unless said; `revive` starts a new one (or fails for
-    a JobManager, when `jobmanager_fails`), and the supervisor is told to stop after 5 rounds."""
+    a JobManager, when `jobmanager_fails`)."""
 
     def __init__(
         self,
         home: Path,
-        stopping: threading.Event,
         jobmanager: bool = True,
         jobmanager_fails: bool = False,
         high_availability: bool = True,
@@ -83,14 +95,8 @@ class FakeFlink:
         }
         self.jobmanager_fails = jobmanager_fails
         self.revived: list[tuple[str, int]] = []
-        self.rounds = 0
-        self.stopping = stopping
 
     def daemons(self, daemon: str) -> FakeDaemons:
-        if daemon == JOBMANAGER:  # looked at first in each round
-            self.rounds += 1
-            if self.rounds >= 5:
-                self.stopping.set()
         return self.pids[daemon]
 
     def revive(self, daemon: str) -> int:
@@ -104,14 +110,13 @@ class FakeFlink:
 
 def test_a_dead_taskmanager_is_started_once_and_the_restart_is_logged(tmp_path: Path) -> None:
     """With the JobManager up, a missing TaskManager is revived once, and the log says so."""
-    stopping, said, beats = threading.Event(), [], []
-    flink = FakeFlink(tmp_path, stopping)
+    stopping, said = threading.Event(), []
+    flink = FakeFlink(tmp_path)
 
-    supervise(flink, lambda: beats.append(1), stopping, said.append, POLICY, every_s=0.001)
+    supervise(flink, stop_after_rounds(stopping), stopping, said.append, POLICY, every_s=0.001)
 
     assert flink.revived == [(TASKMANAGER, 100)]
     assert any("TaskManager restarted (restart 1): pid 100" in line for line in said)
-    assert len(beats) >= 4
     assert said[-1] == "stopped"
 
 
@@ -125,9 +130,9 @@ def test_a_dead_jobmanager_is_started_first_then_the_taskmanager(
     """With both daemons gone, the JobManager is revived before the TaskManager, in the same
     round, and its log line says what becomes of the jobs (resumed only with HA)."""
     stopping, said = threading.Event(), []
-    flink = FakeFlink(tmp_path, stopping, jobmanager=False, high_availability=high_availability)
+    flink = FakeFlink(tmp_path, jobmanager=False, high_availability=high_availability)
 
-    supervise(flink, lambda: None, stopping, said.append, POLICY, every_s=0.001)
+    supervise(flink, stop_after_rounds(stopping), stopping, said.append, POLICY, every_s=0.001)
 
     assert flink.revived == [(JOBMANAGER, 100), (TASKMANAGER, 101)]
     (restart,) = [line for line in said if "JobManager restarted (restart 1): pid 100" in line]
@@ -139,9 +144,9 @@ def test_no_taskmanager_is_started_without_a_jobmanager(tmp_path: Path) -> None:
     """A JobManager that cannot be started gets no TaskManager beside it, the log says why,
     once, and the JobManager is tried again only after the back-off pause."""
     stopping, said = threading.Event(), []
-    flink = FakeFlink(tmp_path, stopping, jobmanager=False, jobmanager_fails=True)
+    flink = FakeFlink(tmp_path, jobmanager=False, jobmanager_fails=True)
 
-    supervise(flink, lambda: None, stopping, said.append, POLICY, every_s=0.001)
+    supervise(flink, stop_after_rounds(stopping), stopping, said.append, POLICY, every_s=0.001)
 
     assert flink.revived == []
     assert [line for line in said if "no JobManager" in line] == [
@@ -153,7 +158,7 @@ def test_no_taskmanager_is_started_without_a_jobmanager(tmp_path: Path) -> None:
 def test_the_supervisor_stops_when_the_stack_folder_is_gone(tmp_path: Path) -> None:
     """A stack folder removed without `down` does not leave the supervisor running for ever."""
     stopping, said = threading.Event(), []
-    flink = FakeFlink(tmp_path / "removed", threading.Event())
+    flink = FakeFlink(tmp_path / "removed")
 
     supervise(flink, lambda: None, stopping, said.append, POLICY, every_s=0.001)
 
