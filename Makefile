@@ -37,7 +37,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
-jvm: .jvm/.installed ## The Kafka broker and the Flink Kafka connector, pinned in jvm/pom.xml.
+jvm: .jvm/.installed ## The Kafka broker, ZooKeeper and the Flink Kafka connector, pinned in jvm/pom.xml.
 .jvm/.installed: jvm/pom.xml
 	@command -v mvn >/dev/null || { echo "mvn not found: apt-get install maven"; exit 1; }
 	@command -v java >/dev/null || { echo "java not found: apt-get install openjdk-17-jre-headless"; exit 1; }

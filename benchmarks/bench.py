@@ -50,7 +50,7 @@ from gridstream.scenario import end_offsets, produce, watermarks
 from gridstream.stack import LocalStack
 from gridstream.stack.components import TERMINAL_STATES
 from gridstream.stack.daemons import TASKMANAGER
-from gridstream.stack.process import free_port_pair, free_ports
+from gridstream.stack.process import on_free_ports
 from jobs.device_control import JOB_NAME
 from jobs.io import consumer_groups
 from schemas import models, serde
@@ -70,13 +70,8 @@ def say(line: str) -> None:
 
 def private_settings(home: Path) -> config.Settings:
     """The settings of a stack of its own: `home` and free loopback ports."""
-    kafka, controller, registry, redis, rest, rpc = free_ports(6)
     base = config.load(env={})
-    stack = dataclasses.replace(
-        base.stack, home=home, kafka_port=kafka, kafka_controller_port=controller,
-        registry_port=registry, redis_port=redis, flink_rest_port=rest, flink_rpc_port=rpc,
-        metrics_port=free_port_pair(),
-    )  # fmt: skip
+    stack = on_free_ports(base.stack, home)
     # The region budget wide open: latency measures the pipeline, not the rate limit.
     return config.Settings(stack, dataclasses.replace(base.job, commands_per_window=10**9))
 

@@ -35,6 +35,11 @@ class StackSettings:
     redis_port: int = 26379
     flink_rest_port: int = 28082
     flink_rpc_port: int = 26123
+    # The Flink cluster's JobManager high availability: a ZooKeeper of the stack's own on
+    # `zookeeper_port`, so a JobManager that dies is started again and resumes its jobs from
+    # their latest checkpoints. False: no ZooKeeper, and a dead JobManager's jobs are gone.
+    flink_ha: bool = True
+    zookeeper_port: int = 22181
     registry_binary: Path = PROJECT_ROOT / ".tools" / "bin" / "schema-registry"
     metrics_port: int = 29249  # the JobManager's Prometheus endpoint; the TaskManager's is next
     partitions: int = 2

@@ -38,6 +38,9 @@ def _artifacts(settings: Settings) -> Iterator[Check]:
     jvm = settings.job.jvm_dir
     broker = sorted((jvm / "kafka").glob("kafka_2.13-*.jar"))
     yield Check("kafka broker jars", bool(broker), str(broker[0] if broker else jvm), "make jvm")
+    zookeeper = sorted((jvm / "zookeeper").glob("zookeeper-3.*.jar"))
+    found = str(zookeeper[0] if zookeeper else jvm / "zookeeper")
+    yield Check("zookeeper jars", bool(zookeeper), found, "make jvm")
     connector = sorted((jvm / "flink").glob("flink-sql-connector-kafka-*.jar"))
     found = str(connector[0] if connector else jvm / "flink")
     yield Check("flink kafka connector", bool(connector), found, "make jvm")
@@ -74,6 +77,7 @@ def _ports(settings: Settings) -> Iterator[Check]:
         ("kafka controller", s.kafka_controller_port, stack.kafka),
         ("registry", s.registry_port, stack.registry),
         ("redis", s.redis_port, stack.redis),
+        ("zookeeper", s.zookeeper_port, stack.zookeeper),
         ("flink rest", s.flink_rest_port, stack.flink),
         ("flink rpc", s.flink_rpc_port, stack.flink),
         ("metrics", s.metrics_port, stack.flink),

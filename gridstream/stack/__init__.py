@@ -1,4 +1,5 @@
-"""The local stack: Kafka, Redis, a schema registry (AxonOps) and a Flink session cluster."""
+"""The local stack: Kafka, Redis, a schema registry (AxonOps), ZooKeeper and a Flink session
+cluster."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from gridstream import topics
 from gridstream.config import Settings
-from gridstream.stack.components import Component, Flink, Kafka, Redis, Registry, Supervisor
+from gridstream.stack.components import (
+    Component,
+    Flink,
+    Kafka,
+    Redis,
+    Registry,
+    Supervisor,
+    ZooKeeper,
+)
 from gridstream.stack.process import ComponentError
 from gridstream.stack.security import BrokerSecurity
 from schemas import catalog
@@ -43,14 +52,16 @@ class LocalStack:
         self.kafka = Kafka(settings, security)
         self.redis = Redis(settings)
         self.registry = Registry(settings)
+        self.zookeeper = ZooKeeper(settings)
         self.flink = Flink(settings)
         self.supervisor = Supervisor(settings)
         self.components: tuple[Component, ...] = (
             self.kafka,
             self.redis,
             self.registry,
+            *((self.zookeeper,) if settings.stack.flink_ha else ()),  # Flink's HA: before it
             self.flink,
-            self.supervisor,  # after Flink: it restarts Flink's TaskManager, so stops first
+            self.supervisor,  # after Flink: it restarts Flink's daemons, so stops first
         )
 
     def up(self) -> None:

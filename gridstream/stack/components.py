@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -61,6 +62,40 @@ def _missing(what: str, fix: str) -> ComponentError:
     return ComponentError(f"{what} is missing: run `{fix}`")
 
 
+def _jvm_classpath(settings: Settings, folder: str, marker: str) -> str:
+    """The classpath of the jars `make jvm` put in `.jvm/<folder>` (one of them `marker`)."""
+    jars = settings.job.jvm_dir / folder
+    if not any(jars.glob(marker)):
+        raise _missing(f"the {folder} jars in {jars}", "make jvm")
+    return f"{jars}/*"
+
+
+def _write_log4j2(path: Path, levels: dict[str, str]) -> Path:
+    """A log4j2 configuration: INFO to the console (the process's log file), except the
+    loggers named in `levels` (logger: level)."""
+    lines = [
+        "rootLogger.level = INFO", "rootLogger.appenderRef.out.ref = out",
+        "appender.out.type = Console", "appender.out.name = out",
+        "appender.out.layout.type = PatternLayout",
+        "appender.out.layout.pattern = [%d] %p %m (%c)%n",
+    ]  # fmt: skip
+    for i, (logger, level) in enumerate(levels.items()):
+        lines += [f"logger.l{i}.name = {logger}", f"logger.l{i}.level = {level}"]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def _java(
+    classpath: str, log4j2: Path, heap_mb: tuple[int, int], main: str, *args: str
+) -> list[str]:
+    """The command line of a JVM server: `main` on `classpath`, logging by `log4j2`, with an
+    initial and a maximum heap of `heap_mb`."""
+    return [
+        "java", f"-Xms{heap_mb[0]}m", f"-Xmx{heap_mb[1]}m",
+        f"-Dlog4j2.configurationFile={log4j2}", "-cp", classpath, main, *args,
+    ]  # fmt: skip
+
+
 class Kafka:
     """A single-node Kafka 4 broker in KRaft combined mode, from the jars in `.jvm/kafka`;
     plaintext, or with `security` a TLS + SCRAM listener and ACLs only (`stack.security`)."""
@@ -79,10 +114,7 @@ class Kafka:
 
     @property
     def classpath(self) -> str:
-        jars = self.settings.job.jvm_dir / "kafka"
-        if not any(jars.glob("kafka_2.13-*.jar")):
-            raise _missing(f"the Kafka broker jars in {jars}", "make jvm")
-        return f"{jars}/*"
+        return _jvm_classpath(self.settings, "kafka", "kafka_2.13-*.jar")
 
     def answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
@@ -132,28 +164,14 @@ class Kafka:
         path = self.home / "server.properties"
         path.touch(mode=0o600)  # it may hold the admin's password
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-        log4j = self.home / "log4j2.properties"
-        log4j.write_text(
-            "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = out\n"
-            "appender.out.type = Console\nappender.out.name = out\n"
-            "appender.out.layout.type = PatternLayout\n"
-            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
-            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
-            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+        _write_log4j2(
+            self.home / "log4j2.properties", {"kafka": "WARN", "org.apache.kafka": "WARN"}
         )
         return path
 
     def _java(self, main: str, *args: str) -> list[str]:
-        return [
-            "java",
-            "-Xms256m",
-            "-Xmx768m",
-            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
-            "-cp",
-            self.classpath,
-            main,
-            *args,
-        ]
+        log4j2 = self.home / "log4j2.properties"
+        return _java(self.classpath, log4j2, (256, 768), main, *args)
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
@@ -368,6 +386,69 @@ class Registry:
         return stopped
 
 
+class ZooKeeper:
+    """A standalone ZooKeeper on loopback, from the jars in `.jvm/zookeeper`, its data in the
+    stack's folder: the Flink cluster's leader election and the pointers to its jobs and
+    checkpoints when `stack.flink_ha` is on."""
+
+    name = "zookeeper"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.home = settings.stack.home / "zookeeper"
+        self.process = ManagedProcess(self.name, settings.stack.home)
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.stack.host}:{self.settings.stack.zookeeper_port}"
+
+    def answers(self) -> bool:
+        """Serving requests: the `srvr` command then names the server's mode."""
+        s = self.settings.stack
+        reply = b""
+        try:
+            with socket.create_connection((s.host, s.zookeeper_port), timeout=2) as conn:
+                conn.sendall(b"srvr")
+                while chunk := conn.recv(4096):
+                    reply += chunk
+        except OSError:
+            return False
+        return b"Mode: " in reply
+
+    def _write_config(self) -> Path:
+        s = self.settings.stack
+        conf = {
+            # Sessions are checked every tick: a dead JobManager's leadership ends within half
+            # a second of its session timeout (`Flink.high_availability`).
+            "tickTime": "500",
+            "maxSessionTimeout": "60000",
+            "dataDir": str(self.home / "data"),
+            "clientPort": str(s.zookeeper_port),
+            "clientPortAddress": s.host,
+            "admin.enableServer": "false",  # an HTTP server on port 8080 otherwise
+            "4lw.commands.whitelist": "srvr",  # what `answers` asks
+            "autopurge.purgeInterval": "1",  # hours; old snapshots and logs are removed
+        }
+        path = self.home / "zoo.cfg"
+        path.write_text("".join(f"{key}={value}\n" for key, value in conf.items()))
+        return path
+
+    def start(self) -> None:
+        classpath = _jvm_classpath(self.settings, "zookeeper", "zookeeper-3.*.jar")
+        (self.home / "data").mkdir(parents=True, exist_ok=True)
+        config_file = self._write_config()
+        log4j2 = _write_log4j2(self.home / "log4j2.properties", {})
+        main = "org.apache.zookeeper.server.ZooKeeperServerMain"
+        self.process.start(_java(classpath, log4j2, (32, 128), main, str(config_file)))
+        self.process.wait_ready(self.answers, self.settings.stack.start_timeout_s)
+
+    def started_here(self) -> bool:
+        return self.process.pid is not None
+
+    def stop(self) -> bool:
+        return self.process.stop()
+
+
 HEARTBEAT_MAX_AGE_S = 15.0  # the supervisor touches its heartbeat every second or so
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -384,8 +465,15 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
+# How long ZooKeeper keeps a silent JobManager's session, and so its leadership: a new
+# JobManager leads (and resumes the jobs) no sooner than this after the old one died. Flink's
+# 60 s default is for networks; on loopback a live JobManager pings every 3 s or so.
+ZOOKEEPER_SESSION_TIMEOUT_S = 10
+
+
 class Flink:
-    """A standalone session cluster (one JobManager, one TaskManager) from the PyPI distribution."""
+    """A standalone session cluster (one JobManager, one TaskManager) from the PyPI distribution;
+    with `stack.flink_ha`, highly available through the stack's ZooKeeper."""
 
     name = "flink"
 
@@ -431,6 +519,33 @@ class Flink:
             # on loopback): 4 s instead of 20 s, so a job fails over to the TaskManager the
             # supervisor starts soon after. The timeout for a live but silent one is unchanged.
             "heartbeat.interval": "2 s",
+            **(self.high_availability() if s.flink_ha else {}),
+        }
+
+    @property
+    def cluster_id(self) -> str:
+        """This stack's cluster in ZooKeeper and in the HA folder: one per stack folder."""
+        digest = hashlib.sha256(str(self.settings.stack.home.resolve()).encode()).hexdigest()
+        return f"/gridstream-{digest[:12]}"
+
+    def high_availability(self) -> dict[str, str]:
+        """The keys of ZooKeeper high availability: the leader's address and each job's graph
+        and latest checkpoints are kept in ZooKeeper and `ha/`, so a new JobManager resumes
+        the jobs of one that died."""
+        s = self.settings.stack
+        return {
+            "high-availability.type": "zookeeper",
+            "high-availability.zookeeper.quorum": f"{s.host}:{s.zookeeper_port}",
+            "high-availability.storageDir": (self.home / "ha").as_uri(),
+            "high-availability.cluster-id": self.cluster_id,
+            "high-availability.zookeeper.client.session-timeout": (
+                f"{ZOOKEEPER_SESSION_TIMEOUT_S} s"
+            ),
+            # A connection that drops (a busy machine) revokes leadership only when its session
+            # is lost, not at once: fewer needless job restarts.
+            "high-availability.zookeeper.client.tolerate-suspended-connections": "true",
+            # With HA the JobManager's RPC port is this one, not `jobmanager.rpc.port`.
+            "high-availability.jobmanager.port": str(s.flink_rpc_port),
         }
 
     def answers(self) -> bool:
@@ -579,13 +694,15 @@ class Flink:
             self.code_stamp.write_text(code_digest())
         return new[-1]
 
-    def revive_taskmanager(self) -> int | None:
-        """Start a TaskManager if this cluster's JobManager runs and none of its TaskManagers
-        does; the new one's pid, or None when nothing was needed (or there is no JobManager)."""
+    def revive(self, daemon: str) -> int | None:
+        """Start this cluster's `daemon` if none runs (a TaskManager only beside a running
+        JobManager); the new one's pid, or None when nothing was needed or allowed."""
         with exclusive(self.lock_file):
-            if self.daemons(TASKMANAGER).prune() or not self.daemons(JOBMANAGER).prune():
+            if self.daemons(daemon).prune():
                 return None
-            return self._start_daemon(TASKMANAGER)
+            if daemon == TASKMANAGER and not self.daemons(JOBMANAGER).prune():
+                return None
+            return self._start_daemon(daemon)
 
     def restart_taskmanager(self) -> None:
         """A fresh TaskManager process, which imports the project's code as it is now.
@@ -628,11 +745,17 @@ class Flink:
         """Start whichever of the JobManager and the TaskManager is not running, never a second
         one of either (a second JobManager dies on the taken ports), and wait until it answers.
         """
+        zookeeper = ZooKeeper(self.settings)
+        if self.settings.stack.flink_ha and not zookeeper.answers():
+            raise ComponentError(
+                f"flink: high availability needs ZooKeeper at {zookeeper.address}, which does "
+                "not answer: `gridstream stack up` starts it (or set stack.flink_ha to false)"
+            )
         with exclusive(self.lock_file):
             jobmanager = self.daemons(JOBMANAGER).prune()
             taskmanager = self.daemons(TASKMANAGER).prune()
             if not jobmanager and not taskmanager:  # nothing runs on lib/ and conf/: rewrite them
-                for folder in ("log", "pid", "tmp", "checkpoints", "savepoints"):
+                for folder in ("log", "pid", "tmp", "checkpoints", "savepoints", "ha"):
                     (self.home / folder).mkdir(parents=True, exist_ok=True)
                 self._link_lib()
                 flinkconf.write_conf_dir(self.home / "conf", self.overlay())
@@ -668,11 +791,12 @@ class Flink:
 
 
 class Supervisor:
-    """Brings a dead TaskManager of the stack's Flink cluster back (`gridstream.stack.supervisor`).
+    """Brings a dead JobManager or TaskManager of the stack's Flink cluster back
+    (`gridstream.stack.supervisor`).
 
-    A separate small process, because nothing else is there when the TaskManager dies: a
-    standalone session cluster never replaces a lost TaskManager, and the stack's commands run
-    only when someone types them. Started after Flink by `up`, stopped before it by `down`.
+    A separate small process, because nothing else is there when a daemon dies: a standalone
+    session cluster never replaces a lost one, and the stack's commands run only when someone
+    types them. Started after Flink by `up`, stopped before it by `down`.
     """
 
     name = "supervisor"
@@ -687,7 +811,7 @@ class Supervisor:
         return str(self.process.log_file)
 
     def answers(self) -> bool:
-        """Alive, and looked at the TaskManager within the last few seconds."""
+        """Alive, and looked at the daemons within the last few seconds."""
         if self.process.pid is None:
             return False
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -9,6 +10,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from gridstream.config import StackSettings
 
 
 class ComponentError(RuntimeError):
@@ -142,3 +145,14 @@ def free_port_pair(attempts: int = 100) -> int:
                     continue
             return port
     raise ComponentError(f"no two adjacent free loopback ports in {attempts} tries")
+
+
+def on_free_ports(stack: StackSettings, home: Path) -> StackSettings:
+    """`stack` moved to `home` with every server on a free loopback port: a stack of its own
+    for a test or a benchmark, beside any other on the machine."""
+    kafka, controller, registry, redis, rest, rpc, zookeeper = free_ports(7)
+    return dataclasses.replace(
+        stack, home=home, kafka_port=kafka, kafka_controller_port=controller,
+        registry_port=registry, redis_port=redis, flink_rest_port=rest, flink_rpc_port=rpc,
+        zookeeper_port=zookeeper, metrics_port=free_port_pair(),
+    )  # fmt: skip

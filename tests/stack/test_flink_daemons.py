@@ -1,6 +1,7 @@
-"""The stack's Flink cluster on its own (no Kafka): after its TaskManager dies, starting the
-cluster again starts only a TaskManager, never a second JobManager, and stopping it stops
-exactly the processes it started, whatever the pid files held."""
+"""The stack's Flink cluster on its own (no Kafka; its ZooKeeper): after its TaskManager dies,
+starting the cluster again starts only a TaskManager, never a second JobManager, and stopping it
+stops exactly the processes it started, whatever the pid files held. Without its ZooKeeper a
+highly available cluster does not start."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from gridstream import config
-from gridstream.stack.components import Flink
+from gridstream.stack.components import Flink, ZooKeeper
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER, command_line
-from gridstream.stack.process import free_port_pair, free_ports, pid_alive, wait_until
+from gridstream.stack.process import ComponentError, on_free_ports, pid_alive, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -33,21 +34,26 @@ def cluster_processes(conf_dir: Path) -> set[int]:
 
 
 @pytest.fixture
-def flink(tmp_path: Path) -> Iterator[Flink]:
-    """A Flink cluster of its own (home, ports), stopped after the test whatever happened."""
-    rest, rpc = free_ports(2)
+def flink_settings(tmp_path: Path) -> config.Settings:
+    """The default settings with a stack folder and ports of the test's own."""
     base = config.load(env={})
-    stack = dataclasses.replace(
-        base.stack, home=tmp_path / "stack", flink_rest_port=rest, flink_rpc_port=rpc,
-        metrics_port=free_port_pair(),
-    )  # fmt: skip
-    cluster = Flink(dataclasses.replace(base, stack=stack))
+    return dataclasses.replace(base, stack=on_free_ports(base.stack, tmp_path / "stack"))
+
+
+@pytest.fixture
+def flink(flink_settings: config.Settings) -> Iterator[Flink]:
+    """A Flink cluster of its own (home, ports, the ZooKeeper of its high availability),
+    stopped after the test whatever happened."""
+    zookeeper = ZooKeeper(flink_settings)
+    zookeeper.start()
+    cluster = Flink(flink_settings)
     try:
         yield cluster
     finally:
         cluster.stop()
         for pid in cluster_processes(cluster.home / "conf"):  # never leave one behind
             os.kill(pid, signal.SIGKILL)
+        zookeeper.stop()
 
 
 def a_dead_pid() -> int:
@@ -87,3 +93,18 @@ def test_a_second_start_adds_only_a_taskmanager_and_stop_stops_exactly_what_star
     assert not pid_alive(fresh)
     assert list((flink.home / "pid").glob("*.pid")) == []
     assert flink.stop() is False
+
+
+def test_a_highly_available_cluster_does_not_start_without_its_zookeeper(
+    flink_settings: config.Settings,
+) -> None:
+    """With `stack.flink_ha` on and no ZooKeeper answering, `start` starts no daemon and says
+    what starts ZooKeeper, instead of a JobManager that waits for it until the timeout."""
+    cluster = Flink(flink_settings)
+
+    try:
+        with pytest.raises(ComponentError, match=r"needs ZooKeeper at .*`gridstream stack up`"):
+            cluster.start()
+        assert cluster_processes(cluster.home / "conf") == set()
+    finally:
+        cluster.stop()

@@ -21,11 +21,13 @@ pytestmark = pytest.mark.stack
 
 
 def test_every_component_answers_after_up(local_stack: LocalStack) -> None:
-    """Kafka, Redis, the registry and Flink all answer once `up` returns."""
+    """Kafka, Redis, the registry, ZooKeeper (Flink's HA, on by default), Flink and its
+    supervisor all answer once `up` returns."""
     assert {s.name: s.answers for s in local_stack.status()} == {
         "kafka": True,
         "redis": True,
         "registry": True,
+        "zookeeper": True,
         "flink": True,
         "supervisor": True,
     }
@@ -35,8 +37,9 @@ def test_up_twice_starts_nothing_new(local_stack: LocalStack) -> None:
     """A second `up` finds everything running and creates no topic."""
     said: list[str] = []
     LocalStack(local_stack.settings, say=said.append).up()
-    assert all("already up" in line for line in said[:5])
-    assert "0 created" in said[5]
+    components = len(local_stack.components)
+    assert all("already up" in line for line in said[:components])
+    assert "0 created" in said[components]
 
 
 def test_design_topics_exist_and_registry_topic_is_compacted(local_stack: LocalStack) -> None:
