@@ -105,9 +105,10 @@ def wait_for(what: str, check: Any, timeout_s: float = TIMEOUT_S) -> Any:
 
 
 def logged(stack: LocalStack, text: str) -> int:
-    """How many lines of the TaskManagers' output (where the job's Python logs) hold `text`."""
-    outputs = (stack.settings.stack.home / "flink" / "log").glob("*taskexecutor*.out")
-    return sum(line.count(text) for out in outputs for line in out.read_text().splitlines())
+    """How many lines of the TaskManagers' logs (PyFlink hands them the job's Python logging)
+    hold `text`."""
+    logs = (stack.settings.stack.home / "flink" / "log").glob("*taskexecutor*.log*")
+    return sum(text in line for log in logs for line in log.read_text().splitlines())
 
 
 def letters(settings: Settings, correlation_ids: set[str]) -> list[dict[str, Any]]:
