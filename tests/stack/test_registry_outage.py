@@ -4,9 +4,10 @@
 Schema ids the job has fetched keep decoding from its cache; a record written with an id the job
 has not fetched yet (a compatible version of the IoT schema, registered under a subject of this
 test's own just before the outage, so no other test's subjects change) waits for the registry,
-and the records behind it wait too; once the registry is back, all of them are processed in
-order and none is dead-lettered. An id that never exists is dead-lettered after the window.
-The registry is always running again when this module ends.
+and the records behind it in its partition (this test writes to partition 0 only) wait too;
+once the registry is back, all of them are processed in order and none is dead-lettered. An id
+that never exists is dead-lettered after the window. The registry is always running again when
+this module ends.
 """
 
 from __future__ import annotations
@@ -17,17 +18,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 from confluent_kafka.schema_registry import Schema
 
 from gridstream import topics
-from gridstream.config import Settings
-from gridstream.scenario import Scenario, dump, play
+from gridstream.config import Settings, kafka_client_config
+from gridstream.scenario import dump, produce
 from gridstream.stack import LocalStack
 from schemas import models, serde
+from schemas.dead_letter import CORRELATION_HEADER
 from schemas.examples import example_data
 from schemas.registry import Registry, RegistryConfig
 from state import mirror
-from tests.stack.scenarios_support import job_running, now_ms, quiet, unique
+from tests.stack.scenarios_support import job_running, now_ms, unique
 
 pytestmark = pytest.mark.stack
 
@@ -78,13 +81,14 @@ def a_new_schema_id(registry: Registry) -> tuple[int, dict[str, Any]]:
 
 
 def played_raw(settings: Settings, *records: tuple[str, bytes, str]) -> int:
-    """Produce `(key, bytes, correlation id)` records to iot.telemetry without the registry;
-    the wall-clock time (ms) just before."""
-    scenario = Scenario()
-    for key, value, correlation_id in records:
-        scenario.raw(topics.IOT_TELEMETRY, value, key=key, correlation_id=correlation_id)
+    """Produce `(key, bytes, correlation id)` records in order to partition 0 of iot.telemetry,
+    without the registry; the wall-clock time (ms) just before."""
+    producer = Producer({**kafka_client_config(settings.stack), "enable.idempotence": True})
     before = now_ms()
-    play(settings, scenario, quiet)
+    for key, value, correlation_id in records:
+        headers = {CORRELATION_HEADER: correlation_id}
+        produce(producer, topics.IOT_TELEMETRY, key=key, value=value, headers=headers, partition=0)
+    assert producer.flush(30) == 0, "kafka did not take the records"
     return before
 
 
@@ -146,8 +150,8 @@ def test_the_registry_down_holds_a_new_schema_id_until_it_is_back_and_loses_noth
     assert (mirrored(settings, waiting), mirrored(settings, behind)) == (None, None)
 
     restarts_registry.registry.start()
-    wait_for("records behind the new id", lambda: mirrored(settings, behind))
-    assert mirrored(settings, waiting) == 2.5
+    wait_for("the record behind the new id", lambda: mirrored(settings, waiting) == 2.5)
+    assert wait_for("the other waiting record", lambda: mirrored(settings, behind)) == 3.0
 
     never = unique("never")
     stray, after = unique("thermostat-stray"), unique("thermostat-after")
