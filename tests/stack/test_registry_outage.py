@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from gridstream import topics
 from gridstream.config import Settings, kafka_client_config
 from gridstream.scenario import dump, produce
 from gridstream.stack import LocalStack
+from jobs.device_control import JOB_NAME
 from schemas import models, serde
 from schemas.dead_letter import CORRELATION_HEADER
 from schemas.examples import example_data
@@ -115,6 +117,14 @@ def logged(stack: LocalStack, text: str) -> int:
     return sum(text in line for log in logs for line in log.read_text().splitlines())
 
 
+def restarts(stack: LocalStack) -> int:
+    """How often the device-control job has restarted (Flink's `numRestarts`)."""
+    (job,) = [j for j in stack.flink.jobs() if j["name"] == JOB_NAME and j["state"] == "RUNNING"]
+    url = f"{stack.flink.address}/jobs/{job['jid']}/metrics?get=numRestarts"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return int(json.load(response)[0]["value"])
+
+
 def letters(settings: Settings, correlation_ids: set[str]) -> list[dict[str, Any]]:
     """The committed dead letters of records with these correlation ids."""
     return [r for r in dump(settings, topics.DLQ) if r.get("correlation_id") in correlation_ids]
@@ -125,8 +135,8 @@ def test_the_registry_down_holds_a_new_schema_id_until_it_is_back_and_loses_noth
 ) -> None:
     """Registry down: a fetched id still decodes; a record with a new id and the records behind
     it wait; the registry back within the window, they are processed in order, none
-    dead-lettered. Then an id that never exists is dead-lettered after the window, and the
-    record behind it is processed after it."""
+    dead-lettered, and the job never restarts. Then an id that never exists is dead-lettered
+    after the window, and the record behind it is processed after it."""
     encoder = serde.serializer(models.IotTelemetry, registry.schemas())
     new_id, new_schema = a_new_schema_id(registry)
     new_encoder = serde.Serializer(models.IotTelemetry, new_id, new_schema)
@@ -136,6 +146,7 @@ def test_the_registry_down_holds_a_new_schema_id_until_it_is_back_and_loses_noth
     correlations = {unique("outage") for _ in range(3)}
     first, second, third = sorted(correlations)
 
+    restarted = restarts(restarts_registry)
     assert restarts_registry.registry.stop(), "the stack's registry was not started here"
     played_raw(settings, (cached, encoder.encode(reading(cached, t, 4.0)), unique("cached")))
     assert wait_for("reading with a fetched schema id", lambda: mirrored(settings, cached)) == 4.0
@@ -170,6 +181,7 @@ def test_the_registry_down_holds_a_new_schema_id_until_it_is_back_and_loses_noth
     assert wait_for("the record behind the unknown id", lambda: mirrored(settings, after)) == 2.0
 
     assert letters(settings, correlations) == []
+    assert restarts(restarts_registry) == restarted  # waited in place, never failed over
     for schema_id, outcome in ((new_id, "found"), (NEVER_AN_ID, "unknown")):  # once per id
         assert logged(restarts_registry, f"schema id {schema_id} not fetched") == 1
         assert logged(restarts_registry, f"schema id {schema_id} {outcome} after") == 1
