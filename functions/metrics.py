@@ -2,8 +2,9 @@
 them to Flink's metric groups.
 
 Counters count what the job emitted (commands by action, blocked decisions by reason, dead
-letters by reason and topic, alerts by kind); gauges say what is in force now (stale devices,
-suspended and Grid-Follow regions, the lag freeze, the processing lag); the ingestion latency
+letters by reason and topic, alerts by kind) and the decoders' waits for a new schema id (by
+how they ended); gauges say what is in force now (stale devices, suspended and Grid-Follow
+regions, the lag freeze, the processing lag); the ingestion latency
 (a reading's device time to its processing) is a Prometheus-style histogram of cumulative
 buckets. `docs/operations.md` says what each means to an operator.
 """
@@ -23,6 +24,7 @@ from schemas.models import (
     Recommendation,
     TopicRecord,
 )
+from schemas.serde import Waited
 
 # Every suite metric and the keys of its labels, as `Meters` makes them; Prometheus names each
 # `PROMETHEUS_SCOPE` + its label keys + its name (`prometheus_name`).
@@ -32,6 +34,7 @@ COUNTERS: dict[str, tuple[str, ...]] = {
     "blocked_decisions": ("reason",),
     "alerts": ("kind",),
     "dead_letters": ("reason", "topic"),
+    "schema_waits": ("outcome",),
     "ingestion_latency_ms_bucket": ("le",),
     "ingestion_latency_ms_sum": (),
     "ingestion_latency_ms_count": (),
@@ -73,6 +76,11 @@ def output_tallies(record: TopicRecord) -> tuple[Tally, ...]:
         labels = (("reason", record.error_class), ("topic", record.source_topic))
         return (Tally("dead_letters", labels),)
     return ()
+
+
+def wait_tally(waited: Waited) -> Tally:
+    """The counter a decoder's wait for a new schema id moves when it ends."""
+    return Tally("schema_waits", (("outcome", waited.outcome),))
 
 
 class Members:

@@ -25,6 +25,7 @@ from functions import anomaly, budget, device, metrics, pipeline, region
 from functions.interlocks import PipelineFacts
 from functions.wetbulb import RegionMode, RegionWeather, WetBulbPolicy, mode
 from schemas.models import Alert, AlertKind, DeadLetter, TopicRecord
+from schemas.serde import Waited
 from state import device as device_codec
 from state import region as codec
 from state import rollout as rollout_codec
@@ -94,6 +95,10 @@ class Meters:
                 group = group.add_group(key, value)
             counter = self.counters[tally] = group.counter(tally.metric)
         counter.inc(n)
+
+    def waited(self, waited: Waited) -> None:
+        """Count a decoder's wait for a new schema id (`schemas.serde.Deserializer`)."""
+        self.count(metrics.wait_tally(waited))
 
     def set(self, name: str, value: int) -> None:
         """Set a gauge."""
@@ -497,7 +502,7 @@ class ModelSource(Protocol):
 class RowReader(Protocol):
     """Turns the device stage's input rows into device events (or a dead letter)."""
 
-    def open(self) -> None: ...
+    def open(self, on_waited: Callable[[Waited], None] | None = None) -> None: ...
 
     def events(self, value: Any, now_ms: int) -> tuple[Any, ...] | DeadLetter: ...
 
@@ -537,7 +542,8 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         self.model = model
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.reader.open()
+        self.meters = Meters(runtime_context)
+        self.reader.open(self.meters.waited)
         self.classify: Callable[[str], anomaly.ClassModel | None] | None = None
         self.notices: list[Alert] = []  # emitted with the next input
         self.tallies: dict[str, tuple[int, int]] = {}  # firmware: scored, anomalous (untold)
@@ -556,7 +562,6 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             if self.redis_url is None
             else _MirrorWriter(self.redis_url, self.redis_password_file, self.flush_ms)
         )
-        self.meters = Meters(runtime_context)
         self.stale = metrics.Members()  # counted by this task since it started (see DISCUSSION)
         self.latency = metrics.Histogram()
         self.flush_at: int | None = None  # the processing time the histogram goes to Flink

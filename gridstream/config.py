@@ -97,6 +97,11 @@ class JobSettings:
     budget_window_ms: int = 10_000
     recommendation_ttl_ms: int = 600_000
     max_clock_skew_ms: int = 5_000
+    # A schema id the registry lacks or cannot give (a replica behind, the registry down) is
+    # asked again this long, its partition waiting, before its record is dead-lettered (or, the
+    # registry down, the job fails and restarts); 0: at once. Keep it well under
+    # execution.checkpointing.timeout (flink-conf.yaml): a checkpoint waits behind it.
+    schema_id_wait_ms: int = 30_000
     device_cache_entries: int = 50_000
     model_dir: str = ""
     # A Java properties file of Kafka client settings (security.protocol, sasl.*, ssl.*) that

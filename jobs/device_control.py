@@ -262,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         env,
         KafkaSources(connection),
         KafkaSinks(connection, topics.OUTPUTS),
-        SchemaAccess(settings.stack.registry_url),
+        SchemaAccess(settings.stack.registry_url, settings.job.schema_id_wait_ms),
         policies_from(settings.job),
         redis_url=settings.stack.redis_url,
         redis_password_file=settings.stack.redis_password_file,

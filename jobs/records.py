@@ -12,7 +12,7 @@ import dataclasses
 import os
 import pickle
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -53,9 +53,20 @@ class ClockSkewError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class SchemaAccess:
     """Where the job's serdes find schema ids: the registry at `registry_url`, or (None) the
-    catalog's own numbering (collection-source tests, which encode with the same numbering)."""
+    catalog's own numbering (collection-source tests, which encode with the same numbering).
+    A schema id the registry lacks or cannot give is asked again for `id_wait_ms` before its
+    record is dead-lettered or the job fails (`serde.Deserializer`); a fixed table never
+    learns a new id, so it is never waited for."""
 
     registry_url: str | None = None
+    id_wait_ms: int = 0
+
+    @property
+    def wait(self) -> serde.IdWait:
+        """How long a decoder waits for a new schema id."""
+        if self.registry_url is None:
+            return serde.IdWait()
+        return serde.IdWait(window_s=self.id_wait_ms / 1000)
 
     def source(self) -> serde.SchemaSource:
         """The schema source, built on the worker."""
@@ -185,11 +196,15 @@ class Decoder:
         self.job = job
         self.max_clock_skew_ms = max_clock_skew_ms
 
-    def open(self) -> None:
-        """Build the deserializers (on the worker: the registry is reached from there)."""
+    def open(self, on_waited: Callable[[serde.Waited], None] | None = None) -> None:
+        """Build the deserializers (on the worker: the registry is reached from there);
+        `on_waited` hears how each wait for a new schema id ended."""
         source = self.schemas.source()
         self.deserializers = {
-            topic: serde.deserializer(models.MODELS[topic], source) for topic in topics.INPUTS
+            topic: serde.deserializer(
+                models.MODELS[topic], source, wait=self.schemas.wait, on_waited=on_waited
+            )
+            for topic in topics.INPUTS
         }
 
     def _fast_reading(
@@ -273,7 +288,8 @@ class Decode(ProcessFunction):  # type: ignore[misc]
         self.decoder = decoder
 
     def open(self, runtime_context: RuntimeContext) -> None:
-        self.decoder.open()
+        self.meters = Meters(runtime_context)
+        self.decoder.open(self.meters.waited)
 
     def process_element(self, value: Row, ctx: ProcessFunction.Context) -> Iterator[Any]:
         now_ms = int(time.time() * 1000)

@@ -4,6 +4,8 @@ A `Serializer` encodes validated models with the id the registry gave the topic'
 A `Deserializer` decodes any historic writer schema into the newest reader schema and validates
 the result. Writer schemas are fetched and parsed once per id, and their resolution against the
 reader is decided once per id: per record there is no registry call and no schema parsing.
+An id the registry does not have yet (a replica behind, the registry down) is asked again with
+backoff for the `IdWait` window before its record fails (`Deserializer`).
 
 The serde reads and writes the underlying Avro types: logical-type annotations
 (`timestamp-millis`) document the schemas for other consumers, while records here keep epoch
@@ -12,8 +14,10 @@ milliseconds as `int` (`ts_ms`) instead of paying for `datetime` objects on ever
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import logging
 import struct
 import time
 from collections.abc import Callable, Mapping
@@ -30,9 +34,10 @@ from schemas.catalog import Catalog, subject_for
 from schemas.models import M
 
 MAGIC = 0
-UNKNOWN_ID_RETRY_S = 30.0  # an unknown id is asked again after this long: registry replicas lag
+UNKNOWN_ID_RETRY_S = 30.0  # an id given up on is asked again (once) after this long
 _MAX_UNKNOWN_IDS = 4096  # remembered unknown ids; forgotten when full, so garbage cannot grow it
 _HEADER = struct.Struct(">bi")
+_LOG = logging.getLogger(__name__)
 
 
 class DecodeError(Exception):
@@ -90,6 +95,47 @@ class SchemaSource(Protocol):
     def schema_id(self, subject: str, schema_text: str) -> int:
         """The id under which `subject` holds `schema_text`."""
         ...
+
+
+@dataclasses.dataclass(frozen=True)
+class IdWait:
+    """How long a schema id the source lacks (or cannot be asked for) is asked again.
+
+    The asks run from the first one for `window_s`, `first_pause_s` apart and doubling up to
+    `max_pause_s`; the last pause is cut so that one ask falls on the window's end exactly.
+
+    Attributes:
+        window_s: 0 gives up after the first ask.
+        first_pause_s: The pause after the first ask.
+        max_pause_s: The longest pause.
+    """
+
+    window_s: float = 0.0
+    first_pause_s: float = 0.25
+    max_pause_s: float = 5.0
+
+    def pause(self, asks: int, waited_s: float) -> float | None:
+        """The pause before the next ask after `asks` failed ones, `waited_s` after the first;
+        None once an ask at or past the window's end has failed: give up."""
+        if waited_s >= self.window_s:
+            return None
+        doubled = self.first_pause_s * 2.0 ** min(asks - 1, 32)
+        return min(doubled, self.max_pause_s, self.window_s - waited_s)
+
+
+WAIT_FOUND = "found"  # the id came within the window: its records decode
+WAIT_UNKNOWN = "unknown"  # the source still says no such id: its record is dead-lettered
+WAIT_UNAVAILABLE = "unavailable"  # the source never answered: RegistryUnavailable
+
+
+@dataclasses.dataclass(frozen=True)
+class Waited:
+    """The end of a wait for one schema id: how it ended (`WAIT_*`), after how long."""
+
+    schema_id: int
+    outcome: str
+    waited_s: float
+    asks: int
 
 
 class StaticSchemas:
@@ -196,7 +242,15 @@ class _Plan:
 
 
 class Deserializer(Generic[M]):
-    """Decodes any historic writer schema of one topic into validated `M` records."""
+    """Decodes any historic writer schema of one topic into validated `M` records.
+
+    A new id the source lacks or cannot be asked for is asked again as `wait` says, blocking the
+    caller (records behind it wait: their order is kept). Past the window, a lacking id fails
+    its record with `UnknownSchemaId` and is not waited for again: it fails at once for
+    `UNKNOWN_ID_RETRY_S`, then is asked once per record until found; a source that never
+    answered raises `RegistryUnavailable`. Each wait is logged when it starts and when it ends,
+    and handed to `on_waited` at its end.
+    """
 
     def __init__(
         self,
@@ -204,6 +258,9 @@ class Deserializer(Generic[M]):
         source: SchemaSource,
         reader_schema: Mapping[str, Any],
         clock: Callable[[], float] = time.monotonic,
+        wait: IdWait = IdWait(),
+        sleep: Callable[[float], None] = time.sleep,
+        on_waited: Callable[[Waited], None] | None = None,
     ) -> None:
         """Parse the reader schema once; writer schemas are fetched on first sight of their id.
 
@@ -211,11 +268,17 @@ class Deserializer(Generic[M]):
             model: The record type.
             source: Writer schemas by id (the registry).
             reader_schema: The topic's newest schema, as JSON.
-            clock: Seconds, for retrying unknown ids after `UNKNOWN_ID_RETRY_S`.
+            clock: Seconds, for the wait and for `UNKNOWN_ID_RETRY_S`.
+            wait: How long a new id is asked again; the default gives up after one ask.
+            sleep: Pauses the caller between asks.
+            on_waited: Told how each wait ended.
         """
         self.model = model
         self._source = source
         self._clock = clock
+        self._wait = wait
+        self._sleep = sleep
+        self._on_waited = on_waited
         self._reader_json = reader_schema
         self._reader = parse(reader_schema)
         self._plans: dict[int, _Plan] = {}
@@ -224,13 +287,16 @@ class Deserializer(Generic[M]):
 
     def _plan(self, schema_id: int) -> _Plan:
         """The plan for a writer id not seen yet, or the failure already known for it."""
+        if schema_id <= 0:
+            raise UnknownSchemaId(f"schema id {schema_id} is not a registry id", schema_id)
         if schema_id in self._unresolvable:
             raise ResolutionFailure(self._unresolvable[schema_id], schema_id)
-        retry_at, message = self._unknown.get(schema_id, (0.0, ""))
-        if self._clock() < retry_at:
-            raise UnknownSchemaId(message, schema_id)
+        given_up = self._unknown.get(schema_id)
+        if given_up is not None and self._clock() < given_up[0]:
+            raise UnknownSchemaId(given_up[1], schema_id)
         try:
-            plan = self._resolve(schema_id)
+            wait = IdWait() if given_up else self._wait
+            plan = self._resolve(schema_id, self._fetched(schema_id, wait))
         except UnknownSchemaId as err:
             if len(self._unknown) >= _MAX_UNKNOWN_IDS:
                 self._unknown.clear()
@@ -243,11 +309,46 @@ class Deserializer(Generic[M]):
         self._plans[schema_id] = plan
         return plan
 
-    def _resolve(self, schema_id: int) -> _Plan:
-        """Fetch and parse the writer schema; decide once whether the reader can read it."""
-        if schema_id <= 0:
-            raise UnknownSchemaId(f"schema id {schema_id} is not a registry id", schema_id)
-        text = self._source.writer_schema(schema_id)
+    def _fetched(self, schema_id: int, wait: IdWait) -> str:
+        """The writer schema's text, asked again as `wait` allows while the source lacks the
+        id or does not answer."""
+        started, asks = self._clock(), 0
+        while True:
+            try:
+                text = self._source.writer_schema(schema_id)
+            except (UnknownSchemaId, RegistryUnavailable) as err:
+                asks += 1
+                pause = wait.pause(asks, self._clock() - started)
+                if pause is None:
+                    if asks > 1:
+                        lacked = isinstance(err, UnknownSchemaId)
+                        outcome = WAIT_UNKNOWN if lacked else WAIT_UNAVAILABLE
+                        self._waited(Waited(schema_id, outcome, self._clock() - started, asks), err)
+                    raise
+                if asks == 1:
+                    _LOG.warning(
+                        "%s: schema id %d not fetched (%s): asking again for up to %.0f s; "
+                        "the records behind it wait",
+                        self.model.__name__, schema_id, err, wait.window_s,
+                    )  # fmt: skip
+                self._sleep(pause)
+                continue
+            if asks:
+                self._waited(Waited(schema_id, WAIT_FOUND, self._clock() - started, asks + 1))
+            return text
+
+    def _waited(self, waited: Waited, err: Exception | None = None) -> None:
+        """Log the end of a wait and tell `on_waited`."""
+        _LOG.warning(
+            "%s: schema id %d %s after %.1f s and %d asks%s",
+            self.model.__name__, waited.schema_id, waited.outcome, waited.waited_s, waited.asks,
+            f": {err}" if err else "",
+        )  # fmt: skip
+        if self._on_waited is not None:
+            self._on_waited(waited)
+
+    def _resolve(self, schema_id: int, text: str) -> _Plan:
+        """Parse the writer schema; decide once whether the reader can read it."""
         try:
             writer = json.loads(text)
             if writer == self._reader_json:
@@ -327,8 +428,13 @@ def serializer(
 
 
 def deserializer(
-    model: type[M], source: SchemaSource, catalog: Catalog | None = None
+    model: type[M],
+    source: SchemaSource,
+    catalog: Catalog | None = None,
+    wait: IdWait = IdWait(),
+    on_waited: Callable[[Waited], None] | None = None,
 ) -> Deserializer[M]:
-    """A deserializer for `model`'s topic reading into its newest schema."""
+    """A deserializer for `model`'s topic reading into its newest schema, waiting for new ids
+    as `wait` says."""
     newest = (catalog or catalog_module.default()).chain(model.TOPIC).newest
-    return Deserializer(model, source, newest.schema)
+    return Deserializer(model, source, newest.schema, wait=wait, on_waited=on_waited)

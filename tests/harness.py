@@ -372,8 +372,8 @@ class DecodedInputs:
     """A `functions.operators.RowReader` for harness tests: the input is already the device
     event (the job's own reader, `jobs.records.DeviceRows`, decodes Kafka rows)."""
 
-    def open(self) -> None:
-        """Nothing to build."""
+    def open(self, on_waited: Any = None) -> None:
+        """Nothing to build, no schema to wait for."""
 
     def events(self, value: Any, now_ms: int) -> tuple[Any, ...]:
         """The event itself."""

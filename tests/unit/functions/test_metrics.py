@@ -13,6 +13,7 @@ from functions.metrics import (
     Tally,
     output_tallies,
     prometheus_name,
+    wait_tally,
 )
 from schemas.examples import example
 from schemas.models import (
@@ -24,6 +25,7 @@ from schemas.models import (
     DeviceCommand,
     ReasonCode,
 )
+from schemas.serde import WAIT_FOUND, WAIT_UNAVAILABLE, WAIT_UNKNOWN, Waited
 
 pytestmark = pytest.mark.unit
 
@@ -51,6 +53,14 @@ def test_commands_alerts_and_dead_letters_count_by_their_label() -> None:
     dead = example(DeadLetter)
     labels = (("reason", dead.error_class), ("topic", dead.source_topic))
     assert output_tallies(dead) == (Tally("dead_letters", labels),)
+
+
+@pytest.mark.parametrize("outcome", [WAIT_FOUND, WAIT_UNKNOWN, WAIT_UNAVAILABLE])
+def test_a_wait_for_a_schema_id_counts_by_how_it_ended(outcome: str) -> None:
+    """One `schema_waits` count per wait, labelled found, unknown or unavailable."""
+    waited = Waited(12, outcome, 3.5, 4)
+    assert wait_tally(waited) == Tally("schema_waits", (("outcome", outcome),))
+    assert prometheus_name("schema_waits").endswith("_gridstream_outcome_schema_waits")
 
 
 def test_members_report_a_change_only_when_the_count_moves() -> None:

@@ -71,6 +71,15 @@ def test_environment_beats_the_file(write_config: Any) -> None:
     assert settings.stack.bootstrap_servers == "10.0.0.1:49092"
 
 
+def test_the_schema_id_wait_comes_from_the_file_and_the_environment(write_config: Any) -> None:
+    """`job.schema_id_wait_ms`: 30 s by default, set by file or by environment (0 disables)."""
+    path = write_config({"job": {"schema_id_wait_ms": 45_000}})
+
+    assert JobSettings().schema_id_wait_ms == 30_000
+    assert load(path, env={}).job.schema_id_wait_ms == 45_000
+    assert load(path, env={"GRIDSTREAM_JOB_SCHEMA_ID_WAIT_MS": "0"}).job.schema_id_wait_ms == 0
+
+
 def test_gridstream_config_variable_selects_the_file(write_config: Any) -> None:
     """`GRIDSTREAM_CONFIG` names the file to read."""
     path = write_config({"job": {"parallelism": 4}}, name="elsewhere.yaml")

@@ -22,6 +22,7 @@ from jobs.records import (
 )
 from schemas import models
 from schemas.dead_letter import JobInfo
+from tests.harness import FakeRuntimeContext, Harness
 from tests.vocabulary import MINUTE_MS, SECOND_MS, encoded, record
 
 pytestmark = pytest.mark.unit
@@ -30,7 +31,7 @@ CAUSE = models.Cause(source_topic="operator.approvals", source_partition=0, sour
 
 def decode(rec: models.TopicRecord, key: str, max_skew_ms: int = 5_000) -> list[Any]:
     decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0"), max_skew_ms))
-    decoder.open(None)
+    decoder.open(FakeRuntimeContext(Harness(decoder)))
     row = input_row(rec.TOPIC, 0, 7, 0, key.encode(), encoded(rec), None)
     return list(decoder.process_element(row, None))
 
@@ -98,7 +99,7 @@ def test_a_completed_or_cancelled_dr_event_lets_its_devices_go(status: str, ende
 def test_a_registry_tombstone_is_a_deregistration() -> None:
     """A null value on the compacted registry deletes the device's record."""
     decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0")))
-    decoder.open(None)
+    decoder.open(FakeRuntimeContext(Harness(decoder)))
     row = input_row("device.registry", 0, 8, now_ms(), b"t-9", None, None)
     event, _stamp = next(iter(decoder.process_element(row, None)))
     assert isinstance(event, device.Deregistration)
@@ -141,7 +142,7 @@ def test_a_registry_record_that_does_not_decode_is_dead_lettered_by_the_device_s
     (nothing out), the device stage's reader letters it; a bad weather record is the control
     decoder's own."""
     decoder = Decode(Decoder(SchemaAccess(), JobInfo("test", "0")))
-    decoder.open(None)
+    decoder.open(FakeRuntimeContext(Harness(decoder)))
     junk = input_row("device.registry", 0, 9, now_ms(), b"t-9", b"\x07junk", None)
     assert list(decoder.process_element(junk, None)) == []
     assert isinstance(device_rows().events(junk, now_ms()), models.DeadLetter)
