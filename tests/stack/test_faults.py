@@ -72,6 +72,7 @@ def junk(local_stack: LocalStack) -> tuple[roundtrip.Junk, ...]:
 @pytest.fixture(scope="module")
 def clean(local_stack: LocalStack, junk: tuple[roundtrip.Junk, ...]) -> Run:
     """The workload played once without a fault; it did what it is for and broke no rule."""
+    assert local_stack.settings.job.delivery_guarantee == "exactly-once"  # what 0 duplicated needs
     run = play_run(local_stack, WORKLOAD, junk=junk)
     assert scenario_problems(WORKLOAD, run, junk) == []
     return run
