@@ -601,21 +601,23 @@ class Player:
     A player outlives outages: an encoder is built once (the registry is asked for its topic's
     schema id only the first time the topic is played), a topic is checked only the first
     time, and a record waits in the producer, retried, for up to `message_timeout_ms` while
-    the broker is away. With `flush_before_sleep=False` a sleep does not wait for deliveries
-    either, so a broker outage delays no record's time; `play` still flushes at its end.
+    the broker is away. With `wait_for_delivery=False` neither a sleep nor the end of a play
+    waits for Kafka to take the records (so a broker outage delays no record's time): `flush`
+    does, and reports what Kafka did not take.
     """
 
     def __init__(
         self,
         settings: Settings,
         message_timeout_ms: int = 30_000,
-        flush_before_sleep: bool = True,
+        wait_for_delivery: bool = True,
     ) -> None:
         self.settings = settings
         self.message_timeout_ms = message_timeout_ms
-        self.flush_before_sleep = flush_before_sleep
+        self.wait_for_delivery = wait_for_delivery
         self._encoders: dict[str, serde.Serializer[TopicRecord]] = {}
         self._checked: set[str] = set()
+        self._failures: list[str] = []  # delivery errors since the last `flush`
         self._producer = Producer(
             {
                 **kafka_client_config(settings.stack),
@@ -648,7 +650,7 @@ class Player:
         source: str | Path | Scenario | Iterable[Mapping[str, Any] | Step],
         progress: Callable[[str], None] = _say,
     ) -> PlayReport:
-        """Validate every step, then produce them in order, and flush.
+        """Validate every step, then produce them in order, and flush (if `wait_for_delivery`).
 
         Raises:
             StepError: a step is malformed or invalid; nothing was produced.
@@ -662,18 +664,17 @@ class Player:
             self._encoders.update(_serializers(self.settings, wanted))
         self._check_topics({s.topic for s in steps if not isinstance(s, SleepStep)})
         producer = self._producer
-        failures: list[str] = []
 
         def delivered(err: KafkaError | None, _message: Message) -> None:
             if err is not None:
-                failures.append(str(err))
+                self._failures.append(str(err))
 
         counts: Counter[str] = Counter()
         slept_ms = 0
         last_report = started
         for i, (step, record) in enumerate(zip(steps, records, strict=True), start=1):
             if isinstance(step, SleepStep):
-                if self.flush_before_sleep:
+                if self.wait_for_delivery:
                     producer.flush(30)
                 producer.poll(0)
                 time.sleep(step.ms / 1000)
@@ -706,14 +707,24 @@ class Player:
             if time.time() - last_report >= PROGRESS_EVERY_S:
                 last_report = time.time()
                 progress(f"played {i}/{len(steps)} steps ({sum(counts.values())} records)")
-        remaining = producer.flush(max(60.0, self.message_timeout_ms / 1000 + 10))
+        if self.wait_for_delivery:
+            self.flush()
+        return PlayReport(dict(counts), slept_ms, time.time() - started)
+
+    def flush(self) -> None:
+        """Wait until Kafka took every record played (at most the message timeout, and a bit).
+
+        Raises:
+            ScenarioError: naming how many records Kafka did not take, and the first error.
+        """
+        remaining = self._producer.flush(max(60.0, self.message_timeout_ms / 1000 + 10))
+        failures, self._failures = self._failures, []
         if remaining or failures:
             first = f" (first: {failures[0]})" if failures else ""
             raise ScenarioError(
                 f"kafka at {self.settings.stack.bootstrap_servers} did not take "
                 f"{remaining + len(failures)} record(s){first}: check `gridstream stack status`"
             )
-        return PlayReport(dict(counts), slept_ms, time.time() - started)
 
 
 def play(

@@ -23,6 +23,7 @@ Redis; the other modules use fresh ids, so they need nothing of what was there.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -281,10 +282,16 @@ class Workload:
             )  # fmt: skip
         return scenario.telemetry_iot(device_id=device_id, customer_override=override)
 
-    def round_of_readings(self, scenario: Scenario, overrides: Iterable[str] = ()) -> Scenario:
-        """One reading of every device; those in `overrides` report a customer override."""
+    def round_of_readings(
+        self,
+        scenario: Scenario,
+        overrides: Iterable[str] = (),
+        only: Sequence[str] | None = None,
+    ) -> Scenario:
+        """One reading of every device (or of those in `only`); those in `overrides` report a
+        customer override."""
         opted = set(overrides)
-        for device_id in (*self.devices, *self.breakers):
+        for device_id in (*self.devices, *self.breakers) if only is None else only:
             scenario = self.reading(scenario, device_id, override=device_id in opted)
         return scenario
 
@@ -365,10 +372,20 @@ def make_junk(
 
 @dataclasses.dataclass(frozen=True)
 class Outage:
-    """When a fault began and when it had healed (time.monotonic())."""
+    """When a fault began and when it had healed (time.monotonic()); for a stopped server, how
+    long stopping it and starting it again took (both within the outage)."""
 
     began: float
     ended: float
+    stopping_s: float | None = None
+    starting_s: float | None = None
+
+    def span(self) -> str:
+        """The outage's length, and its stop and start when known."""
+        length = f"{self.ended - self.began:.1f}s"
+        if self.stopping_s is None or self.starting_s is None:
+            return length
+        return f"{length} (stopping {self.stopping_s:.1f}s, starting {self.starting_s:.1f}s)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -422,9 +439,12 @@ def stopped_for(
             assert wait_until(lambda: not pid_alive(pid), 30), f"{server.name} survived SIGKILL"
         else:
             assert server.stop(), f"the stack's {server.name} was not started by this session"
-        time.sleep(max(0.0, seconds - (time.monotonic() - began)))
+        stopped = time.monotonic()
+        time.sleep(max(0.0, seconds - (stopped - began)))
+        starting = time.monotonic()
         server.start()
-        return Outage(began, time.monotonic())
+        ended = time.monotonic()
+        return Outage(began, ended, stopped - began, ended - starting)
 
     return Fault(name, strike)
 
@@ -451,7 +471,7 @@ class Recovery:
 
     def line(self) -> str:
         """One line for the reliability report (`pytest -s` prints it)."""
-        outage = "?" if self.outage is None else f"{self.outage.ended - self.outage.began:.1f}s"
+        outage = "?" if self.outage is None else self.outage.span()
         if self.restarts == 0:
             running = "job not restarted (RUNNING throughout)"
         else:
@@ -670,6 +690,28 @@ class _Striker(threading.Thread):
             raise self.error
 
 
+@contextlib.contextmanager
+def reporting(player: Player, workload: Workload) -> Iterator[None]:
+    """The breakers keep reporting every second while the harness waits (for the set-up to be
+    processed and checkpointed, for a fault to heal), so that no breaker goes silent for its
+    SCADA timeout (15 s) in event time: a real silence is not what the runs compare, and
+    whether the job notices one depends on the order its reader catches up in (the breaker's
+    next reading, or readings that move the watermark past its deadline, first)."""
+    stop = threading.Event()
+
+    def report() -> None:
+        while not stop.wait(1.0):
+            player.play(workload.round_of_readings(Scenario(), only=workload.breakers), quiet)
+
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(PLAYER_MESSAGE_TIMEOUT_MS / 1000)
+
+
 def play_run(
     stack: LocalStack,
     workload: Workload,
@@ -684,7 +726,7 @@ def play_run(
     )
     flink = stack.flink
     job_id = ensure_job(LocalStack(settings, say=quiet))
-    player = Player(settings, PLAYER_MESSAGE_TIMEOUT_MS, flush_before_sleep=False)
+    player = Player(settings, PLAYER_MESSAGE_TIMEOUT_MS, wait_for_delivery=False)
     player.play(Scenario().telemetry_iot(device_id=workload.warm_up), quiet)
     wait_for(
         lambda: mirror.read(settings.stack.redis_url, workload.warm_up) is not None,
@@ -694,12 +736,12 @@ def play_run(
     readers = (*workload.devices, *workload.breakers)
     started = now_ms()
     player.play(workload.setup_steps(), quiet)
-    wait_for(lambda: processed(settings, readers, started), 60, "the setup processed", 0.1)
-    # The setup in a checkpoint (not replayed after a failover), and the events right after it
-    # completed, so the next one (5 s after its trigger) comes after a fault striking at once:
-    # the events and the early overrides are in flight then. Soon after the setup too: a
-    # breaker's first reading must not go 15 s (its SCADA timeout) without a successor.
-    events_checkpoint = checkpoint_from_now(flink, job_id)
+    with reporting(player, workload):
+        wait_for(lambda: processed(settings, readers, started), 120, "the setup processed", 0.1)
+        # The setup in a checkpoint (not replayed after a failover), and the events right after
+        # it completed, so the next one (5 s after its trigger) comes after a fault striking at
+        # once: the events and the early overrides are in flight then.
+        events_checkpoint = checkpoint_from_now(flink, job_id)
     player.play(workload.event_steps(), quiet)
     watch = striker = None
     if fault is not None:
@@ -709,9 +751,11 @@ def play_run(
     try:
         player.play(workload.stream_steps(junk), quiet)
         if striker is not None:
-            striker.healed()
+            with reporting(player, workload):
+                striker.healed()
         last_round = now_ms()
         player.play(workload.round_of_readings(Scenario().sleep(1_000)), quiet)
+        player.flush()
         committed(settings, flink, job_id, readers, last_round)
     finally:
         recovery = watch.finish() if watch is not None else None
