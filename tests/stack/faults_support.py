@@ -331,21 +331,22 @@ class Workload:
         scenario = self.round_of_readings(scenario.sleep(1_000)).sleep(1_000)
         return self.round_of_readings(scenario, overrides=self.early_opt_outs)
 
-    def stream_steps(self, junk: Sequence[roundtrip.Junk] = ()) -> Scenario:
+    def stream_rounds(self, junk: Sequence[roundtrip.Junk] = ()) -> Iterator[Scenario]:
         """A reading of every device a second for `rounds` s, the late overrides halfway, and
-        the junk spread over the stream (one record after its round)."""
+        the junk spread over the stream (one record after its round): one scenario a round, so
+        that each is validated just before it plays (validating the whole stream first would
+        leave every device silent for as long as that takes, long on a busy machine)."""
         at_round: dict[int, list[tuple[str, roundtrip.Junk]]] = {}
         for n, (key, pill) in enumerate(zip(self.junk_ids(junk), junk, strict=True)):
             at_round.setdefault(1 + n * (self.rounds - 2) // max(len(junk), 1), []).append(
                 (key, pill)
             )
-        scenario = Scenario()
         for i in range(self.rounds):
             overrides = self.late_opt_outs if i == self.rounds // 2 else ()
-            scenario = self.round_of_readings(scenario.sleep(1_000), overrides)
+            scenario = self.round_of_readings(Scenario().sleep(1_000), overrides)
             for key, pill in at_round.get(i, []):
                 scenario = scenario.raw(topics.IOT_TELEMETRY, pill.value or b"", key, key)
-        return scenario
+            yield scenario
 
 
 JUNK_KINDS = (
@@ -749,7 +750,8 @@ def play_run(
         striker = _Striker(fault, stack, settings, watch)
         striker.start()
     try:
-        player.play(workload.stream_steps(junk), quiet)
+        for scenario in workload.stream_rounds(junk):
+            player.play(scenario, quiet)
         if striker is not None:
             with reporting(player, workload):
                 striker.healed()
