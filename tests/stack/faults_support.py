@@ -526,6 +526,7 @@ class Watch:
         self.recovery = Recovery(fault)
         self.settings, self.flink, self.job_id = settings, flink, job_id
         self.restarts_before = restarts(flink, job_id)
+        self.started_ms = now_ms()
         self._stop = threading.Event()
         self._back_at: float | None = None
         self._thread = threading.Thread(target=self._watch, daemon=True)
@@ -561,10 +562,17 @@ class Watch:
         self._stop.set()
         self._thread.join(30)
         recovery, outage = self.recovery, self.recovery.outage
-        recovery.restarts = restarts(self.flink, self.job_id) - self.restarts_before
-        if recovery.restarts and self._back_at is not None and outage is not None:
-            recovery.running_s = max(0.0, self._back_at - outage.ended)
-            recovery.restored = restored_checkpoint(self.flink, self.job_id)
+        restored = restored_checkpoint(self.flink, self.job_id)
+        # The metric can lag (the REST API's metric store): a restore since the watch began
+        # counts as a restart too.
+        since = restored is not None and restored[1] >= self.started_ms
+        recovery.restarts = max(
+            restarts(self.flink, self.job_id) - self.restarts_before, int(since)
+        )
+        if recovery.restarts and outage is not None:
+            recovery.restored = restored
+            if self._back_at is not None:
+                recovery.running_s = max(0.0, self._back_at - outage.ended)
         return recovery
 
 
