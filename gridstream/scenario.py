@@ -594,91 +594,146 @@ class PlayReport:
         ]
 
 
+class Player:
+    """Plays scenarios into Kafka with one idempotent producer and each topic's encoder, kept
+    from one play to the next.
+
+    A player outlives outages: an encoder is built once (the registry is asked for its topic's
+    schema id only the first time the topic is played), a topic is checked only the first
+    time, and a record waits in the producer, retried, for up to `message_timeout_ms` while
+    the broker is away. With `wait_for_delivery=False` neither a sleep nor the end of a play
+    waits for Kafka to take the records (so a broker outage delays no record's time): `flush`
+    does, and reports what Kafka did not take.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        message_timeout_ms: int = 30_000,
+        wait_for_delivery: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.message_timeout_ms = message_timeout_ms
+        self.wait_for_delivery = wait_for_delivery
+        self._encoders: dict[str, serde.Serializer[TopicRecord]] = {}
+        self._checked: set[str] = set()
+        self._failures: list[str] = []  # delivery errors since the last `flush`
+        self._producer = Producer(
+            {
+                **kafka_client_config(settings.stack),
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": message_timeout_ms,
+            }
+        )
+
+    def _check_topics(self, used: set[str]) -> None:
+        """Refuse to play into topics the broker does not have (asked once per topic)."""
+        unchecked = used - self._checked
+        if not unchecked:
+            return
+        servers = self.settings.stack.bootstrap_servers
+        try:
+            known = self._producer.list_topics(timeout=10).topics
+        except KafkaException as err:
+            raise ScenarioError(
+                f"kafka at {servers} does not answer ({err}): run `gridstream stack up`"
+            ) from None
+        missing = sorted(t for t in unchecked if t not in known or known[t].error is not None)
+        if missing:
+            names = ", ".join(missing)
+            raise ScenarioError(f"topic(s) {names} missing at {servers}: run `gridstream stack up`")
+        self._checked |= unchecked
+
+    def play(
+        self,
+        source: str | Path | Scenario | Iterable[Mapping[str, Any] | Step],
+        progress: Callable[[str], None] = _say,
+    ) -> PlayReport:
+        """Validate every step, then produce them in order, and flush (if `wait_for_delivery`).
+
+        Raises:
+            StepError: a step is malformed or invalid; nothing was produced.
+            ScenarioError: the registry or Kafka cannot be reached or refused records.
+        """
+        steps = with_correlation_ids(steps_of(source))
+        started = time.time()
+        records = check(steps, int(started * 1000))
+        wanted = {s.topic for s in steps if isinstance(s, RecordStep)} - set(self._encoders)
+        if wanted:
+            self._encoders.update(_serializers(self.settings, wanted))
+        self._check_topics({s.topic for s in steps if not isinstance(s, SleepStep)})
+        producer = self._producer
+
+        def delivered(err: KafkaError | None, _message: Message) -> None:
+            if err is not None:
+                self._failures.append(str(err))
+
+        counts: Counter[str] = Counter()
+        slept_ms = 0
+        last_report = started
+        for i, (step, record) in enumerate(zip(steps, records, strict=True), start=1):
+            if isinstance(step, SleepStep):
+                if self.wait_for_delivery:
+                    producer.flush(30)
+                producer.poll(0)
+                time.sleep(step.ms / 1000)
+                slept_ms += step.ms
+                continue
+            if isinstance(step, RecordStep):
+                if step.relative or record is None:
+                    record = validated(step, int(time.time() * 1000))
+                field = EVENT_TIME_FIELDS.get(step.topic)
+                produce(
+                    producer,
+                    step.topic,
+                    key=step.key,
+                    value=self._encoders[step.topic].encode(record),
+                    timestamp=int(getattr(record, field)) if field else 0,
+                    headers={CORRELATION_HEADER: str(getattr(record, "correlation_id", ""))},
+                    on_delivery=delivered,
+                )
+            else:
+                produce(
+                    producer,
+                    step.topic,
+                    key=step.key,
+                    value=step.data,
+                    headers={CORRELATION_HEADER: step.correlation_id or mint_correlation_id()},
+                    on_delivery=delivered,
+                )
+            counts[step.topic] += 1
+            producer.poll(0)
+            if time.time() - last_report >= PROGRESS_EVERY_S:
+                last_report = time.time()
+                progress(f"played {i}/{len(steps)} steps ({sum(counts.values())} records)")
+        if self.wait_for_delivery:
+            self.flush()
+        return PlayReport(dict(counts), slept_ms, time.time() - started)
+
+    def flush(self) -> None:
+        """Wait until Kafka took every record played (at most the message timeout, and a bit).
+
+        Raises:
+            ScenarioError: naming how many records Kafka did not take, and the first error.
+        """
+        remaining = self._producer.flush(max(60.0, self.message_timeout_ms / 1000 + 10))
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            first = f" (first: {failures[0]})" if failures else ""
+            raise ScenarioError(
+                f"kafka at {self.settings.stack.bootstrap_servers} did not take "
+                f"{remaining + len(failures)} record(s){first}: check `gridstream stack status`"
+            )
+
+
 def play(
     settings: Settings,
     source: str | Path | Scenario | Iterable[Mapping[str, Any] | Step],
     progress: Callable[[str], None] = _say,
 ) -> PlayReport:
-    """Validate every step, then produce them in order with an idempotent producer, and flush.
-
-    Raises:
-        StepError: a step is malformed or invalid; nothing was produced.
-        ScenarioError: the registry or Kafka cannot be reached or refused records.
-    """
-    steps = with_correlation_ids(steps_of(source))
-    started = time.time()
-    records = check(steps, int(started * 1000))
-    used = {s.topic for s in steps if not isinstance(s, SleepStep)}
-    encoders = _serializers(settings, {s.topic for s in steps if isinstance(s, RecordStep)})
-    servers = settings.stack.bootstrap_servers
-    producer = Producer(
-        {
-            **kafka_client_config(settings.stack),
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "message.timeout.ms": 30_000,
-        }
-    )
-    try:
-        known = producer.list_topics(timeout=10).topics
-    except KafkaException as err:
-        raise ScenarioError(
-            f"kafka at {servers} does not answer ({err}): run `gridstream stack up`"
-        ) from None
-    missing = sorted(t for t in used if t not in known or known[t].error is not None)
-    if missing:
-        names = ", ".join(missing)
-        raise ScenarioError(f"topic(s) {names} missing at {servers}: run `gridstream stack up`")
-    failures: list[str] = []
-
-    def delivered(err: KafkaError | None, _message: Message) -> None:
-        if err is not None:
-            failures.append(str(err))
-
-    counts: Counter[str] = Counter()
-    slept_ms = 0
-    last_report = started
-    for i, (step, record) in enumerate(zip(steps, records, strict=True), start=1):
-        if isinstance(step, SleepStep):
-            producer.flush(30)
-            time.sleep(step.ms / 1000)
-            slept_ms += step.ms
-            continue
-        if isinstance(step, RecordStep):
-            if step.relative or record is None:
-                record = validated(step, int(time.time() * 1000))
-            field = EVENT_TIME_FIELDS.get(step.topic)
-            produce(
-                producer,
-                step.topic,
-                key=step.key,
-                value=encoders[step.topic].encode(record),
-                timestamp=int(getattr(record, field)) if field else 0,
-                headers={CORRELATION_HEADER: str(getattr(record, "correlation_id", ""))},
-                on_delivery=delivered,
-            )
-        else:
-            produce(
-                producer,
-                step.topic,
-                key=step.key,
-                value=step.data,
-                headers={CORRELATION_HEADER: step.correlation_id or mint_correlation_id()},
-                on_delivery=delivered,
-            )
-        counts[step.topic] += 1
-        producer.poll(0)
-        if time.time() - last_report >= PROGRESS_EVERY_S:
-            last_report = time.time()
-            progress(f"played {i}/{len(steps)} steps ({sum(counts.values())} records)")
-    remaining = producer.flush(60)
-    if remaining or failures:
-        first = f" (first: {failures[0]})" if failures else ""
-        raise ScenarioError(
-            f"kafka at {servers} did not take {remaining + len(failures)} record(s){first}: "
-            "check `gridstream stack status`"
-        )
-    return PlayReport(dict(counts), slept_ms, time.time() - started)
+    """Play a scenario with a `Player` of its own (see `Player.play`)."""
+    return Player(settings).play(source, progress)
 
 
 def _jsonable(value: Any) -> Any:
