@@ -160,11 +160,14 @@ def weather(encode: Encoder, region: str, ts_ms: int) -> Record:
     )  # fmt: skip
 
 
-def dr_event(encode: Encoder, issued_ms: int, start_ms: int, end_ms: int) -> Record:
-    """The one DR event: a 30 % curtailment on `DR_REGIONS`."""
+def dr_event(
+    encode: Encoder, issued_ms: int, start_ms: int, end_ms: int,
+    event_id: str = "dr-bench", regions: tuple[str, ...] = DR_REGIONS,
+) -> Record:  # fmt: skip
+    """A DR event: a 30 % curtailment on `regions` (the bench's one: on `DR_REGIONS`)."""
     return encode(
-        topics.DR_EVENTS, "dr-bench", issued_ms, event_id="dr-bench", correlation_id="dr-bench",
-        program_id=PROGRAM, target_region_ids=list(DR_REGIONS), start_ts_ms=start_ms,
+        topics.DR_EVENTS, event_id, issued_ms, event_id=event_id, correlation_id=event_id,
+        program_id=PROGRAM, target_region_ids=list(regions), start_ts_ms=start_ms,
         end_ts_ms=end_ms, action="CURTAIL", setpoint_offset_c=None, curtailment_pct=30.0,
         priority=1, status="SCHEDULED", issued_ts_ms=issued_ms,
     )  # fmt: skip
