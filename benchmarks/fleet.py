@@ -53,6 +53,7 @@ class Shape:
     junk_pct: float = 1.0
     burst_pct: float = 33.0
     latency_devices: int = 0  # per job run: registered, enrolled, never reporting in the backlog
+    dr_runs_on_ms: int = 7_200_000  # how long the DR event goes on after the last reading
     job_runs: int = 0
     seed: int = 7
 
@@ -213,7 +214,7 @@ def generate(shape: Shape, encode: Encoder, progress: Callable[[str], None] = pr
     for ts in range(t0, end, WEATHER_EVERY_MS):
         timed += [(ts, weather(encode, region, ts)) for region in REGIONS]
     issued, start = t0 + (end - t0) // 4, t0 + (end - t0) // 2
-    timed.append((issued, dr_event(encode, issued, start, end + 7_200_000)))
+    timed.append((issued, dr_event(encode, issued, start, end + shape.dr_runs_on_ms)))
     timed.sort(key=lambda pair: pair[0])
     progress(f"  {readings:,} readings encoded ({shape.span_s} s of event time)")
     return Workload(records + [record for _, record in timed], len(records), readings, pools)

@@ -372,9 +372,12 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def measure_max(stack: LocalStack, devices: int, timeout_s: float) -> float:
     """The job's readings/s on a backlog of the fleet's own readings (every device every 2 s
-    over 60 s, with the bench fleet's bursts, duplicates, junk, weather and DR event)."""
+    over 60 s, with the bench fleet's bursts, duplicates, junk, weather and DR event; the event
+    ends a minute after the backlog, so the soak's own events are the only ones after it)."""
     encode = fleet.Encoder(Registry(RegistryConfig.from_settings(stack.settings)).schemas())
-    shape = fleet.Shape(devices, span_s=60, iot_interval_s=2, scada_interval_s=2)
+    shape = fleet.Shape(
+        devices, span_s=60, iot_interval_s=2, scada_interval_s=2, dr_runs_on_ms=60_000
+    )
     workload = fleet.generate(shape, encode, say)
     took = fleet.load(stack.settings.stack.bootstrap_servers, workload.records, say)
     say(f"loaded {len(workload.records):,} backlog records in {took:.1f} s")
