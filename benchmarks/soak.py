@@ -236,6 +236,17 @@ def heap_resident_mb(pid: int) -> float:
     return found[0]
 
 
+def state_by_operator(
+    stack: LocalStack, job_id: str, checkpoint: dict[str, Any]
+) -> dict[str, float]:
+    """A completed checkpoint's state size per operator chain (by the start of its name), MB."""
+    if not checkpoint:
+        return {}
+    names = {v["id"]: v["name"][:48] for v in bench.rest(stack, f"/jobs/{job_id}")["vertices"]}
+    details = bench.rest(stack, f"/jobs/{job_id}/checkpoints/details/{checkpoint['id']}")
+    return {names[v]: task["state_size"] / MB for v, task in details["tasks"].items()}
+
+
 def gauges(stack: LocalStack, job_id: str, names: tuple[str, ...]) -> dict[str, float]:
     """The suite's gauges `names`, summed over subtasks (0 before a task sets one)."""
     totals = dict.fromkeys(names, 0.0)
@@ -255,6 +266,7 @@ class Sampler:
     def __init__(self, stack: LocalStack, job_id: str, drive: Drive, seconds: float) -> None:
         self.stack, self.job_id, self.drive, self.seconds = stack, job_id, drive, seconds
         self.samples: list[dict[str, float]] = []
+        self.by_operator: list[dict[str, float]] = []  # each sample's state per operator
         self.pids: set[int] = set()
         self.last: tuple[float, int] | None = None
 
@@ -293,6 +305,7 @@ class Sampler:
         if now > since[0]:  # from the second sample on
             sample["processed_per_s"] = (done - since[1]) / (now - since[0])
         self.samples.append(sample)
+        self.by_operator.append(state_by_operator(stack, self.job_id, latest))
         say(
             f"{clock(elapsed)} / {clock(self.seconds)}  sent {self.drive.sent:,}  "
             f"committed {sample.get('processed_per_s', 0):,.0f}/s  "
@@ -467,7 +480,10 @@ def main() -> None:
     stem = args.out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}"
     text = markdown(rows, meta)
     stem.with_suffix(".md").write_text(text)
-    result = {"meta": meta, "verdicts": rows, "samples": sampler.samples}
+    result = {
+        "meta": meta, "verdicts": rows, "samples": sampler.samples,
+        "state_mb_by_operator": sampler.by_operator,
+    }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(text)
     say(f"written: {stem}.md, {stem}.json")
