@@ -78,7 +78,9 @@ SERIES = (
     Series("jvm_heap_used_mb", "JVM heap used (MB)", 0.25),
     Series("heap_resident_mb", "JVM heap resident (MB)", 0.25),
     Series("python_native_mb", "Python + RocksDB + JVM internals (MB)", 0.10),
-    Series("state_mb", "checkpoint state size (MB)", 0.10),
+    Series("state_mb", "checkpoint state size (MB)", None),
+    Series("manifests_mb", "RocksDB MANIFEST logs (MB)", None),
+    Series("state_data_mb", "checkpoint state less MANIFESTs (MB)", 0.10),
     Series("checkpoint_ms", "checkpoint duration (ms)", 0.50),
     Series("device_keys", "device keys (gauge)", 0.01),
     Series("device_timers", "device timers (gauge)", 0.10),
@@ -236,6 +238,16 @@ def heap_resident_mb(pid: int) -> float:
     return found[0]
 
 
+def manifests_mb(home: Path) -> float:
+    """The size of the RocksDB MANIFEST logs under the TaskManager's local state, in MB.
+
+    RocksDB appends to an instance's MANIFEST at every flush and compaction (Flink flushes at
+    every checkpoint) and starts a new one only when the instance is reopened (Flink 2.2 sets
+    no `max_manifest_file_size`); an incremental checkpoint uploads it whole with its state.
+    """
+    return sum(path.stat().st_size for path in (home / "flink" / "tmp").rglob("MANIFEST-*")) / MB
+
+
 def state_by_operator(
     stack: LocalStack, job_id: str, checkpoint: dict[str, Any]
 ) -> dict[str, float]:
@@ -284,6 +296,7 @@ class Sampler:
         since = self.last or (now, done)
         self.last = (now, done)
         rss = rss_mb(pid)
+        manifests = manifests_mb(stack.settings.stack.home)
         parts = ("NonHeap.Used", "Direct.MemoryUsed", "Mapped.MemoryUsed")
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
@@ -295,6 +308,8 @@ class Sampler:
             "heap_resident_mb": heap_resident,
             "python_native_mb": rss - heap_resident - jvm_native,
             "state_mb": float(latest.get("state_size", 0)) / MB,
+            "manifests_mb": manifests,
+            "state_data_mb": float(latest.get("state_size", 0)) / MB - manifests,
             "checkpoint_ms": float(latest.get("end_to_end_duration", 0)),
             "checkpoints": float(checkpoints["counts"]["completed"]),
             "checkpoints_failed": float(checkpoints["counts"]["failed"]),
@@ -464,6 +479,9 @@ def main() -> None:
         "(its mapping in /proc/<pid>/smaps) - JVM non-heap used (metaspace, code cache) - "
         "direct and mapped buffers: in thread mode the embedded Python's memory, RocksDB's "
         "(bounded by Flink's managed memory) and the JVM's own (thread stacks, GC)",
+        "state less MANIFESTs: the checkpoint's state size minus the RocksDB MANIFEST logs "
+        "on the TaskManager at the sample (each grows with every flush until its instance "
+        "reopens, and every incremental checkpoint uploads it whole)",
         "timers live in RocksDB with the keyed state (Flink 2.2's "
         "`state.backend.rocksdb.timer-service.factory` defaults to ROCKSDB), so the checkpoint "
         "state size covers them; `device_timers` counts them directly",

@@ -22,7 +22,7 @@ WARMUP_S = 40.0
 TIMERS_PER_DEVICE = 4  # the watch, a DR event's start and end, a recommendation's expiry
 
 
-@pytest.mark.timeout(480)
+@pytest.mark.timeout(780)  # the stack starts in 1-3 min on a busy 2-core machine, then 2 min
 def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -> None:
     """After the warm-up the device keys are exactly the fleet, the timers at most a few per
     device (while silent groups' loss timers fire and clear and DR events come and go), and
@@ -34,7 +34,7 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
         "--max-rate", "800", "--devices", str(DEVICES), "--sample-s", "10",
         "--warmup-s", str(WARMUP_S), "--out", str(tmp_path),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=450)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=750)
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]  # 1: a slope
     assert "| device keys (gauge) |" in done.stdout
     (result,) = tmp_path.glob("soak-*.json")
