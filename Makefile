@@ -21,7 +21,7 @@ cd tools/$(1) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench stack-up stack-down stack-status doctor lock clean FORCE
+.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench soak stack-up stack-down stack-status doctor lock clean FORCE
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -120,6 +120,11 @@ fuzz: venv ## Fuzz each input topic's decoders FUZZ_SECONDS (600) each; corpus, 
 BENCH_ARGS ?=
 bench: setup ## The side-by-side benchmark (long; BENCH_ARGS="--smoke": about 1.5 minutes).
 	PYTHONPATH=$(CURDIR) $(PY) benchmarks/bench.py $(BENCH_ARGS)
+
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
+soak: setup ## Device-control at half its measured max for SOAK_MINUTES (30): memory, state, timers flat.
+	PYTHONPATH=$(CURDIR) $(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) $(SOAK_ARGS)
 
 stack-up: setup ## Start the local stack (idempotent).
 	$(PY) -m gridstream.cli stack up

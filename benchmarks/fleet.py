@@ -53,6 +53,7 @@ class Shape:
     junk_pct: float = 1.0
     burst_pct: float = 33.0
     latency_devices: int = 0  # per job run: registered, enrolled, never reporting in the backlog
+    dr_runs_on_ms: int = 7_200_000  # how long the DR event goes on after the last reading
     job_runs: int = 0
     seed: int = 7
 
@@ -160,11 +161,14 @@ def weather(encode: Encoder, region: str, ts_ms: int) -> Record:
     )  # fmt: skip
 
 
-def dr_event(encode: Encoder, issued_ms: int, start_ms: int, end_ms: int) -> Record:
-    """The one DR event: a 30 % curtailment on `DR_REGIONS`."""
+def dr_event(
+    encode: Encoder, issued_ms: int, start_ms: int, end_ms: int,
+    event_id: str = "dr-bench", regions: tuple[str, ...] = DR_REGIONS,
+) -> Record:  # fmt: skip
+    """A DR event: a 30 % curtailment on `regions` (the bench's one: on `DR_REGIONS`)."""
     return encode(
-        topics.DR_EVENTS, "dr-bench", issued_ms, event_id="dr-bench", correlation_id="dr-bench",
-        program_id=PROGRAM, target_region_ids=list(DR_REGIONS), start_ts_ms=start_ms,
+        topics.DR_EVENTS, event_id, issued_ms, event_id=event_id, correlation_id=event_id,
+        program_id=PROGRAM, target_region_ids=list(regions), start_ts_ms=start_ms,
         end_ts_ms=end_ms, action="CURTAIL", setpoint_offset_c=None, curtailment_pct=30.0,
         priority=1, status="SCHEDULED", issued_ts_ms=issued_ms,
     )  # fmt: skip
@@ -210,7 +214,7 @@ def generate(shape: Shape, encode: Encoder, progress: Callable[[str], None] = pr
     for ts in range(t0, end, WEATHER_EVERY_MS):
         timed += [(ts, weather(encode, region, ts)) for region in REGIONS]
     issued, start = t0 + (end - t0) // 4, t0 + (end - t0) // 2
-    timed.append((issued, dr_event(encode, issued, start, end + 7_200_000)))
+    timed.append((issued, dr_event(encode, issued, start, end + shape.dr_runs_on_ms)))
     timed.sort(key=lambda pair: pair[0])
     progress(f"  {readings:,} readings encoded ({shape.span_s} s of event time)")
     return Workload(records + [record for _, record in timed], len(records), readings, pools)

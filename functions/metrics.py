@@ -4,7 +4,8 @@ them to Flink's metric groups.
 Counters count what the job emitted (commands by action, blocked decisions by reason, dead
 letters by reason and topic, alerts by kind) and the decoders' waits for a new schema id (by
 how they ended); gauges say what is in force now (stale devices, suspended and Grid-Follow
-regions, the lag freeze, the processing lag); the ingestion latency
+regions, the lag freeze, the processing lag, the device keys and timers held, so a soak can
+tell a leak from a steady fleet); the ingestion latency
 (a reading's device time to its processing) is a Prometheus-style histogram of cumulative
 buckets. `docs/operations.md` says what each means to an operator.
 """
@@ -46,6 +47,8 @@ GAUGES = (
     "freeze",
     "source_silent",
     "processing_lag_ms",
+    "device_keys",
+    "device_timers",
 )
 PROMETHEUS_SCOPE = "flink_taskmanager_job_task_operator_gridstream_"
 
@@ -102,6 +105,26 @@ class Members:
 
     def __len__(self) -> int:
         return len(self.keys)
+
+
+class Held:
+    """The device keys with state and the event-time timers a task holds, kept as the net of
+    what it added and removed since it started (no per-device memory): flat under a fixed
+    fleet, rising steadily if keys or timers leak."""
+
+    def __init__(self) -> None:
+        self.keys = 0
+        self.timers = 0
+
+    def update(self, had_state: bool, has_state: bool) -> bool:
+        """Count a key in or out as its state appears or is cleared; True when that changed."""
+        self.keys += int(has_state) - int(had_state)
+        return had_state != has_state
+
+    def move_timers(self, added: int) -> bool:
+        """Count `added` timers (negative: removed); True when that changed the count."""
+        self.timers += added
+        return added != 0
 
 
 class Histogram:

@@ -563,6 +563,7 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             else _MirrorWriter(self.redis_url, self.redis_password_file, self.flush_ms)
         )
         self.stale = metrics.Members()  # counted by this task since it started (see DISCUSSION)
+        self.held = metrics.Held()  # its device keys and event-time timers, net since it started
         self.latency = metrics.Histogram()
         self.flush_at: int | None = None  # the processing time the histogram goes to Flink
 
@@ -596,12 +597,13 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if new is None:
             if old is not None:
                 self.states.clear(event.device_id)
-            _reconcile(device.timers_for(old, self.policy), frozenset(), ctx)
+            self._move_timers(old, None, ctx)
         elif new is not old:  # the step hands back the very state when nothing changed
             self.states.put(event.device_id, new, cached)
             if _timed(old) != _timed(new):
-                wanted = device.timers_for(new, self.policy)
-                _reconcile(device.timers_for(old, self.policy), wanted, ctx)
+                self._move_timers(old, new, ctx)
+        if self.held.update(old is not None, new is not None):
+            self.meters.set("device_keys", self.held.keys)
         stale = new is not None and new.stale
         if stale != (old is not None and old.stale) and self.stale.update(event.device_id, stale):
             self.meters.set("stale_devices", len(self.stale))
@@ -611,6 +613,14 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
             region_id = new.info.region_id if new is not None and new.info else None
             reading = LastGood(event.device_id, good.ts_ms, good.power_kw, good.is_on, region_id)
             yield from self.mirror.offer(reading, ctx)
+
+    def _move_timers(
+        self, old: device_codec.DeviceState | None, new: device_codec.DeviceState | None, ctx: Any
+    ) -> None:
+        held, wanted = device.timers_for(old, self.policy), device.timers_for(new, self.policy)
+        _reconcile(held, wanted, ctx)
+        if self.held.move_timers(len(wanted) - len(held)):
+            self.meters.set("device_timers", self.held.timers)
 
     def _score(
         self, old: device_codec.DeviceState | None, reading: device.Telemetry, now_ms: int

@@ -20,6 +20,7 @@ from functions.device import (
     Release,
     Telemetry,
     Withdrawal,
+    timers_for,
 )
 from functions.operators import (
     CONTEXT,
@@ -48,6 +49,7 @@ from schemas.models import (
     PriorityLevel,
     ReasonCode,
 )
+from state import device as device_codec
 from state import region as codec
 from state.device import DeviceInfo
 from tests.harness import DecodedInputs, Harness
@@ -807,6 +809,35 @@ def test_device_stage_counts_readings_latency_at_the_flush_and_stale_devices_whi
     assert gauge(h, "stale_devices") == 1
     h.process(DEV, Telemetry(DEV, T0 + DAY_MS, 2.0, True, True, False, "back", CAUSE))
     assert gauge(h, "stale_devices") == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(device_inputs, max_size=30))
+def test_device_stage_gauges_its_keys_and_timers_exactly(
+    inputs: list[tuple[str, str, int]],
+) -> None:
+    """Whatever the inputs, the device_keys gauge equals the keys with state and device_timers
+    the timer instants their states ask for (`timers_for`), of which every pending timer is
+    one; after retention both are back to zero with no state and no timer left."""
+    policy = DevicePolicy(retention_ms=DAY_MS)
+    h = Harness(DeviceStage(DecodedInputs(), policy, WETBULB)).open()
+    h.process_broadcast(weather_entry())
+
+    def wanted(key: str) -> frozenset[int]:
+        return timers_for(device_codec.decode(h.state_bytes(key, "device") or b""), policy)
+
+    for kind, device_id, minute in inputs:
+        if kind == "watermark":
+            h.advance_watermark(max(h.watermark, T0 + minute * MINUTE_MS))
+        else:
+            h.process(device_id, _device_input(kind, device_id, minute))
+        keys = {key for _, key in h.store}
+        assert (gauge(h, "device_keys") or 0) == len(keys)
+        assert (gauge(h, "device_timers") or 0) == sum(len(wanted(k)) for k in keys)
+        assert all(set(h.pending_timers(k)) <= wanted(k) for k in keys)
+    h.advance_watermark(T0 + DAY_MS * 30)
+    assert (gauge(h, "device_keys") or 0, gauge(h, "device_timers") or 0) == (0, 0)
+    assert (h.state_entries(), h.pending_timers()) == (0, [])
 
 
 def test_region_stage_gauges_follow_suspension_and_aged_out_weather() -> None:
