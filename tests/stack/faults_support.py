@@ -43,7 +43,7 @@ from confluent_kafka.admin import AdminClient
 from gridstream import roundtrip, topics
 from gridstream.config import Settings, kafka_client_config
 from gridstream.deploy import ensure_job
-from gridstream.scenario import Player, Scenario, dump, end_offsets
+from gridstream.scenario import Player, Scenario, dump, end_offsets, play
 from gridstream.stack import LocalStack
 from gridstream.stack.components import TERMINAL_STATES, Flink
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER
@@ -53,7 +53,7 @@ from schemas import examples, models, serde
 from schemas.registry import Registry, RegistryConfig
 from state import mirror
 from tests import output_rules
-from tests.stack.scenarios_support import PIPELINE, mine, now_ms, quiet
+from tests.stack.scenarios_support import PIPELINE, mine, now_ms, quiet, unique
 
 LONG = os.environ.get("GRIDSTREAM_LONG_FAULT_TESTS") == "1"
 RECOVERY_TIMEOUT_S = 180.0
@@ -145,6 +145,20 @@ def wait_for(probe: Callable[[], bool], timeout_s: float, what: str, every_s: fl
     """Poll `probe` until it holds; fail naming `what` after `timeout_s`."""
     if not wait_until(probe, timeout_s, every_s):
         pytest.fail(f"{what}: not within {timeout_s:.0f}s")
+
+
+def reading_processed_after(settings: Settings, fault_at: float) -> None:
+    """Play a reading of a new device and wait until the job has processed it (the Redis
+    mirror shows it); print how long after `fault_at` (time.monotonic()) that was."""
+    device = unique("thermostat-after-the-fault")
+    play(settings, Scenario().telemetry_iot(device_id=device), quiet)
+    wait_for(
+        lambda: mirror.read(settings.stack.redis_url, device) is not None,
+        60,
+        "a reading played after the recovery processed",
+    )
+    since = time.monotonic() - fault_at
+    print(f"a reading played after the recovery was processed {since:.1f}s after the fault")
 
 
 def checkpoint_dirs(flink: Flink, job_id: str) -> dict[int, bool]:

@@ -17,25 +17,24 @@ from collections.abc import Iterator
 
 import pytest
 
-from gridstream.scenario import Scenario, play
 from gridstream.stack import LocalStack
 from gridstream.stack.components import TERMINAL_STATES, Flink
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER
 from jobs.device_control import JOB_NAME
-from state import mirror
 from tests.stack.faults_support import (
     JOB_SETTINGS,
     RECOVERY_TIMEOUT_S,
     checkpoint_dirs,
     checkpoint_from_now,
     kill_jobmanager,
+    reading_processed_after,
     rest,
     restored_checkpoint,
     restored_since,
     running_job,
     wait_for,
 )
-from tests.stack.scenarios_support import job_running, now_ms, quiet, unique
+from tests.stack.scenarios_support import job_running, now_ms
 from tests.stack.test_taskmanager_kill import supervisor_log
 
 pytestmark = pytest.mark.stack
@@ -92,15 +91,7 @@ def test_a_killed_jobmanager_is_replaced_and_resumes_the_running_job(
         assert restored is not None
         assert checkpoint <= restored[0] <= completed_before_kill
 
-        device = unique("thermostat-after-jm-kill")
-        play(settings, Scenario().telemetry_iot(device_id=device), quiet)
-        wait_for(
-            lambda: mirror.read(settings.stack.redis_url, device) is not None,
-            60,
-            "a reading played after the recovery processed",
-        )
-        since_kill = time.monotonic() - killed_at
-        print(f"a reading played after the recovery was processed {since_kill:.1f}s after the kill")
+        reading_processed_after(settings, killed_at)
         assert running_job(flink) == job_id
         (fresh,) = flink.daemons(JOBMANAGER).listed()
         assert fresh != killed

@@ -11,21 +11,20 @@ import time
 
 import pytest
 
-from gridstream.scenario import Scenario, play
 from gridstream.stack import LocalStack
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER
-from state import mirror
 from tests.stack.faults_support import (
     JOB_SETTINGS,
     RECOVERY_TIMEOUT_S,
     checkpoint_from_now,
     kill_taskmanager,
     no_job_left,  # noqa: F401 (an autouse fixture)
+    reading_processed_after,
     restored_since,
     running_job,
     wait_for,
 )
-from tests.stack.scenarios_support import job_running, now_ms, quiet, unique
+from tests.stack.scenarios_support import job_running, now_ms
 
 pytestmark = pytest.mark.stack
 
@@ -68,15 +67,7 @@ def test_a_killed_taskmanager_is_replaced_and_the_running_job_recovers(
             f"{time.monotonic() - killed_at:.1f}s"
         )
 
-        device = unique("thermostat-after-kill")
-        play(settings, Scenario().telemetry_iot(device_id=device), quiet)
-        wait_for(
-            lambda: mirror.read(settings.stack.redis_url, device) is not None,
-            60,
-            "a reading played after the recovery processed",
-        )
-        since_kill = time.monotonic() - killed_at
-        print(f"a reading played after the recovery was processed {since_kill:.1f}s after the kill")
+        reading_processed_after(settings, killed_at)
         assert flink.taskmanager_ids().isdisjoint(before)
         assert flink.daemons(JOBMANAGER).listed() == [jobmanager], said
         (fresh,) = flink.daemons(TASKMANAGER).listed()
