@@ -127,9 +127,10 @@ def restored_checkpoint(flink: Flink, job_id: str) -> tuple[int, int] | None:
 
 
 def restarts(flink: Flink, job_id: str) -> int:
-    """How often the job has restarted (its `numRestarts` metric)."""
-    (metric,) = rest(flink, f"/jobs/{job_id}/metrics?get=numRestarts")
-    return int(metric["value"])
+    """How often the job has restarted (its `numRestarts` metric); 0 while the REST API's
+    metric store has not fetched it yet (a job just submitted: it answers an empty list)."""
+    found = rest(flink, f"/jobs/{job_id}/metrics?get=numRestarts")
+    return int(found[0]["value"]) if found else 0
 
 
 def restored_since(flink: Flink, job_id: str, since_ms: int) -> bool:
