@@ -47,6 +47,8 @@ from schemas.dead_letter import CORRELATION_HEADER
 from schemas.registry import Registry, RegistryConfig
 
 MB = 1 << 20
+# A RocksDB instance's folder names its operator: `job_<job>_op_<class>_<operator id>__<n>_<of>__`.
+OPERATOR_FOLDER = re.compile(r"_op_[A-Za-z0-9]+_([0-9a-f]{32})__")
 SMAPS_RANGE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
 MAX_CADENCE_S = 8.0  # every device reports at least this often: SCADA goes silent after 15 s
 SILENT_S = 45.0  # how long a silent group of SCADA points says nothing
@@ -238,25 +240,52 @@ def heap_resident_mb(pid: int) -> float:
     return found[0]
 
 
-def manifests_mb(home: Path) -> float:
-    """The size of the RocksDB MANIFEST logs under the TaskManager's local state, in MB.
+def manifests_mb(home: Path) -> dict[str, float]:
+    """The size of the RocksDB MANIFEST logs under the TaskManager's local state, in MB, by
+    operator id (a chain's is its vertex id).
 
     RocksDB appends to an instance's MANIFEST at every flush and compaction (Flink flushes at
     every checkpoint) and starts a new one only when the instance is reopened (Flink 2.2 sets
     no `max_manifest_file_size`); an incremental checkpoint uploads it whole with its state.
     """
-    return sum(path.stat().st_size for path in (home / "flink" / "tmp").rglob("MANIFEST-*")) / MB
+    found: dict[str, float] = {}
+    for path in (home / "flink" / "tmp").rglob("MANIFEST-*"):
+        operator = OPERATOR_FOLDER.search(str(path))
+        key = operator.group(1) if operator else ""
+        found[key] = found.get(key, 0.0) + path.stat().st_size / MB
+    return found
 
 
 def state_by_operator(
-    stack: LocalStack, job_id: str, checkpoint: dict[str, Any]
+    stack: LocalStack, job_id: str, checkpoint: dict[str, Any], manifests: dict[str, float]
 ) -> dict[str, float]:
-    """A completed checkpoint's state size per operator chain (by the start of its name), MB."""
+    """A completed checkpoint's state size per operator chain (by the start of its name) less
+    its MANIFEST logs, MB."""
     if not checkpoint:
         return {}
     names = {v["id"]: v["name"][:48] for v in bench.rest(stack, f"/jobs/{job_id}")["vertices"]}
     details = bench.rest(stack, f"/jobs/{job_id}/checkpoints/details/{checkpoint['id']}")
-    return {names[v]: task["state_size"] / MB for v, task in details["tasks"].items()}
+    return {
+        names[v]: task["state_size"] / MB - manifests.get(v, 0.0)
+        for v, task in details["tasks"].items()
+    }
+
+
+def operator_slopes(
+    samples: list[dict[str, float]], by_operator: list[dict[str, float]], warmup_s: float
+) -> list[str]:
+    """Each operator chain's state less its MANIFESTs after the warm-up: first, last, slope/h."""
+    lines = []
+    for name in sorted({n for sample in by_operator for n in sample}):
+        points = [
+            (sample["t_s"], sizes[name])
+            for sample, sizes in zip(samples, by_operator, strict=True)
+            if sample["t_s"] >= warmup_s and name in sizes
+        ]
+        if len(points) >= 3:
+            lines.append(f"{name}: {points[0][1]:.3f} -> {points[-1][1]:.3f} MB, "
+                         f"{slope_per_hour(points):+.3f} MB/h")  # fmt: skip
+    return lines
 
 
 def gauges(stack: LocalStack, job_id: str, names: tuple[str, ...]) -> dict[str, float]:
@@ -296,7 +325,8 @@ class Sampler:
         since = self.last or (now, done)
         self.last = (now, done)
         rss = rss_mb(pid)
-        manifests = manifests_mb(stack.settings.stack.home)
+        by_operator = manifests_mb(stack.settings.stack.home)
+        manifests = sum(by_operator.values())
         parts = ("NonHeap.Used", "Direct.MemoryUsed", "Mapped.MemoryUsed")
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
@@ -320,7 +350,7 @@ class Sampler:
         if now > since[0]:  # from the second sample on
             sample["processed_per_s"] = (done - since[1]) / (now - since[0])
         self.samples.append(sample)
-        self.by_operator.append(state_by_operator(stack, self.job_id, latest))
+        self.by_operator.append(state_by_operator(stack, self.job_id, latest, by_operator))
         say(
             f"{clock(elapsed)} / {clock(self.seconds)}  sent {self.drive.sent:,}  "
             f"committed {sample.get('processed_per_s', 0):,.0f}/s  "
@@ -485,6 +515,10 @@ def main() -> None:
         "timers live in RocksDB with the keyed state (Flink 2.2's "
         "`state.backend.rocksdb.timer-service.factory` defaults to ROCKSDB), so the checkpoint "
         "state size covers them; `device_timers` counts them directly",
+    ]
+    notes += [
+        f"state less MANIFESTs of {line}"
+        for line in operator_slopes(sampler.samples, sampler.by_operator, warmup)
     ]
     rows = verdicts(sampler.samples, warmup, rate)
     meta = {
