@@ -46,7 +46,7 @@ from functions.device import DevicePolicy
 from gridstream import config, topics
 from gridstream.deploy import start_job
 from gridstream.roundtrip import percentile
-from gridstream.scenario import end_offsets, produce, watermarks
+from gridstream.scenario import committed_offsets, end_offsets, produce, watermarks
 from gridstream.stack import LocalStack
 from gridstream.stack.components import TERMINAL_STATES
 from gridstream.stack.daemons import TASKMANAGER
@@ -139,7 +139,7 @@ def committed(servers: str, partitions: list[tuple[str, int]]) -> dict[tuple[str
         consumer = Consumer({"bootstrap.servers": servers, "group.id": group})
         try:
             wanted = [TopicPartition(t, p) for t, p in partitions if t in names]
-            for tp in consumer.committed(wanted, timeout=10):
+            for tp in committed_offsets(consumer, wanted):
                 key, done = (tp.topic, tp.partition), max(tp.offset, 0)
                 offsets[key] = min(offsets.get(key, done), done)
         finally:

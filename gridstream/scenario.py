@@ -546,6 +546,33 @@ def watermarks(consumer: Consumer, topic: str) -> dict[int, tuple[int, int]]:
     }
 
 
+# The group coordinator is not ready yet: a fresh broker still loading its offsets, or a busy one.
+GROUP_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 60.0
+) -> list[TopicPartition]:
+    """`consumer.committed(partitions)`, asked again while the group coordinator is not ready."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.committed(partitions, timeout=10)
+        except KafkaException as err:
+            if err.args[0].code() not in GROUP_COORDINATOR_NOT_READY:
+                raise
+            if time.monotonic() > deadline:
+                raise ScenarioError(f"kafka's group coordinator is not ready: {err}") from None
+            time.sleep(0.5)
+
+
 def end_offsets(consumer: Consumer, topic: str) -> list[TopicPartition]:
     """Each partition of `topic` at its end offset (as `watermarks` reads it)."""
     return [TopicPartition(topic, p, high) for p, (_, high) in watermarks(consumer, topic).items()]

@@ -43,7 +43,14 @@ from confluent_kafka.admin import AdminClient
 from gridstream import roundtrip, topics
 from gridstream.config import Settings, kafka_client_config
 from gridstream.deploy import ensure_job
-from gridstream.scenario import Player, Scenario, dump, end_offsets, play
+from gridstream.scenario import (
+    GROUP_COORDINATOR_NOT_READY,
+    Player,
+    Scenario,
+    dump,
+    end_offsets,
+    play,
+)
 from gridstream.stack import LocalStack
 from gridstream.stack.components import TERMINAL_STATES, Flink
 from gridstream.stack.daemons import JOBMANAGER, TASKMANAGER
@@ -63,14 +70,6 @@ PLAYER_MESSAGE_TIMEOUT_MS = 180_000
 # Processing-time rules out of reach (see the module docstring); the same in both runs.
 JOB_SETTINGS = {"freeze_lag_ms": 600_000, "source_silence_ms": 600_000}
 COMPARED = (topics.COMMANDS, topics.RECOMMENDATIONS, topics.AUDIT, topics.ALERTS, topics.DLQ)
-GROUP_COORDINATOR_NOT_READY = frozenset(
-    {
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError._TIMED_OUT,
-    }
-)
 EVIDENCE_RECORDS = 12  # whole records a difference shows
 RULE_INPUTS = (
     topics.DEVICE_REGISTRY,

@@ -8,6 +8,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from gridstream import cli, topics
 from gridstream.config import Settings, StackSettings
@@ -19,6 +20,7 @@ from gridstream.scenario import (
     StackDown,
     StepError,
     check,
+    committed_offsets,
     key_for,
     load,
     parse_lines,
@@ -433,3 +435,28 @@ def test_run_refuses_a_stack_that_is_down_and_names_the_command_that_starts_it(
     with pytest.raises(StackDown, match=r"not up .*: run `gridstream stack up`"):
         run(Settings(stack=stack), scenario_file, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+class _Coordinator:
+    """A consumer whose group coordinator answers `errors` before the offsets."""
+
+    def __init__(self, *errors: int) -> None:
+        self.errors = list(errors)
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        if self.errors:
+            raise KafkaException(KafkaError(self.errors.pop(0)))
+        return partitions
+
+
+def test_committed_offsets_asks_again_while_the_group_coordinator_is_not_ready() -> None:
+    wanted = [TopicPartition(topics.SCADA_TELEMETRY, 0, 7)]
+    consumer = _Coordinator(KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+    assert committed_offsets(consumer, wanted) == wanted  # type: ignore[arg-type]
+    assert not consumer.errors
+
+
+def test_committed_offsets_raises_any_other_error_at_once() -> None:
+    consumer = _Coordinator(KafkaError.GROUP_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        committed_offsets(consumer, [TopicPartition(topics.SCADA_TELEMETRY, 0)])  # type: ignore[arg-type]
