@@ -89,6 +89,7 @@ class JobSettings:
     transaction_timeout_ms: int = 600_000
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
+    registry_idleness_ms: int = 1_000
     wet_bulb_threshold_c: float = 28.0
     freeze_lag_ms: int = 60_000
     freeze_enabled: bool = True

@@ -97,7 +97,7 @@ def policies_from(job: config.JobSettings) -> Policies:
             freeze_enabled=job.freeze_enabled,
         ),
         budget=budget.BudgetPolicy(job.commands_per_window, job.budget_window_ms),
-        timing=EventTime(job.out_of_orderness_ms, job.idleness_ms),
+        timing=EventTime(job.out_of_orderness_ms, job.idleness_ms, job.registry_idleness_ms),
         max_clock_skew_ms=job.max_clock_skew_ms,
         device_cache_entries=job.device_cache_entries,
         model_dir=job.model_dir,

@@ -31,7 +31,7 @@ INPUT_RECORD = Types.ROW_NAMED(
 )
 # (device id, INPUT_RECORD, event time): the device stage's input, keyed in Java on field 0 (the
 # Kafka key); the stage is handed field 1. The event time (null for rows the job makes) is there
-# so the table conversion stamps each record with it (`_per_subtask_watermarks`).
+# so the table conversion stamps each record with it.
 DEVICE_ROW = Types.ROW_NAMED(
     ["device_key", "record", "rowtime"], [Types.STRING(), INPUT_RECORD, Types.INSTANT()]
 )
@@ -46,6 +46,9 @@ class EventTime:
 
     out_of_orderness_ms: int = 5_000
     idleness_ms: int = 30_000
+    # A registry partition gets a record now and then: this soon after one it stops holding
+    # the device stage's clock back (telemetry partitions: `idleness_ms`).
+    registry_idleness_ms: int = 1_000
 
     def strategy(self) -> WatermarkStrategy:
         """Bounded out-of-orderness with idleness, per subtask (the records' timestamps unless
@@ -139,10 +142,11 @@ def _interval(ms: int) -> str:
     return f"INTERVAL '{ms / 1000:.3f}' SECOND"
 
 
-def _table_env(env: StreamExecutionEnvironment, name: str) -> Any:
-    """A table environment whose sources get uids of their own (`name-1_source`, ...)."""
+def _table_env(env: StreamExecutionEnvironment, name: str, uids: str = "") -> Any:
+    """A table environment whose sources get uids of their own (`name-1_source`, ...), or
+    `uids` (`table.exec.uid.format`)."""
     t_env = StreamTableEnvironment.create(env)
-    t_env.get_config().set("table.exec.uid.format", f"{name}-<id>_<transformation>")
+    t_env.get_config().set("table.exec.uid.format", uids or f"{name}-<id>_<transformation>")
     return t_env
 
 
@@ -150,39 +154,34 @@ def _in(topic_names: Sequence[str]) -> str:
     return ", ".join(f"'{t}'" for t in topic_names)
 
 
-def _per_subtask_watermarks(rows: DataStream, timing: EventTime) -> DataStream:
-    """`rows` with watermarks made per subtask from their timestamps (the `rowtime` the table
-    conversion put on each record), in Java, instead of the source's per Kafka partition: a
-    registry partition that rarely gets a record would hold the device stage's clock back for
-    the idle timeout after each one (a DR start 30 s late)."""
-    strategy = timing.strategy()._j_watermark_strategy
-    return DataStream(rows._j_data_stream.assignTimestampsAndWatermarks(strategy))
-
-
-def _device_rows(t_env: Any, table: str, timing: EventTime) -> tuple[DataStream, DataStream]:
-    """The device-keyed records of `table` (the columns of `INPUT_RECORD`, and a `rowtime`
-    with its watermark) as `DEVICE_ROW`s, and their heartbeats. All in Java: a reading first
-    meets Python in the device stage."""
+def _keyed_rows(t_env: Any, table: str, topic_names: Sequence[str]) -> DataStream:
+    """The records of `topic_names` in `table` (the columns of `INPUT_RECORD`, and a `rowtime`
+    with its watermark) as `DEVICE_ROW`s, in Java: a reading first meets Python in the device
+    stage."""
     record = "ROW(`topic`, `partition`, `offset`, ts_ms, `key`, `value`, correlation_id)"
     device_key = "COALESCE(CAST(`key` AS STRING), '')"
-    wanted = f"`topic` IN ({_in(topics.DEVICE_KEYED_INPUTS)})"
+    wanted = f"`topic` IN ({_in(topic_names)})"
     query = f"SELECT {device_key}, {record}, `rowtime` FROM {table} WHERE {wanted}"  # noqa: S608
-    devices = t_env.to_data_stream(t_env.sql_query(query))
+    rows = t_env.to_data_stream(t_env.sql_query(query))
     # The table runtime's own row type; PyFlink's keyed Python operators need a RowTypeInfo
     # (with the other, the job hangs): the rows are the same Java objects either way.
-    devices._j_data_stream.getTransformation().setOutputType(DEVICE_ROW.get_java_type_info())
-    devices = _per_subtask_watermarks(devices, timing)
+    rows._j_data_stream.getTransformation().setOutputType(DEVICE_ROW.get_java_type_info())
+    return rows
+
+
+def _heartbeats(t_env: Any, devices: DataStream) -> DataStream:
+    """`(newest ms,)` of the telemetry among `devices`, one row a second of processing time."""
     seen = t_env.from_data_stream(
         devices, Schema.new_builder().column_by_expression("pt", "PROCTIME()").build()
     )
     # Telemetry only: a registry record's Kafka time is when the CIS sent it, not a reading's.
-    telemetry = f"record.`topic` IN ({_in((topics.SCADA_TELEMETRY, topics.IOT_TELEMETRY))})"
+    telemetry = f"record.`topic` IN ({_in(topics.TELEMETRY)})"
     heartbeats = t_env.sql_query(
         "SELECT MAX(record.ts_ms) AS newest FROM TABLE(TUMBLE("  # noqa: S608
         f"TABLE {seen}, DESCRIPTOR(pt), INTERVAL '{HEARTBEAT_S}' SECOND))"
         f" WHERE {telemetry} GROUP BY window_start, window_end"
     )
-    return devices, t_env.to_data_stream(heartbeats)
+    return t_env.to_data_stream(heartbeats)
 
 
 def _control_rows(
@@ -268,17 +267,24 @@ class KafkaRange:
 
 @dataclasses.dataclass(frozen=True)
 class KafkaSources:
-    """The input topics, read as raw bytes with key, headers and coordinates (`read_committed`):
-    the device-keyed ones and the control ones by two sources (uids `devices-<n>_source` and
-    `control-<n>_source`, consumer groups `<group>` and `<group>.control`), so neither reads the
-    other's records; the registry is read by both."""
+    """The input topics, read as raw bytes with key, headers and coordinates (`read_committed`)
+    by three sources: telemetry (uid `devices-1_source`) and the registry (`registry_source`)
+    under the consumer group `<group>`, the control topics (`control-10_source`) under
+    `<group>.control`; the registry is read by both groups.
+
+    The device rows' watermark is made per Kafka partition in the sources and is the least of
+    them: a partition read ahead of another on a backlog does not move the device stage's clock
+    past the other's readings. A telemetry partition with no record for `idleness_ms` stops
+    holding it back, a registry partition after `registry_idleness_ms` (one record now and
+    then: it would hold the clock for the timeout after each)."""
 
     connection: KafkaConnection
     range_ms: tuple[int, int] | None = None  # a replay's [from, to), as `KafkaRange` reads it
 
     def _table(
-        self, t_env: Any, name: str, topic_names: Sequence[str], group: str, timing: EventTime
-    ) -> None:
+        self, t_env: Any, name: str, topic_names: Sequence[str], group: str, timing: EventTime,
+        idleness_ms: int,
+    ) -> None:  # fmt: skip
         options = {
             "connector": "kafka",
             "topic": ";".join(topic_names),
@@ -288,6 +294,7 @@ class KafkaSources:
             "properties.isolation.level": "read_committed",
             "properties.auto.offset.reset": "earliest",
             "scan.startup.mode": self.connection.startup_mode,
+            "scan.watermark.idle-timeout": f"{idleness_ms} ms",
             **_RAW_BYTES,
         }
         if self.range_ms is not None:
@@ -302,12 +309,25 @@ class KafkaSources:
     def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
         group = self.connection.group_id
         t_env = _table_env(env, "devices")
-        self._table(t_env, "device_inputs", topics.DEVICE_KEYED_INPUTS, group, timing)
-        devices, heartbeats = _device_rows(t_env, "device_inputs", timing)
+        self._table(t_env, "device_inputs", topics.TELEMETRY, group, timing, timing.idleness_ms)
+        telemetry = _keyed_rows(t_env, "device_inputs", topics.TELEMETRY)
+        heartbeats = _heartbeats(t_env, telemetry)
         t_env = _table_env(env, "control")
         control_group = f"{group}{CONTROL_GROUP}"
-        self._table(t_env, "control_inputs", topics.CONTROL_INPUTS, control_group, timing)
-        return Inputs(devices, _control_rows(t_env, "control_inputs"), heartbeats)
+        self._table(
+            t_env, "control_inputs", topics.CONTROL_INPUTS, control_group, timing,
+            timing.idleness_ms,
+        )  # fmt: skip
+        control = _control_rows(t_env, "control_inputs")
+        # Read last, its uids without the planner's node ids (they number nodes across the
+        # process): the sources before keep the uids earlier savepoints hold their offsets under.
+        t_env = _table_env(env, "registry", "registry_<transformation>")
+        registry_topic = (topics.DEVICE_REGISTRY,)
+        self._table(
+            t_env, "registry_inputs", registry_topic, group, timing, timing.registry_idleness_ms
+        )
+        registry = _keyed_rows(t_env, "registry_inputs", registry_topic)
+        return Inputs(telemetry.union(registry), control, heartbeats)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,8 +339,9 @@ class KafkaSinks:
     table: str = "gridstream_outputs"
 
     def write(self, env: StreamExecutionEnvironment, records: DataStream) -> None:
-        t_env = StreamTableEnvironment.create(env)
-        t_env.get_config().set("table.exec.uid.format", "outputs-<id>_<transformation>")
+        # The node id the sink had before the registry got a source of its own (`KafkaSources`),
+        # fixed: earlier savepoints hold its transactions under it.
+        t_env = _table_env(env, "outputs", "outputs-15_<transformation>")
         c = self.connection
         options = {
             "connector": "kafka",
@@ -365,7 +386,8 @@ class CollectionSources:
             .build()
         )
         t_env.create_temporary_view("collected_inputs", t_env.from_data_stream(rows, schema))
-        devices, heartbeats = _device_rows(t_env, "collected_inputs", timing)
+        devices = _keyed_rows(t_env, "collected_inputs", topics.DEVICE_KEYED_INPUTS)
+        heartbeats = _heartbeats(t_env, devices)
         return Inputs(devices, _control_rows(t_env, "collected_inputs"), heartbeats)
 
 

@@ -71,6 +71,7 @@ def test_every_operator_that_keeps_state_has_a_fixed_uid() -> None:
     assert {uid for name, uid in stateful.items() if name.startswith("Source: ")} == {
         "devices-1_source",
         "control-10_source",
+        "registry_source",
     }
     assert {uid for name, uid in stateful.items() if name.endswith(": Writer")} == {
         "outputs-15_sink"

@@ -899,35 +899,8 @@ def differences(clean: Run, faulty: Run, label: str) -> list[Difference]:
     return found
 
 
-# A known defect of the job (docs/operations.md, "What the outage does to event time"): after an
-# outage longer than a SCADA device's timeout plus the watermark bound, the backlog is read one
-# partition ahead of another and the per-subtask watermark passes the device's deadline before
-# its own on-time readings arrive.
-CATCH_UP_ALERTS = {"TELEMETRY_LOSS": 1, "TELEMETRY_RESTORED": -1}
-
-
-def catch_up_alerts_only(found: Iterable[Difference]) -> bool:
-    """Whether all that differs is that defect: extra TELEMETRY_LOSS / TELEMETRY_RESTORED alerts,
-    as many of each per device, and nothing lost, duplicated or differing anywhere else."""
-    odd = [d for d in found if d]
-    if not odd or any(d.topic != topics.ALERTS or d.lost or d.differing for d in odd):
-        return False
-    balance: Counter[Hashable] = Counter()
-    for difference in odd:
-        for (kind, device_id, _), extra in difference.duplicated.items():  # type: ignore[misc]
-            if kind not in CATCH_UP_ALERTS:
-                return False
-            balance[device_id] += CATCH_UP_ALERTS[kind] * extra
-    return not any(balance.values())
-
-
 def assert_same(found: list[Difference]) -> None:
-    """Fail on any difference, except that the known catch-up defect alone marks the test as
-    an expected failure (xfail, with what differed) instead of hiding it."""
-    if catch_up_alerts_only(found):
-        pytest.xfail(
-            f"known defect, catch-up after an outage (docs/operations.md):\n{problems(found)}"
-        )
+    """Fail on any difference between the runs, with what differed."""
     assert not problems(found), problems(found)
 
 

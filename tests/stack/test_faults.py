@@ -20,11 +20,6 @@ alerts are not part of the comparison: they are checked to be raised once each);
 registry stopped for 30 s once the job has decoded a record of every topic played meanwhile
 (cached schemas keep decoding, nothing good is dead-lettered). Every component is running
 again when a test ends.
-
-A known defect of the job marks a test xfail rather than passed (`faults_support.assert_same`):
-a backlog after an outage longer than a SCADA device's timeout plus the watermark bound can
-raise a TELEMETRY_LOSS / TELEMETRY_RESTORED pair for a device that never fell silent
-(docs/operations.md, "What the outage does to event time"). Any other difference fails.
 """
 
 from __future__ import annotations
