@@ -36,6 +36,7 @@ from tests.stack.faults_support import (
     Run,
     Workload,
     assert_same,
+    assert_within_idleness,
     commands_committed,
     differences,
     make_junk,
@@ -89,6 +90,8 @@ def faulty_run(
     run = play_run(stack, WORKLOAD, fault, junk)
     assert run.recovery is not None
     print(run.recovery.line())
+    if run.recovery.outage is not None:
+        assert_within_idleness(run.recovery.outage)
     if fault in (TASKMANAGER_KILLED, JOBMANAGER_KILLED):
         assert run.recovery.restarts, f"the job did not restart after the {fault.name}"
     found = differences(clean, run, fault.name)
