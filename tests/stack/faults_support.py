@@ -45,7 +45,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from gridstream import roundtrip, topics
-from gridstream.config import Settings, kafka_client_config
+from gridstream.config import Settings, StackSettings, kafka_client_config
 from gridstream.deploy import ensure_job
 from gridstream.scenario import (
     GROUP_COORDINATOR_NOT_READY,
@@ -64,7 +64,7 @@ from schemas import examples, models, serde
 from schemas.registry import Registry, RegistryConfig
 from state import mirror
 from tests import output_rules
-from tests.stack.scenarios_support import PIPELINE, mine, now_ms, quiet, unique
+from tests.stack.scenarios_support import PIPELINE, keyed_onto, mine, now_ms, quiet, unique
 
 LONG = os.environ.get("GRIDSTREAM_LONG_FAULT_TESTS") == "1"
 RECOVERY_TIMEOUT_S = 180.0
@@ -206,7 +206,9 @@ class Workload:
     the stream (late), and a reading of every device a second for `rounds` s.
 
     With `ev_chargers` every other device is an EV charger; with `life_safety` the first
-    device is a LIFE_SAFETY one (registered medical equipment), enrolled like the others.
+    device is a LIFE_SAFETY one (registered medical equipment), enrolled like the others. The
+    breakers are keyed onto the `partitions` of `scada.telemetry` in turn: a partition with no
+    reading would hold the device stage's clock back until it idles (`job.idleness_ms`).
     """
 
     prefix: str
@@ -217,6 +219,7 @@ class Workload:
     life_safety: bool = False
     early_per_region: int = 4
     late_per_region: int = 3
+    partitions: int = StackSettings.partitions
 
     @property
     def region_ids(self) -> tuple[str, ...]:
@@ -254,7 +257,10 @@ class Workload:
 
     @property
     def breakers(self) -> tuple[str, ...]:
-        return tuple(f"{self.prefix}-feeder-breaker-{r}" for r in range(self.regions))
+        return tuple(
+            keyed_onto(f"{self.prefix}-feeder-breaker-{r}", r % self.partitions, self.partitions)
+            for r in range(self.regions)
+        )
 
     @property
     def life_safety_device(self) -> str | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -61,6 +63,18 @@ def mine(record: Mapping[str, Any], ids: set[str]) -> bool:
 def outputs(settings: Settings, ids: set[str]) -> Records:
     """Every committed output record about `ids`, by topic."""
     return {topic: [r for r in dump(settings, topic) if mine(r, ids)] for topic in OUTPUTS}
+
+
+def partition_of(key: str, partitions: int) -> int:
+    """The partition the player's producer gives a record keyed `key` (librdkafka's default
+    partitioner: the key's CRC-32 modulo the partition count)."""
+    return zlib.crc32(key.encode()) % partitions
+
+
+def keyed_onto(name: str, partition: int, partitions: int) -> str:
+    """`name`, or else `name-<n>` for the least n, whichever the player puts on `partition`."""
+    candidates = itertools.chain([name], (f"{name}-{n}" for n in itertools.count()))
+    return next(key for key in candidates if partition_of(key, partitions) == partition)
 
 
 def until(

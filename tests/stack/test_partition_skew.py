@@ -13,7 +13,6 @@ would see a loss if one were raised.
 from __future__ import annotations
 
 import time
-import zlib
 
 import pytest
 
@@ -24,23 +23,12 @@ from gridstream.scenario import Scenario, dump, play
 from gridstream.stack import LocalStack
 from tests.stack.adversarial_support import FEEDER, SECOND_MS, mirrored, reporting
 from tests.stack.faults_support import committed, running_job
-from tests.stack.scenarios_support import now_ms, of, quiet, unique, until
+from tests.stack.scenarios_support import keyed_onto, now_ms, of, quiet, unique, until
 
 pytestmark = pytest.mark.stack
 
 OUTAGE_S = 40.0  # plus the savepoint and the submission: well over 15 s timeout + 5 s bound
 FILLER = 400  # points reporting every second, all on the first partition
-
-
-def keyed_onto(partition: int, partitions: int, prefix: str, count: int) -> list[str]:
-    """`count` fresh ids the player's producer puts on `partition` (librdkafka's default
-    partitioner: the key's CRC-32 modulo the partition count)."""
-    found: list[str] = []
-    while len(found) < count:
-        candidate = unique(prefix)
-        if zlib.crc32(candidate.encode()) % partitions == partition:
-            found.append(candidate)
-    return found
 
 
 def test_a_backlog_read_one_partition_ahead_raises_no_loss_for_breakers_that_kept_reporting(
@@ -49,7 +37,7 @@ def test_a_backlog_read_one_partition_ahead_raises_no_loss_for_breakers_that_kep
     """After an outage whose backlog is mostly one partition's, the breakers that reported
     throughout (one per partition) have no TELEMETRY_LOSS; the one silent meanwhile has one."""
     partitions = settings.stack.partitions
-    steady = [keyed_onto(p, partitions, "breaker", 1)[0] for p in range(partitions)]
+    steady = [keyed_onto(unique("breaker"), p, partitions) for p in range(partitions)]
     silent = unique("silent-breaker")
     region = unique("region")
     registry = Scenario()
@@ -58,7 +46,8 @@ def test_a_backlog_read_one_partition_ahead_raises_no_loss_for_breakers_that_kep
             device_id=breaker, device_class="FEEDER_BREAKER", region_id=region
         )
     play(settings, registry, quiet)
-    filler = dict.fromkeys(keyed_onto(0, partitions, "filler-point", FILLER), FEEDER)
+    points = (keyed_onto(unique("filler-point"), 0, partitions) for _ in range(FILLER))
+    filler = dict.fromkeys(points, FEEDER)
     stack, flink = LocalStack(settings, say=quiet), local_stack.flink
 
     with reporting(settings, {**dict.fromkeys(steady, FEEDER), **filler}, every_ms=SECOND_MS):
@@ -79,10 +68,10 @@ def test_a_backlog_read_one_partition_ahead_raises_no_loss_for_breakers_that_kep
         )
     print(f"job down {outage_s:.1f}s; its backlog read and committed {caught_up_s:.1f}s later")
 
-    partition_of = {
+    landed = {
         r["device_id"]: r["_kafka"]["partition"] for r in dump(settings, topics.SCADA_TELEMETRY)
     }
-    placed = [partition_of[b] for b in steady], {partition_of[p] for p in filler}
+    placed = [landed[b] for b in steady], {landed[p] for p in filler}
     assert placed == (list(range(partitions)), {0}), (
         f"not the partitions `keyed_onto` meant: {placed}"
     )
