@@ -88,7 +88,9 @@ class JobSettings:
     jvm_dir: Path = PROJECT_ROOT / ".jvm"
     transaction_timeout_ms: int = 600_000
     out_of_orderness_ms: int = 5_000
-    idleness_ms: int = 30_000
+    # A telemetry partition with no record this long stops holding event time back: no longer
+    # than the SCADA timeout plus the watermark bound, so a silent partition delays no loss alert.
+    idleness_ms: int = 20_000
     registry_idleness_ms: int = 1_000
     wet_bulb_threshold_c: float = 28.0
     freeze_lag_ms: int = 60_000
