@@ -37,7 +37,8 @@ def start_job(
             raise
         raise ComponentError(
             f"savepoint {savepoint} holds state for operators this version does not have (one "
-            "taken before 0.6, when the Kafka source and sink had no fixed uids, does): start "
+            "taken before 0.6, when the Kafka source and sink had no fixed uids, or before "
+            "telemetry and the registry got Kafka sources of their own, does): start "
             f"with `gridstream job start --from-savepoint {savepoint} --allow-non-restored-state`"
             "; every stage's state is kept, and the Kafka source resumes from the offsets its "
             "consumer group committed with the savepoint"

@@ -268,9 +268,12 @@ class KafkaRange:
 @dataclasses.dataclass(frozen=True)
 class KafkaSources:
     """The input topics, read as raw bytes with key, headers and coordinates (`read_committed`)
-    by three sources: telemetry (uid `devices-1_source`) and the registry (`registry_source`)
+    by three sources: telemetry (uid `telemetry-1_source`) and the registry (`registry_source`)
     under the consumer group `<group>`, the control topics (`control-10_source`) under
-    `<group>.control`; the registry is read by both groups.
+    `<group>.control`; the registry is read by both groups. The telemetry source's uid is new:
+    under the old one (`devices-1_source`) a savepoint holds registry partitions too, which a
+    restored Kafka source goes on reading whatever its topics, and whose watermarks would hold
+    the clock back (`gridstream job start` says what to do with such a savepoint).
 
     The device rows' watermark is made per Kafka partition in the sources and is the least of
     them: a partition read ahead of another on a backlog does not move the device stage's clock
@@ -308,7 +311,7 @@ class KafkaSources:
 
     def inputs(self, env: StreamExecutionEnvironment, timing: EventTime) -> Inputs:
         group = self.connection.group_id
-        t_env = _table_env(env, "devices")
+        t_env = _table_env(env, "telemetry")
         self._table(t_env, "device_inputs", topics.TELEMETRY, group, timing, timing.idleness_ms)
         telemetry = _keyed_rows(t_env, "device_inputs", topics.TELEMETRY)
         heartbeats = _heartbeats(t_env, telemetry)
