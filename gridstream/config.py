@@ -88,9 +88,10 @@ class JobSettings:
     jvm_dir: Path = PROJECT_ROOT / ".jvm"
     transaction_timeout_ms: int = 600_000
     out_of_orderness_ms: int = 5_000
-    # A telemetry partition with no record this long stops holding event time back: no longer
-    # than the SCADA timeout plus the watermark bound, so a silent partition delays no loss alert.
-    idleness_ms: int = 20_000
+    # A telemetry partition with no record this long stops holding event time back (jobs/io.py):
+    # the watermark bound, so a quiet partition, or a late record on one, stalls event time no
+    # longer than the bound already delays it. A broker away longer may cost false loss alerts.
+    idleness_ms: int = 5_000
     registry_idleness_ms: int = 1_000
     wet_bulb_threshold_c: float = 28.0
     freeze_lag_ms: int = 60_000

@@ -45,7 +45,7 @@ class EventTime:
     """How a stream's watermark follows its records' times."""
 
     out_of_orderness_ms: int = 5_000
-    idleness_ms: int = 20_000
+    idleness_ms: int = 5_000
     # A registry partition gets a record now and then: this soon after one it stops holding
     # the device stage's clock back (telemetry partitions: `idleness_ms`).
     registry_idleness_ms: int = 1_000
