@@ -564,13 +564,16 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     everything up to the start (the watermark passed it, so an override or a record stamped
     before the start has arrived), or again, silently while still blocked, after an interlock
     blocked it and no longer does. Operator actions are not retried: a rejected or expired
-    recommendation stays answered."""
+    recommendation stays answered. An override already known within the event keeps the part
+    from starting even before its instant (the customer said no to this event; it is audited
+    when in force), so how far the watermark lags does not decide whether a CURTAIL goes out
+    only to be undone."""
     part = out.state.participation
     now = out.ctx.now_ms
     if (
         part is None
         or part.curtailed
-        or part.opted_out_at(now)
+        or part.opt_out_ts_ms is not None
         or not part.start_ts_ms <= now < part.end_ts_ms
     ):
         return

@@ -106,10 +106,15 @@ class Stage:
         self.state = result.state
         self.log.append((ctx, result))
 
-    def send(self, event: Event) -> None:
+    def receive(self, event: Event) -> None:
+        """The input judged as `send` judges it, the watermark left where it is (held back by
+        another partition)."""
         newest = self.state.last_seen_ms if self.state and self.state.last_seen_ms else LONG_MIN
         self._run(event, max(event.ts_ms, self.watermark, newest))
         self.newest = max(self.newest, event.ts_ms)
+
+    def send(self, event: Event) -> None:
+        self.receive(event)
         self.advance(self.newest - BOUND - 1)
 
     def advance(self, to: int) -> None:
@@ -197,6 +202,26 @@ def test_an_override_that_arrives_before_its_event_still_opts_the_device_out() -
         until=start + 2 * HOUR_MS,
     )
     assert stage.outputs(CommandRequest) == []
+    assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
+
+
+def test_an_override_known_before_a_lagging_watermark_reaches_the_start_keeps_it_out() -> None:
+    """The override readings (stamped inside the event, after its start) and the event reach
+    the device while the watermark, held back by a quiet partition, is short of the start: the
+    start's timer decides at its own instant, before the override's, and still sends no
+    CURTAIL to be undone a minute later (a stack scenario, once watermarks were per partition)."""
+    start = T0 - MINUTE_MS
+    stage = Stage()
+    stage.advance(start - MINUTE_MS)
+    for e in (
+        record(T0 - HOUR_MS),
+        reading(T0 - SECOND_MS, override=True),
+        reading(T0, override=True),
+        event("ev-1", start, T0 + HOUR_MS, issued=T0 - 30 * SECOND_MS),
+    ):
+        stage.receive(e)
+    stage.advance(T0 + 10 * MINUTE_MS)
+    assert stage.actions() == []
     assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
 
 
