@@ -29,7 +29,7 @@ withdrawals in map state and passes them in.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts, region_reasons
@@ -263,19 +263,41 @@ def _held_order(h: Held) -> tuple[int, str]:
 
 
 def flush_time(
-    waiting: Iterable[Waiting], held: Iterable[Held], watermark_ms: int | None
+    window: Window | None,
+    waiting: Iterable[Waiting],
+    held: Iterable[Held],
+    watermark_ms: int | None,
+    policy: BudgetPolicy,
 ) -> list[int]:
     """When the watermark keeps requests or withdrawals waiting longer than `hold_ms` (no input
     moves it: a quiet feed), the instants to release them at, in order: each of their times
-    up to the newest (or the watermark, if later). All that compete with them have arrived by
-    then in practice, and a command must not wait for traffic that may not come. Empty when
-    nothing new waits."""
+    up to the newest (or the watermark, if later), and the next window's start if a deferred
+    request waits for it by then. All that compete with them have arrived by then in practice,
+    and a command must not wait for traffic that may not come. Empty when nothing new waits.
+    `released` goes on from there as the watermark reaching the last instant would."""
+    waiting = list(waiting)
     times = {w.request.requested_ts_ms for w in waiting if not w.deferred}
     times |= {h.withdrawal.ts_ms for h in held}
     if not times:
         return []
     last = max(*times, watermark_ms if watermark_ms is not None else max(times))
+    if window is not None and any(w.deferred for w in waiting):
+        times.add(min(next_window_ms(window, policy), last))
     return sorted(times | {last})
+
+
+def released(instants: list[int], release: Callable[[int], BudgetStep]) -> Iterator[BudgetStep]:
+    """`release` at each of `instants` in order, and at each later wake a step asks for up to
+    the last of them: what event time does when the watermark passes them all at once (a
+    window deferred into must open before a request due after its start competes for it).
+    Apply each step before asking for the next."""
+    pending = sorted(set(instants))
+    last = pending[-1] if pending else None
+    while pending:
+        step = release(pending.pop(0))
+        yield step
+        if step.wake_ms is not None and last is not None and step.wake_ms <= last:
+            pending = sorted({*pending, step.wake_ms})
 
 
 def on_withdrawal(

@@ -767,9 +767,12 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         if ctx.time_domain() is TimeDomain.PROCESSING_TIME:  # the hold is over
             settled = watermark(ctx)
             known = None if settled == END_OF_INPUT else settled
-            instants = budget.flush_time(self._queue(), self._held(), known)
-        for now in instants:
-            step = budget.on_release(
+            instants = budget.flush_time(
+                self._window(), self._queue(), self._held(), known, self.policy
+            )
+
+        def release(now: int) -> budget.BudgetStep:
+            return budget.on_release(
                 self._window(),
                 self._queue(),
                 self._held(),
@@ -778,6 +781,8 @@ class BudgetStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
                 self.context.pipeline(ctx),
                 self.policy,
             )
+
+        for step in budget.released(instants, release):
             yield from self._apply(step, ctx)
 
     def _queue(self) -> list[budget.Waiting]:

@@ -9,6 +9,7 @@ which is cancelled at the end).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -26,6 +27,7 @@ from tests.stack.scenarios_support import (
     audits,
     commanded,
     job_running,
+    now_ms,
     of,
     outputs,
     quiet,
@@ -148,8 +150,12 @@ def test_commands_over_the_region_budget_are_deferred_then_released_higher_prior
 ) -> None:
     """Rule 8: 4 devices of a priority-5 event and then 2 of a priority-1 event in one region,
     budget 2 a window: 2 go out at once and the other 2 are DEFERRED (RATE_LIMITED); the
-    priority-1 pair goes out before the waiting priority-5 pair; none is dropped, no window
-    exceeds the budget."""
+    priority-1 pair, announced within the same window, goes out before the waiting priority-5
+    pair; none is dropped, no window exceeds the budget.
+
+    The events carry absolute times, announced early in one window (an event that started
+    before it was announced begins at its announcement): which window a request falls in is
+    decided by event time, not by how long the first event took to come through."""
     region, low_program, high_program = unique("region"), unique("program"), unique("program")
     low = [unique(f"thermostat-low{i}") for i in range(4)]
     high = [unique(f"thermostat-high{i}") for i in range(2)]
@@ -158,13 +164,18 @@ def test_commands_over_the_region_budget_are_deferred_then_released_higher_prior
         setup = add_device(setup, device, region, low_program)
     for device in high:
         setup = add_device(setup, device, region, high_program)
+    play(settings, setup.sleep(SETTLE_MS), quiet)
+    while not 500 <= now_ms() % WINDOW_MS < 1_500:  # early in a window
+        time.sleep(0.1)
+    announced = now_ms()
+
+    def at(program: str, priority: int, issued: int) -> Scenario:
+        times = {"issued_ts_ms": issued, "start_ts_ms": issued - 10_000}
+        return add_event(Scenario(), region, program, "CURTAIL", priority=priority, **times)
+
     # The low-priority event first, alone: DR events are keyed by event id, so two played
     # together may be read from two partitions in either order.
-    play(
-        settings,
-        add_event(setup.sleep(SETTLE_MS), region, low_program, "CURTAIL", priority=5),
-        quiet,
-    )
+    play(settings, at(low_program, 5, announced), quiet)
     until(
         settings,
         low,
@@ -174,7 +185,7 @@ def test_commands_over_the_region_budget_are_deferred_then_released_higher_prior
         ),
         f"{BUDGET} commands and {len(low) - BUDGET} DEFERRED audits of the low-priority event",
     )
-    play(settings, add_event(Scenario(), region, high_program, "CURTAIL", priority=1), quiet)
+    play(settings, at(high_program, 1, announced + 2_000), quiet)
     devices = [*low, *high]
     # Readings of another device, in real time, carry the watermark past the next windows.
     ticker, ticks = unique("ticker"), Scenario()

@@ -19,6 +19,7 @@ from functions.budget import (
     on_release,
     on_request,
     on_withdrawal,
+    released,
 )
 from functions.device import CommandRequest, Withdrawal
 from functions.interlocks import PipelineFacts, region_reasons
@@ -105,18 +106,22 @@ class Driver:
             fired.append(self._apply("release", now, step))
         return fired
 
+    def flush_instants(self) -> list[int]:
+        known = None if self.watermark < T0 else self.watermark
+        return flush_time(self.window, self.waiting.values(), self.held, known, self.policy)
+
     def flush(self) -> list[BudgetStep]:
         """The adapter's processing-time hold ran out on a quiet feed: release at each instant
-        `flush_time` gives, ahead of the watermark."""
-        known = None if self.watermark < T0 else self.watermark
-        fired = []
-        for now in flush_time(self.waiting.values(), self.held, known):
+        `flush_time` gives, ahead of the watermark, and those `released` adds."""
+
+        def release(now: int) -> BudgetStep:
             step = on_release(
                 self.window, self.waiting.values(), self.held, now, RegionMode.NORMAL, CLEAR,
                 self.policy,
             )  # fmt: skip
-            fired.append(self._apply("release", now, step))
-        return fired
+            return self._apply("release", now, step)
+
+        return list(released(self.flush_instants(), release))
 
     def drain(self, start: int) -> None:
         """Advance window by window from `start` until nothing waits (each window releases its
@@ -524,3 +529,31 @@ def test_a_restore_never_overtakes_the_load_reducing_command_it_undoes(
             at = resolved.index(restore.correlation_id)
             undone = [r for r in made[:k] if r.action is Action.CURTAIL]
             assert all(resolved.index(r.correlation_id) < at for r in undone)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 6_000), st.integers(0, 3), st.booleans()), max_size=40),
+    st.integers(1, 3),
+)
+def test_a_quiet_feeds_flush_releases_what_the_watermark_reaching_its_last_instant_would(
+    script: list[tuple[int, int, bool]], budget: int
+) -> None:
+    """Property: the hold's flush is only an early watermark. Two stages get the same
+    requests; where one flushes, the other's watermark jumps to the flush's last instant: both
+    emit the same commands at the same times, audits included (a deferred request's window
+    opens before a request due after its start competes for it)."""
+    policy = BudgetPolicy(commands_per_window=budget, window_ms=10_000)
+    flushed, advanced = Driver(policy=policy), Driver(policy=policy)
+    clock = T0
+    for n, (dt, priority, quiet) in enumerate(script):
+        clock += dt
+        req = request(n, clock, priority)
+        flushed.request(req)
+        advanced.request(req)
+        if quiet and (instants := flushed.flush_instants()):
+            flushed.flush()
+            advanced.advance(instants[-1])
+    flushed.drain(clock)
+    advanced.drain(clock)
+    assert flushed.outputs() == advanced.outputs()

@@ -225,6 +225,24 @@ def test_an_override_known_before_a_lagging_watermark_reaches_the_start_keeps_it
     assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
 
 
+@pytest.mark.parametrize(
+    "watermark", [T0 - MINUTE_MS, T0 - 10 * SECOND_MS, T0 - 5 * SECOND_MS, T0 - 1]
+)
+def test_an_event_announced_after_its_start_begins_at_its_announcement_however_late_the_watermark(
+    watermark: int,
+) -> None:
+    """An event issued at T0 that started 10 s before: the request is made at T0 whether the
+    watermark was short of the start when the event came (its timer decides) or past it (the
+    event decides), so the region budget sees the same time either way."""
+    stage = Stage()
+    for e in (record(T0 - HOUR_MS), reading(T0 - 20 * SECOND_MS)):
+        stage.send(e)
+    stage.advance(watermark)
+    stage.receive(event("ev-1", T0 - 10 * SECOND_MS, T0 + HOUR_MS, issued=T0))
+    stage.advance(T0 + MINUTE_MS)
+    assert [r.requested_ts_ms for r in stage.outputs(CommandRequest)] == [T0]
+
+
 def test_an_override_stamped_before_the_event_was_announced_does_not_opt_out() -> None:
     """An override older than the event's announcement overlaps nothing of it."""
     start = T0 + 10 * MINUTE_MS
