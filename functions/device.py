@@ -262,7 +262,7 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         wanted.add(state.watch_ms)
     part = state.participation
     if part is not None:
-        if not part.attempted and part.opt_out_ts_ms is None:  # `_start_if_due`'s rule
+        if not part.attempted and not part.opted_out_at(part.begins_ms):
             wanted.add(part.start_ts_ms)
         wanted.add(part.end_ts_ms)
         if part.opt_out_ts_ms is not None and not part.opted_out:
@@ -563,20 +563,17 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     """Start the device's part in its event if the event is on: once the stage has heard
     everything up to the start (the watermark passed it, so an override or a record stamped
     before the start has arrived), or again, silently while still blocked, after an interlock
-    blocked it and no longer does. An event announced after its start is decided as of its
-    announcement, so its request has one time however far the watermark lagged. Operator
-    actions are not retried: a rejected or expired recommendation stays answered. An override
-    already known within the event keeps the part from starting even before its instant (the
-    customer said no to this event; it is audited when in force), so how far the watermark lags
-    does not decide whether a CURTAIL goes out only to be undone."""
+    blocked it and no longer does. It is decided as of the part's beginning at the earliest (an
+    event announced after its start, as of its announcement), so an override stamped before
+    that keeps the device out and one stamped after opts it out from its own instant, however
+    far the watermark lagged. Operator actions are not retried: a rejected or expired
+    recommendation stays answered."""
     part = out.state.participation
     now = out.ctx.now_ms
-    if (
-        part is None
-        or part.curtailed
-        or part.opt_out_ts_ms is not None
-        or not part.start_ts_ms <= now < part.end_ts_ms
-    ):
+    if part is None:
+        return
+    at = max(now, part.begins_ms)
+    if part.curtailed or part.opted_out_at(at) or not part.start_ts_ms <= now < part.end_ts_ms:
         return
     if not part.attempted and part.start_ts_ms > out.ctx.settled_ms:
         return  # its timer takes it when the watermark passes the start
@@ -587,9 +584,9 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
         ):
             return
     out.set_part(dataclasses.replace(part, attempted=True))
-    # Decided no earlier than the event was known, whether its start's timer or the event
-    # itself (the watermark already past the start) got here first.
-    now_ctx, out.ctx = out.ctx, dataclasses.replace(out.ctx, now_ms=max(now, part.issued_ts_ms))
+    # Decided as of `at`, whether the start's timer or the event itself (the watermark already
+    # past the start) got here first.
+    now_ctx, out.ctx = out.ctx, dataclasses.replace(out.ctx, now_ms=at)
     requested = _attempt(out, part.action, corr, cause)
     out.ctx = now_ctx
     if requested:

@@ -84,6 +84,12 @@ class Participation:
         DR priority (lower number), then the event id."""
         return (self.start_ts_ms, self.priority, self.event_id)
 
+    @property
+    def begins_ms(self) -> int:
+        """The first instant the part is decided at: the event's start, or its announcement if
+        that came later (nothing is decided about an event before it is known)."""
+        return max(self.start_ts_ms, self.issued_ts_ms)
+
     def covers(self, ts_ms: int) -> bool:
         """Whether `ts_ms` falls between the event's announcement and its end."""
         return min(self.issued_ts_ms, self.start_ts_ms) <= ts_ms < self.end_ts_ms

@@ -205,24 +205,36 @@ def test_an_override_that_arrives_before_its_event_still_opts_the_device_out() -
     assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
 
 
-def test_an_override_known_before_a_lagging_watermark_reaches_the_start_keeps_it_out() -> None:
-    """The override readings (stamped inside the event, after its start) and the event reach
-    the device while the watermark, held back by a quiet partition, is short of the start: the
-    start's timer decides at its own instant, before the override's, and still sends no
-    CURTAIL to be undone a minute later (a stack scenario, once watermarks were per partition)."""
-    start = T0 - MINUTE_MS
-    stage = Stage()
-    stage.advance(start - MINUTE_MS)
-    for e in (
-        record(T0 - HOUR_MS),
-        reading(T0 - SECOND_MS, override=True),
-        reading(T0, override=True),
-        event("ev-1", start, T0 + HOUR_MS, issued=T0 - 30 * SECOND_MS),
-    ):
-        stage.receive(e)
-    stage.advance(T0 + 10 * MINUTE_MS)
-    assert stage.actions() == []
-    assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
+def test_an_override_after_a_late_events_announcement_opts_out_from_its_instant_in_any_order() -> (
+    None
+):
+    """An event announced 30 s after its start, and override readings stamped after that: the
+    device is curtailed as of the announcement and opted out by the overrides, the same
+    whether they were read before the event with the watermark short of the start (a lagging
+    partition; its timer decides) or only after the start was decided. (Until the decision
+    took the announcement as its instant, the lagging order decided at the start.)"""
+    start, issued = T0 - MINUTE_MS, T0 - 30 * SECOND_MS
+    overrides = (reading(T0 - SECOND_MS, override=True), reading(T0, override=True))
+    late = event("ev-1", start, T0 + HOUR_MS, issued=issued)
+    runs = []
+    for inputs in ((*overrides, late), (late, *overrides)):
+        stage = Stage()
+        stage.send(record(T0 - HOUR_MS))
+        stage.send(reading(start - MINUTE_MS))
+        stage.advance(start - MINUTE_MS)
+        for e in inputs:
+            stage.receive(e)
+            if e is late:
+                stage.advance(issued)  # the start is decided before the overrides are read
+        stage.advance(T0 + 10 * MINUTE_MS)
+        runs.append(stage)
+    for stage in runs:
+        assert [(r.action, r.requested_ts_ms) for r in stage.outputs(CommandRequest)] == [
+            (Action.CURTAIL, issued)
+        ]
+        assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [
+            (ReasonCode.OPT_OUT,)
+        ]
 
 
 @pytest.mark.parametrize(
