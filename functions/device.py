@@ -262,7 +262,7 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         wanted.add(state.watch_ms)
     part = state.participation
     if part is not None:
-        if not part.attempted and not part.opted_out_at(part.begins_ms):
+        if not (part.attempted or part.opted_out or part.opted_out_at(part.begins_ms)):
             wanted.add(part.start_ts_ms)
         wanted.add(part.end_ts_ms)
         if part.opt_out_ts_ms is not None and not part.opted_out:
@@ -573,7 +573,9 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     if part is None:
         return
     at = max(now, part.begins_ms)
-    if part.curtailed or part.opted_out_at(at) or not part.start_ts_ms <= now < part.end_ts_ms:
+    if part.opted_out or part.opted_out_at(at) or part.curtailed:
+        return  # an opt-out acted on ends the part, even for a timer firing at an earlier instant
+    if not part.start_ts_ms <= now < part.end_ts_ms:
         return
     if not part.attempted and part.start_ts_ms > out.ctx.settled_ms:
         return  # its timer takes it when the watermark passes the start
@@ -632,11 +634,16 @@ def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
 
 
 def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
-    """Audit each opt-out once it is in force, and withdraw a request still waiting."""
+    """Audit each opt-out once it is in force, and withdraw a request still waiting.
+
+    An opt-out stamped after its part begins waits while the part's start is still its timer's
+    (the watermark short of it): the start is decided first, as of its beginning, and the
+    opt-out at its own instant (its timer) after it, whichever of the event and the override
+    was read first."""
     now = out.ctx.now_ms
 
     def act(part: Participation) -> Participation:
-        if part.opted_out or not part.opted_out_at(now):
+        if part.opted_out or not part.opted_out_at(now) or _starts_first(part, out.ctx):
             return part
         out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
         if part.curtailed:
@@ -648,6 +655,15 @@ def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
     queued = tuple(act(p) for p in out.state.queued)
     if acted is not current or queued != out.state.queued:
         out.state = dataclasses.replace(out.state, participation=acted, queued=queued)
+
+
+def _starts_first(part: Participation, ctx: Context) -> bool:
+    """Whether the part's start, left to its timer, comes before its opt-out."""
+    return (
+        not part.attempted
+        and part.start_ts_ms > ctx.settled_ms
+        and not part.opted_out_at(part.begins_ms)
+    )
 
 
 def on_telemetry(state: DeviceState, event: Telemetry, ctx: Context) -> Step:

@@ -451,6 +451,7 @@ class ZooKeeper:
 
 HEARTBEAT_MAX_AGE_S = 15.0  # the supervisor touches its heartbeat every second or so
 TERMINAL_STATES = frozenset({"FINISHED", "CANCELED", "FAILED"})
+NO_WATERMARK = -(2**63)  # Long.MIN_VALUE: a subtask that has had no watermark yet
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("gridstream", "jobs", "functions", "state", "schemas")  # as pyproject.toml installs
 
@@ -597,14 +598,25 @@ class Flink:
 
     def jobs(self) -> list[dict[str, Any]]:
         """The cluster's jobs (id, name, state), newest first."""
-        with urllib.request.urlopen(f"{self.address}/jobs/overview", timeout=5) as response:
-            found: list[dict[str, Any]] = json.load(response)["jobs"]
+        found: list[dict[str, Any]] = self._get("/jobs/overview")["jobs"]
         return sorted(found, key=lambda job: -int(job.get("start-time", 0)))
 
     def job_state(self, job_id: str) -> str:
         """RUNNING, FINISHED, FAILED, ... for one job."""
-        with urllib.request.urlopen(f"{self.address}/jobs/{job_id}", timeout=5) as response:
-            return str(json.load(response)["state"])
+        return str(self._get(f"/jobs/{job_id}")["state"])
+
+    def input_watermark(self, job_id: str, operator: str) -> int | None:
+        """The input watermark (epoch ms) of the job's vertex that starts with `operator`: the
+        lowest over its subtasks, None while one of them has none yet."""
+        vertices = self._get(f"/jobs/{job_id}")["vertices"]
+        (vertex,) = [v for v in vertices if str(v["name"]).startswith(operator)]
+        metrics = self._get(f"/jobs/{job_id}/vertices/{vertex['id']}/watermarks")
+        found = [int(m["value"]) for m in metrics if m["id"].endswith(".currentInputWatermark")]
+        return min(found) if found and min(found) > NO_WATERMARK else None
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.address}{path}", timeout=5) as response:
+            return json.load(response)
 
     def cancel(self, job_id: str) -> None:
         """Cancel a job and wait until it is no longer running."""
@@ -663,8 +675,7 @@ class Flink:
         return self.code_stamp.exists() and self.code_stamp.read_text() == code_digest()
 
     def taskmanager_ids(self) -> set[str]:
-        with urllib.request.urlopen(f"{self.address}/taskmanagers", timeout=5) as response:
-            return {str(tm["id"]) for tm in json.load(response)["taskmanagers"]}
+        return {str(tm["id"]) for tm in self._get("/taskmanagers")["taskmanagers"]}
 
     def daemons(self, daemon: str) -> DaemonPids:
         """The pid files of this cluster's JobManager (`JOBMANAGER`) or TaskManagers."""

@@ -18,6 +18,8 @@ import pytest
 from gridstream import config, topics
 from gridstream.config import Settings
 from gridstream.scenario import Scenario, play
+from gridstream.stack import LocalStack
+from jobs.device_control import JOB_NAME
 from schemas import catalog, models, serde
 from schemas.examples import encode_unvalidated, example_data
 from schemas.registry import Registry, RegistryConfig
@@ -174,6 +176,23 @@ def fence(
         lambda f: bool(corr_of(f, topics.AUDIT, corr)),
         f"DUPLICATE audit of the re-sent reading of {device_id} (the fence)",
     )
+
+
+def device_clock_past(settings: Settings, instant_ms: int) -> None:
+    """Wait until the device stage's input watermark (its clock, the slowest input partition's)
+    has passed `instant_ms`: a record stamped before it is then late for the job."""
+    flink = LocalStack(settings, say=quiet).flink
+    (job_id,) = [
+        j["jid"] for j in flink.jobs() if j["name"] == JOB_NAME and j["state"] == "RUNNING"
+    ]
+    deadline = time.monotonic() + TIMEOUT_S
+    while (clock := flink.input_watermark(job_id, "device stage")) is None or clock <= instant_ms:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"the device stage's watermark {clock} did not pass {instant_ms} within "
+                f"{TIMEOUT_S:.0f}s (now {now_ms()})"
+            )
+        time.sleep(0.5)
 
 
 def future_raw(settings: Settings, model: type[models.TopicRecord], **fields: Any) -> bytes:

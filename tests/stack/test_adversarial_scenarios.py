@@ -40,6 +40,7 @@ from tests.stack.adversarial_support import (
     actions,
     audit_trail,
     corr_of,
+    device_clock_past,
     fence,
     future_raw,
     in_order,
@@ -196,13 +197,19 @@ def test_an_override_read_before_its_event_arrives_still_opts_the_device_out(
         again={**dict.fromkeys(overriding, override), plain: IOT},
     )
 
+    start = ts - MINUTE_MS
+    # The event is late for the job only once the device stage's clock has passed its start:
+    # while a slower partition holds that clock back, the start's timer decides the event as of
+    # its announcement, before the overrides' instants (CURTAIL, then OPT_OUT; the unit tier
+    # plays that order).
+    device_clock_past(settings, start)
     event = add_event(
         Scenario(),
         region,
         program,
         "CURTAIL",
         curtailment_pct=20.0,
-        start_ts_ms=ts - MINUTE_MS,
+        start_ts_ms=start,
         issued_ts_ms=ts - 30 * SECOND_MS,
     )
     play(settings, event, quiet)

@@ -22,6 +22,7 @@ from functions.device import (
     Step,
     Telemetry,
     Timer,
+    Withdrawal,
     step,
     timers_for,
 )
@@ -209,10 +210,12 @@ def test_an_override_after_a_late_events_announcement_opts_out_from_its_instant_
     None
 ):
     """An event announced 30 s after its start, and override readings stamped after that: the
-    device is curtailed as of the announcement and opted out by the overrides, the same
-    whether they were read before the event with the watermark short of the start (a lagging
-    partition; its timer decides) or only after the start was decided. (Until the decision
-    took the announcement as its instant, the lagging order decided at the start.)"""
+    device is curtailed as of the announcement, then opted out by the overrides (its request
+    withdrawn), the same whether they were read before the event with the watermark short of
+    the start (a lagging partition; its timer decides) or only after the start was decided.
+    (Until the decision took the announcement as its instant, the lagging order decided at the
+    start; until the opt-out waited for the start, it audited OPT_OUT first and the start's
+    timer then sent a CURTAIL nothing withdrew.)"""
     start, issued = T0 - MINUTE_MS, T0 - 30 * SECOND_MS
     overrides = (reading(T0 - SECOND_MS, override=True), reading(T0, override=True))
     late = event("ev-1", start, T0 + HOUR_MS, issued=issued)
@@ -235,6 +238,33 @@ def test_an_override_after_a_late_events_announcement_opts_out_from_its_instant_
         assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [
             (ReasonCode.OPT_OUT,)
         ]
+        assert [w.reasons for w in stage.outputs(Withdrawal)] == [(ReasonCode.OPT_OUT,)]
+
+
+@pytest.mark.parametrize(
+    "watermark",
+    [T0 - MINUTE_MS, T0 - 30 * SECOND_MS, T0 - BOUND - 1],
+    ids=["start", "issue", "bound"],
+)
+def test_an_event_late_for_the_watermark_after_its_overrides_sends_nothing_when_its_timers_fire(
+    watermark: int,
+) -> None:
+    """Override readings stamped T0-1 s and T0 are read, the watermark passes the start of an
+    event not yet heard of, then the event (announced T0-30 s) comes: it is judged as of now,
+    when the device has opted out (BLOCKED OPT_OUT), and nothing decides its start afterwards
+    as of an earlier instant. (The start's timer, asked for because the override came after the
+    announcement, fired at the next watermark and sent a CURTAIL after the OPT_OUT.)"""
+    start, issued = T0 - MINUTE_MS, T0 - 30 * SECOND_MS
+    stage = Stage()
+    stage.send(record(T0 - HOUR_MS))
+    stage.send(reading(start - MINUTE_MS))
+    for e in (reading(T0 - SECOND_MS, override=True), reading(T0, override=True)):
+        stage.receive(e)
+    stage.advance(watermark)
+    stage.receive(event("ev-1", start, T0 + HOUR_MS, issued=issued))
+    stage.advance(T0 + 10 * MINUTE_MS)
+    assert stage.outputs(CommandRequest) == []
+    assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
 
 
 @pytest.mark.parametrize(
@@ -610,3 +640,54 @@ def test_two_arrival_orders_within_the_bound_request_the_same_commands(
         assert deferred <= len(stage.audits(AuditOutcome.BLOCKED)) + len(
             stage.outputs(CommandRequest)
         )
+
+
+@st.composite
+def lagging_opt_outs(draw: st.DrawFn) -> tuple[list[Event], list[bool]]:
+    """A CURTAIL event announced up to 2 min before or after its start, override readings in
+    and around its span, plain readings every 10 s, all in a random order; with each input,
+    whether the watermark follows it (`send`) or stays held by another partition (`receive`)."""
+    start = T0 + draw(st.integers(0, 120)) * SECOND_MS
+    issued = start + draw(st.integers(-120, 120)) * SECOND_MS
+    inputs: list[Event] = [event("ev-1", start, start + 2 * HOUR_MS, issued=issued)]
+    offsets = range(-180, 600, 10)
+    overrides = draw(st.sets(st.sampled_from(offsets), min_size=1, max_size=3))
+    inputs += [reading(start + s * SECOND_MS, override=s in overrides) for s in offsets]
+    order = draw(st.permutations(inputs))
+    held = draw(st.lists(st.booleans(), min_size=len(order), max_size=len(order)))
+    return order, held
+
+
+@settings(max_examples=200, deadline=None)
+@given(lagging_opt_outs())
+def test_no_load_reducing_command_follows_an_opt_out_however_the_watermark_lags(
+    history: tuple[list[Event], list[bool]],
+) -> None:
+    """Property: in any arrival order, with the watermark held back at any input, an override
+    within the event is audited once as OPT_OUT, no CURTAIL goes out after that, and one sent
+    before it is withdrawn; an override before the announcement opts out of nothing."""
+    order, held = history
+    stage = Stage()
+    stage.send(record(T0 - HOUR_MS))
+    for e, hold in zip(order, held, strict=True):
+        stage.receive(e) if hold else stage.send(e)
+    (ev,) = [e for e in order if isinstance(e, Activation)]
+    stage.advance(max(e.ts_ms for e in order))  # the device still reports: no silence
+    covered = any(
+        isinstance(e, Telemetry)
+        and e.customer_override
+        and min(ev.issued_ts_ms, ev.start_ts_ms) <= e.ts_ms
+        for e in order
+    )
+    seen = [o for _, s in stage.log for o in s.outputs]
+    opted = [i for i, o in enumerate(seen) if isinstance(o, AuditDecision) and _opted_out(o)]
+    sent = [i for i, o in enumerate(seen) if isinstance(o, CommandRequest)]
+    withdrawn = [i for i, o in enumerate(seen) if isinstance(o, Withdrawal)]
+    assert len(opted) == int(covered)
+    assert all(i < opted[0] for i in sent) if covered else len(sent) == 1
+    assert len(withdrawn) == (len(sent) if covered else 0)
+    assert all(w > s for s, w in zip(sent, withdrawn, strict=False))
+
+
+def _opted_out(audit: AuditDecision) -> bool:
+    return audit.outcome is AuditOutcome.BLOCKED and audit.reason_codes == (ReasonCode.OPT_OUT,)
