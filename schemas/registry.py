@@ -20,6 +20,12 @@ _SCHEMA_NOT_FOUND = 40403
 
 T = TypeVar("T")
 
+# What this process had from each registry (keyed by its URL). An id never changes its schema in
+# a registry, so while the registry does not answer, a job restarted in the same TaskManager (one
+# Python interpreter for the process's life, in thread mode) decodes and encodes what it did.
+_FETCHED: dict[tuple[str, int], str] = {}
+_LOOKED_UP: dict[tuple[str, str, str], int] = {}
+
 
 @dataclasses.dataclass(frozen=True)
 class RegistryConfig:
@@ -86,7 +92,9 @@ class RegistrySchemas:
         self._auto_register = auto_register
 
     def writer_schema(self, schema_id: int) -> str:
-        """The schema text registered under `schema_id`."""
+        """The schema text registered under `schema_id`; what this process fetched before
+        while the registry does not answer."""
+        key = (self._url, schema_id)
         try:
             schema = _ask(self._url, self._client.get_schema, schema_id)
         except SchemaRegistryError as err:
@@ -95,11 +103,27 @@ class RegistrySchemas:
                     f"registry {self._url} has no schema with id {schema_id}", schema_id
                 ) from None
             raise RegistryUnavailable(f"registry {self._url}: {err}") from err
-        return str(schema.schema_str)
+        except RegistryUnavailable:
+            if key in _FETCHED:
+                return _FETCHED[key]
+            raise
+        _FETCHED[key] = text = str(schema.schema_str)
+        return text
 
     def schema_id(self, subject: str, schema_text: str) -> int:
-        """The id of `schema_text` under `subject` (registered first when auto-registering)."""
-        schema = Schema(schema_text, "AVRO")
+        """The id of `schema_text` under `subject` (registered first when auto-registering);
+        what this process looked up before while the registry does not answer."""
+        key = (self._url, subject, schema_text)
+        try:
+            found = self._registered_id(subject, Schema(schema_text, "AVRO"))
+        except RegistryUnavailable:
+            if key in _LOOKED_UP:
+                return _LOOKED_UP[key]
+            raise
+        _LOOKED_UP[key] = found
+        return found
+
+    def _registered_id(self, subject: str, schema: Schema) -> int:
         if self._auto_register:
             return int(_ask(self._url, self._client.register_schema, subject, schema))
         try:

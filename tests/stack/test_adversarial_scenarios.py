@@ -6,7 +6,8 @@ Each test owns its ids (fresh region, program, devices), plays into Kafka and po
 committed outputs. Where a step needs the job to have seen the previous ones, it waits for a
 sign of it: the Redis mirror naming a device's region (the device stage has its registry record
 and a reading), an output, or the DUPLICATE audit of a re-sent reading (a fence: everything the
-job did with the device's earlier inputs is committed by then). Region weather reaches the
+job did with the device's earlier inputs is committed by then); where a record must be late for
+the job, the device stage's watermark (Flink's REST API) past its time. Region weather reaches the
 device stage by broadcast and leaves no sign, so the set-up sleeps `SETTLE_MS` after it, as the
 other scenario modules do. Expectations hold whatever the order of records of different keys.
 
@@ -244,14 +245,16 @@ def test_a_late_event_is_judged_on_the_weather_as_it_is_now_not_as_it_was_at_its
     region, program = unique("region"), unique("program")
     devices = [unique(f"thermostat-{i}") for i in range(3)]
     enroll(settings, region, program, devices, weather={"ts_ms": "now-35m"})
+    start = now_ms() - 20 * MINUTE_MS
+    device_clock_past(settings, start)  # late for the job: no start timer decides it
     late = add_event(
         Scenario(),
         region,
         program,
         "CURTAIL",
         curtailment_pct=20.0,
-        start_ts_ms="now-20m",
-        issued_ts_ms="now-20m",
+        start_ts_ms=start,
+        issued_ts_ms=start,
     )
     play(settings, late, quiet)
     found = until(
