@@ -9,7 +9,8 @@ back (their telemetry-loss timers fire and clear), and a few devices a second ar
 again (registry churn). Every `--sample-s` it samples the TaskManager's RSS, its JVM heap (REST
 metrics; in thread mode Python runs inside the TaskManager, so the rest of the RSS is Python and
 native memory), the latest completed checkpoint's state size and duration, the device stage's
-`device_keys` and `device_timers` gauges, the committed input and the lag.
+`device_keys` and `device_timers` gauges, the `python_blocks` gauge (the interpreter's own
+allocations, to tell a Python leak from native growth), the committed input and the lag.
 
 At the end: each series' least-squares slope per hour after the warm-up, relative to its mean,
 against a stated tolerance; `results/soak-<time>.md` and `.json` (under `--out`); exit 1 if a
@@ -80,6 +81,7 @@ SERIES = (
     Series("jvm_heap_used_mb", "JVM heap used (MB)", 0.25),
     Series("heap_resident_mb", "JVM heap resident (MB)", 0.25),
     Series("python_native_mb", "Python + RocksDB + JVM internals (MB)", 0.10),
+    Series("python_blocks", "Python's allocated blocks (gauge)", 0.10),
     Series("state_mb", "checkpoint state size (MB)", None),
     Series("manifests_mb", "RocksDB MANIFEST logs (MB)", None),
     Series("state_data_mb", "checkpoint state less MANIFESTs (MB)", 0.10),
@@ -330,7 +332,7 @@ class Sampler:
         parts = ("NonHeap.Used", "Direct.MemoryUsed", "Mapped.MemoryUsed")
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
-        names = ("device_keys", "device_timers", "stale_devices")
+        names = ("device_keys", "device_timers", "stale_devices", "python_blocks")
         sample = {
             "t_s": elapsed,
             "tm_rss_mb": rss,
@@ -359,7 +361,8 @@ class Sampler:
             f"Python+RocksDB+JVM internals "
             f"{sample['python_native_mb']:,.0f})  state {sample['state_mb']:.2f} MB  "
             f"checkpoint {sample['checkpoint_ms']:,.0f} ms  keys {sample['device_keys']:,.0f}  "
-            f"timers {sample['device_timers']:,.0f}  stale {sample['stale_devices']:,.0f}"
+            f"timers {sample['device_timers']:,.0f}  stale {sample['stale_devices']:,.0f}  "
+            f"Python blocks {sample['python_blocks']:,.0f}"
         )
 
 

@@ -49,6 +49,7 @@ GAUGES = (
     "processing_lag_ms",
     "device_keys",
     "device_timers",
+    "python_blocks",
 )
 PROMETHEUS_SCOPE = "flink_taskmanager_job_task_operator_gridstream_"
 

@@ -8,6 +8,7 @@ Records travel between stages as pickled Python objects; only the sinks see Avro
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -337,6 +338,7 @@ class PipelineWatch(KeyedProcessFunction):  # type: ignore[misc]
         self.meters.set("freeze", int(facts.frozen))
         self.meters.set("source_silent", int(facts.source_silent))
         self.meters.set("processing_lag_ms", pipeline.lag_ms(step.state, now_ms, self.policy))
+        self.meters.set("python_blocks", sys.getallocatedblocks())  # the process's interpreter
         if step.changed:
             yield PIPELINE_KEY, encoded
             yield from step.alerts
