@@ -18,7 +18,7 @@ finish what is over, take the next queued event, start what is due.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from functions.interlocks import (
@@ -81,11 +81,19 @@ class Context:
     pipeline: PipelineFacts = dataclasses.field(default_factory=PipelineFacts)
     policy: DevicePolicy = dataclasses.field(default_factory=DevicePolicy)
     watermark_ms: int | None = None  # every input stamped up to here has arrived (None: now)
+    region_at: Callable[[int], RegionMode] | None = None  # the mode at another instant
 
     @property
     def settled_ms(self) -> int:
         """Up to when the stage has heard everything (within the out-of-orderness bound)."""
         return self.now_ms if self.watermark_ms is None else self.watermark_ms
+
+    def as_of(self, at_ms: int) -> Context:
+        """This context with `at_ms` as the decision instant, the region's mode as of it."""
+        if at_ms == self.now_ms:
+            return self
+        region = self.region if self.region_at is None else self.region_at(at_ms)
+        return dataclasses.replace(self, now_ms=at_ms, region=region)
 
 
 # Inputs ---------------------------------------------------------------------------------------
@@ -588,7 +596,7 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     out.set_part(dataclasses.replace(part, attempted=True))
     # Decided as of `at`, whether the start's timer or the event itself (the watermark already
     # past the start) got here first.
-    now_ctx, out.ctx = out.ctx, dataclasses.replace(out.ctx, now_ms=at)
+    now_ctx, out.ctx = out.ctx, out.ctx.as_of(at)
     requested = _attempt(out, part.action, corr, cause)
     out.ctx = now_ctx
     if requested:

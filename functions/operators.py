@@ -8,6 +8,7 @@ Records travel between stages as pickled Python objects; only the sinks see Avro
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -585,12 +586,14 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         else:  # never earlier than what the device has already reported either
             newest = old.last_seen_ms if old is not None and old.last_seen_ms else event.ts_ms
             now_ms = max(decision_time(event.ts_ms, settled), newest)
+        region_id = info.region_id if info else None
         decision = device.Context(
             now_ms,
-            self.context.region_mode(ctx, info.region_id if info else None, now_ms),
+            self.context.region_mode(ctx, region_id, now_ms),
             self.context.pipeline(ctx),
             self.policy,
             settled,
+            functools.partial(self.context.region_mode, ctx, region_id),
         )
         if self.classify is not None and isinstance(event, device.Telemetry):
             yield from self._score(old, event, now_ms)

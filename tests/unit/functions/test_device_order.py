@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -90,6 +91,7 @@ class Stage:
     at the latest of its own time, the watermark and the device's newest reading."""
 
     regions: dict[str, RegionMode] = dataclasses.field(default_factory=dict)
+    weather: Callable[[int], RegionMode] | None = None  # the region's mode by instant, if given
     state: DeviceState | None = None
     newest: int = LONG_MIN
     watermark: int = LONG_MIN
@@ -99,7 +101,9 @@ class Stage:
     def _run(self, event: Event, now: int) -> None:
         info = event.info if isinstance(event, RegistryUpdate) else self.state and self.state.info
         region = self.regions.get(info.region_id, RegionMode.NORMAL) if info else RegionMode.NORMAL
-        ctx = Context(now, region, PipelineFacts(), POLICY, self.watermark)
+        if self.weather is not None:
+            region = self.weather(now)
+        ctx = Context(now, region, PipelineFacts(), POLICY, self.watermark, self.weather)
         held = timers_for(self.state, POLICY)
         result = step(self.state, event, ctx)
         wanted = timers_for(result.state, POLICY)
@@ -283,6 +287,26 @@ def test_an_event_announced_after_its_start_begins_at_its_announcement_however_l
     stage.receive(event("ev-1", T0 - 10 * SECOND_MS, T0 + HOUR_MS, issued=T0))
     stage.advance(T0 + MINUTE_MS)
     assert [r.requested_ts_ms for r in stage.outputs(CommandRequest)] == [T0]
+
+
+@pytest.mark.parametrize("watermark", [T0 - 2 * MINUTE_MS, T0 + MINUTE_MS], ids=["lags", "past"])
+def test_an_event_announced_after_its_start_is_judged_on_the_weather_at_its_announcement(
+    watermark: int,
+) -> None:
+    """The region's weather ages out 5 min after an event's start; the event is announced 10 min
+    after its start. Whether its start's timer decides it (the watermark short of the start when
+    it came) or the event itself (the watermark past it), it is decided as of its announcement,
+    on the weather as of then: BLOCKED, no CURTAIL. (The timer took the mode at its own instant,
+    the start, when the weather was still fresh.)"""
+    aged_out = T0 + 5 * MINUTE_MS
+    stage = Stage(weather=lambda t: RegionMode.NORMAL if t < aged_out else RegionMode.GRID_FOLLOW)
+    for e in (record(T0 - HOUR_MS), reading(T0 - 3 * MINUTE_MS)):
+        stage.send(e)
+    stage.advance(watermark)
+    stage.receive(event("ev-1", T0, T0 + HOUR_MS, issued=T0 + 10 * MINUTE_MS))
+    stage.advance(T0 + 11 * MINUTE_MS)
+    assert stage.outputs(CommandRequest) == []
+    assert [a.action for a in stage.audits(AuditOutcome.BLOCKED)] == [Action.CURTAIL]
 
 
 def test_an_override_stamped_before_the_event_was_announced_does_not_opt_out() -> None:
