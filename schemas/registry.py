@@ -96,6 +96,16 @@ class RegistrySchemas:
         while the registry does not answer."""
         key = (self._url, schema_id)
         try:
+            text = self._fetched_schema(schema_id)
+        except RegistryUnavailable:
+            if key in _FETCHED:
+                return _FETCHED[key]
+            raise
+        _FETCHED[key] = text
+        return text
+
+    def _fetched_schema(self, schema_id: int) -> str:
+        try:
             schema = _ask(self._url, self._client.get_schema, schema_id)
         except SchemaRegistryError as err:
             if err.error_code == _SCHEMA_NOT_FOUND:
@@ -103,12 +113,7 @@ class RegistrySchemas:
                     f"registry {self._url} has no schema with id {schema_id}", schema_id
                 ) from None
             raise RegistryUnavailable(f"registry {self._url}: {err}") from err
-        except RegistryUnavailable:
-            if key in _FETCHED:
-                return _FETCHED[key]
-            raise
-        _FETCHED[key] = text = str(schema.schema_str)
-        return text
+        return str(schema.schema_str)
 
     def schema_id(self, subject: str, schema_text: str) -> int:
         """The id of `schema_text` under `subject` (registered first when auto-registering);
