@@ -45,6 +45,7 @@ from schemas.models import (
     Severity,
 )
 from state.device import (
+    MAX_OVERRIDES,
     MAX_QUEUED,
     DeviceInfo,
     DeviceState,
@@ -563,6 +564,10 @@ def _resolve_queue(out: _Out, corr: str, cause: Cause) -> None:
     current = out.state.participation
     if current is None and waiting:
         current, waiting = waiting[0], waiting[1:]
+        if not current.attempted and current.start_ts_ms < out.ctx.now_ms:
+            # Its turn comes now: its start is decided as of now, not at an instant the event
+            # before it still held the device (its start's timer may not have fired yet).
+            current = dataclasses.replace(current, start_ts_ms=out.ctx.now_ms)
     if current is not out.state.participation or tuple(waiting) != out.state.queued:
         out.state = dataclasses.replace(out.state, participation=current, queued=tuple(waiting))
 
@@ -583,8 +588,8 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     at = max(now, part.begins_ms)
     if part.opted_out or part.opted_out_at(at) or part.curtailed:
         return  # an opt-out acted on ends the part, even for a timer firing at an earlier instant
-    if not part.start_ts_ms <= now < part.end_ts_ms:
-        return
+    if not part.start_ts_ms <= now or at >= part.end_ts_ms:
+        return  # not started yet, or over by the instant it would be decided at
     if not part.attempted and part.start_ts_ms > out.ctx.settled_ms:
         return  # its timer takes it when the watermark passes the start
     if part.attempted:
@@ -624,8 +629,9 @@ def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
     """A customer override at `ts_ms` opts the device out, from that instant, of every event
     it overlaps; kept with its time for an event that arrives later."""
     state = out.state
-    if state.override_ts_ms is None or ts_ms > state.override_ts_ms:
-        out.state = state = dataclasses.replace(state, override_ts_ms=ts_ms)
+    if ts_ms not in state.overrides:
+        kept = kept_overrides(state.overrides, ts_ms, out.ctx.settled_ms)
+        out.state = state = dataclasses.replace(state, overrides=kept)
 
     def opted(part: Participation) -> Participation:
         if not part.covers(ts_ms) or part.opted_out_at(ts_ms):
@@ -641,17 +647,30 @@ def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
     _act_on_opt_outs(out, corr, cause)
 
 
+def kept_overrides(overrides: tuple[int, ...], ts_ms: int, settled_ms: int) -> tuple[int, ...]:
+    """The override times to keep once one at `ts_ms` is seen, the watermark at `settled_ms`:
+    every one at or after the watermark, and the newest before it, the earliest
+    `MAX_OVERRIDES` of them. An event read later opts out from the earliest override within
+    it; one that can still arrive in time is announced at or after the watermark, so any
+    override before that is before its beginning and one stands for them all (and for an event
+    late for the watermark, judged as of now, too)."""
+    times = sorted({*overrides, ts_ms})
+    passed = [t for t in times if t < settled_ms]
+    return tuple((passed[-1:] + [t for t in times if t >= settled_ms])[:MAX_OVERRIDES])
+
+
 def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
     """Audit each opt-out once it is in force, and withdraw a request still waiting.
 
     An opt-out stamped after its part begins waits while the part's start is still its timer's
-    (the watermark short of it): the start is decided first, as of its beginning, and the
-    opt-out at its own instant (its timer) after it, whichever of the event and the override
-    was read first."""
+    (the watermark short of it, or of the end of the event holding the device): the start is
+    decided first, as of its beginning, and the opt-out at its own instant (its timer) after
+    it, whichever of the event and the override was read first."""
     now = out.ctx.now_ms
+    holder = out.state.participation
 
     def act(part: Participation) -> Participation:
-        if part.opted_out or not part.opted_out_at(now) or _starts_first(part, out.ctx):
+        if part.opted_out or not part.opted_out_at(now) or _starts_first(part, holder, out.ctx):
             return part
         out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.OPT_OUT,), corr, cause)
         if part.curtailed:
@@ -665,11 +684,13 @@ def _act_on_opt_outs(out: _Out, corr: str, cause: Cause) -> None:
         out.state = dataclasses.replace(out.state, participation=acted, queued=queued)
 
 
-def _starts_first(part: Participation, ctx: Context) -> bool:
-    """Whether the part's start, left to its timer, comes before its opt-out."""
+def _starts_first(part: Participation, holder: Participation | None, ctx: Context) -> bool:
+    """Whether the part's start, left to its timer (or, waiting, to the end of the event
+    holding the device), comes before its opt-out."""
+    due_ms = part.start_ts_ms if holder is None or holder is part else holder.end_ts_ms
     return (
         not part.attempted
-        and part.start_ts_ms > ctx.settled_ms
+        and max(part.start_ts_ms, due_ms) > ctx.settled_ms
         and not part.opted_out_at(part.begins_ms)
     )
 
@@ -715,7 +736,7 @@ def _heard(state: DeviceState, event: Telemetry) -> DeviceState:
         last_seen_ms=event.ts_ms,
         last_good=LastGood(event.ts_ms, event.power_kw, event.is_on),
         stale=False,
-        override_ts_ms=state.override_ts_ms,
+        overrides=state.overrides,
         participation=state.participation,
         queued=state.queued,
         pending=state.pending,
@@ -759,9 +780,8 @@ def _joined(state: DeviceState, event: Activation) -> Participation:
     )  # fmt: skip
     old = known.get(event.event_id)
     if old is None:
-        override = state.override_ts_ms
-        covered = override is not None and part.covers(override)
-        return dataclasses.replace(part, opt_out_ts_ms=override if covered else None)
+        earliest = next((t for t in state.overrides if part.covers(t)), None)
+        return dataclasses.replace(part, opt_out_ts_ms=earliest)
     return dataclasses.replace(
         part,
         curtailed=old.curtailed,
@@ -777,11 +797,13 @@ def _end_event(out: _Out, event: Activation) -> None:
     stage hears of it: a started event lets its device go now; one not started here yet (the
     current one before the watermark passed its start, or one waiting) keeps its window up to
     `t`, or leaves with BLOCKED if it would start no earlier. An event waiting behind a
-    cancelled one and over by `t` never gets its turn."""
+    cancelled one and over by `t` never gets its turn. One over by `t` ends at its end, by its
+    timer, as if the cancellation had not come (read before the watermark passed the end, it
+    let the device go at `t` instead)."""
     corr, cause, t = event.correlation_id, event.cause, event.ts_ms
     part = out.state.participation
     released = False
-    if part is not None and part.event_id == event.event_id:
+    if part is not None and part.event_id == event.event_id and t < part.end_ts_ms:
         if not part.attempted and part.start_ts_ms < t:
             out.set_part(_cut(part, t))
         else:
@@ -959,7 +981,7 @@ def _knows_nothing(state: DeviceState) -> bool:
         and state.last_good is None
         and state.participation is None
         and state.pending is None
-        and state.override_ts_ms is None
+        and not state.overrides
         and not state.queued
         and not state.stale
         and state.stats == _EMPTY.stats

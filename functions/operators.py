@@ -580,12 +580,12 @@ class DeviceStage(KeyedBroadcastProcessFunction):  # type: ignore[misc]
         info = event.info if isinstance(event, device.RegistryUpdate) else old and old.info
         settled = watermark(ctx)
         # A timer decides at its own instant (it fires as the watermark passes it); an input at
-        # the latest of its own time, the watermark and the device's newest reading.
-        if isinstance(event, device.Timer):
-            now_ms = event.ts_ms
-        else:  # never earlier than what the device has already reported either
-            newest = old.last_seen_ms if old is not None and old.last_seen_ms else event.ts_ms
-            now_ms = max(decision_time(event.ts_ms, settled), newest)
+        # the later of its own time and the watermark. Not at the device's newest reading: its
+        # readings and its DR events reach the stage on different channels, so how far the one
+        # ran ahead of the other is an accident of arrival (a restore replays them in a new
+        # interleaving), and a decision must not depend on it.
+        is_timer = isinstance(event, device.Timer)
+        now_ms = event.ts_ms if is_timer else decision_time(event.ts_ms, settled)
         region_id = info.region_id if info else None
         decision = device.Context(
             now_ms,

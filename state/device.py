@@ -1,11 +1,12 @@
 """Per-device state of the device-control stage, and its versioned compact codec.
 
-Layout v3 (little-endian): a version byte, a flags byte, fixed numeric fields, the DR
-participations (the current one first, then those queued behind it), then length-prefixed
-UTF-8 strings. A typical enrolled IoT device is well under the 256-byte budget (see
-`tests/unit/state/test_device_codec.py`). v1 (job 0.4) and v2 (0.5-0.6) are read too: their
-window of recent reading times is dropped (a reading not newer than the newest is now a
-duplicate whatever its time), and their participation gets its start as announcement time.
+Layout v4 (little-endian): a version byte, a flags byte, fixed numeric fields, the customer
+override times, the DR participations (the current one first, then those queued behind it),
+then length-prefixed UTF-8 strings. A typical enrolled IoT device is well under the 256-byte
+budget (see `tests/unit/state/test_device_codec.py`). v3 (job 0.7-0.9) kept only the newest
+override: it becomes the only one. v1 (job 0.4) and v2 (0.5-0.6) are read too: their window
+of recent reading times is dropped (a reading not newer than the newest is now a duplicate
+whatever its time), and their participation gets its start as announcement time.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 
-VERSION = 3
+VERSION = 4
 MAX_QUEUED = 3  # DR events a device keeps waiting behind its current one
+MAX_OVERRIDES = 8  # customer override times a device keeps (`functions.device.kept_overrides`)
 
 _CLASSES = tuple(DeviceClass)
 _PRIORITIES = tuple(PriorityLevel)
@@ -80,9 +82,11 @@ class Participation:
 
     @property
     def order(self) -> tuple[int, int, str]:
-        """Which of two waiting events a device takes first: the earlier start, then the higher
-        DR priority (lower number), then the event id."""
-        return (self.start_ts_ms, self.priority, self.event_id)
+        """Which of two waiting events a device takes first: the earlier beginning, then the
+        higher DR priority (lower number), then the event id. (By start, an event announced
+        after another had begun, but starting before it, displaced it if the other's start was
+        still its timer's, and not if it had been decided: the order of arrival decided.)"""
+        return (self.begins_ms, self.priority, self.event_id)
 
     @property
     def begins_ms(self) -> int:
@@ -135,8 +139,8 @@ class DeviceState:
     `info_ts_ms` is the `updated_ts_ms` of the registry record in force (or the time of its
     deletion), so an older record arriving later changes nothing; `last_seen_ms` the newest
     reading of any quality (a reading not newer is a duplicate); `last_good` the newest good
-    one (the device was heard from then); `override_ts_ms` the newest reading that carried a
-    customer override.
+    one (the device was heard from then); `overrides` the times of readings that carried a
+    customer override, ascending (those a DR event read later may still begin before).
     """
 
     info: DeviceInfo | None = None
@@ -144,7 +148,7 @@ class DeviceState:
     last_seen_ms: int | None = None
     last_good: LastGood | None = None
     stale: bool = False
-    override_ts_ms: int | None = None
+    overrides: tuple[int, ...] = ()
     participation: Participation | None = None
     queued: tuple[Participation, ...] = ()
     pending: PendingRecommendation | None = None
@@ -152,11 +156,12 @@ class DeviceState:
     watch_ms: int | None = None  # the armed silence-or-retention timer (`functions.device`)
 
 
-_FIXED = struct.Struct("<7BdqqqdqqIddq")
+_FIXED = struct.Struct("<7BdqqqdqIddq")  # the 7th byte: participations | overrides << 4
+_FIXED_V3 = struct.Struct("<7BdqqqdqqIddq")  # v3: one override time, after the good reading
 _PART = struct.Struct("<qqqqiHBBff")  # ff: the event's sizes, NaN for none
 _FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")
 _FIXED_V2 = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
-_INFO, _INFO_TS, _SEEN, _GOOD, _STALE, _PENDING, _WATCH, _OVERRIDE = (1 << i for i in range(8))
+_INFO, _INFO_TS, _SEEN, _GOOD, _STALE, _PENDING, _WATCH, _OVERRIDE_V3 = (1 << i for i in range(8))
 _CURTAILED, _OPTED_OUT, _ATTEMPTED, _OPT_OUT_TS = 1, 2, 4, 8
 _GOOD_ON = 1
 _OLD_CURTAILED, _OLD_OPTED_OUT, _OLD_GOOD_ON, _OLD_ATTEMPTED = 1, 2, 4, 8
@@ -208,7 +213,7 @@ def _encode_part(p: Participation) -> bytes:
 
 
 def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None) -> bytes:
-    """The state as version-3 bytes.
+    """The state as version-4 bytes.
 
     With `previous` (a state and its bytes, from this version), the variable part is copied
     from those bytes when it comes from the very same objects: the hot path of a reading,
@@ -224,7 +229,6 @@ def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None
         | _flag(state.stale, _STALE)
         | _flag(pending, _PENDING)
         | _flag(state.watch_ms, _WATCH)
-        | _flag(state.override_ts_ms, _OVERRIDE)
     )
     fixed = _FIXED.pack(
         VERSION,
@@ -233,13 +237,12 @@ def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None
         _CLASSES.index(info.device_class) if info else _NONE,
         _PRIORITIES.index(info.priority) if info else _NONE,
         _ACTIONS.index(pending.action) if pending else _NONE,
-        len(parts),
+        len(parts) | len(state.overrides) << 4,
         info.rated_power_kw if info else 0.0,
         state.info_ts_ms or 0,
         state.last_seen_ms or 0,
         good.ts_ms if good else 0,
         good.power_kw if good else 0.0,
-        state.override_ts_ms or 0,
         pending.expires_ts_ms if pending else 0,
         state.stats.count,
         state.stats.mean,
@@ -255,14 +258,17 @@ def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None
             *(p.event_id for p in parts),
         ]
     ) + _strings(info.programs if info else ())
-    return fixed + b"".join(_encode_part(p) for p in parts) + texts
+    overrides = struct.pack(f"<{len(state.overrides)}q", *state.overrides)
+    return fixed + overrides + b"".join(_encode_part(p) for p in parts) + texts
 
 
 def _same_tail(old: DeviceState, new: DeviceState) -> bool:
-    """Whether the variable part (participations, region, recommendation id, programs) of
-    the two states' bytes is the same: it is when it comes from the same objects."""
+    """Whether the variable part (overrides, participations, region, recommendation id,
+    programs) of the two states' bytes is the same: it is when it comes from the same
+    objects."""
     return (
-        old.info is new.info
+        old.overrides is new.overrides
+        and old.info is new.info
         and old.pending is new.pending
         and old.participation is new.participation
         and old.queued is new.queued
@@ -273,8 +279,8 @@ def decode(data: bytes) -> DeviceState:
     """Read bytes written by `encode` (this version or an earlier one)."""
     version = data[0] if data else None
     try:
-        if version == VERSION:
-            return _decode(memoryview(data))
+        if version in (3, VERSION):
+            return _decode(memoryview(data), version)
         if version in (1, 2):
             return _decode_old(memoryview(data), _FIXED_V1 if version == 1 else _FIXED_V2)
     except (struct.error, IndexError, UnicodeDecodeError, ValueError) as err:
@@ -291,12 +297,22 @@ def _participation(event_id: str, raw: tuple[Any, ...]) -> Participation:
     )  # fmt: skip
 
 
-def _decode(data: memoryview) -> DeviceState:
-    (
-        _, flags, bits, cls, prio, pending_action, n_parts, rated, info_ts, seen, good_ts,
-        good_kw, override_ts, expires, count, mean, m2, watch,
-    ) = _FIXED.unpack_from(data)  # fmt: skip
-    at = _FIXED.size
+def _decode(data: memoryview, version: int) -> DeviceState:
+    if version == VERSION:
+        (
+            _, flags, bits, cls, prio, pending_action, counts, rated, info_ts, seen, good_ts,
+            good_kw, expires, count, mean, m2, watch,
+        ) = _FIXED.unpack_from(data)  # fmt: skip
+        n_parts, n_overrides = counts & 0x0F, counts >> 4
+        overrides = struct.unpack_from(f"<{n_overrides}q", data, _FIXED.size)
+        at = _FIXED.size + 8 * n_overrides
+    else:
+        (
+            _, flags, bits, cls, prio, pending_action, n_parts, rated, info_ts, seen, good_ts,
+            good_kw, override_ts, expires, count, mean, m2, watch,
+        ) = _FIXED_V3.unpack_from(data)  # fmt: skip
+        overrides = (override_ts,) if flags & _OVERRIDE_V3 else ()
+        at = _FIXED_V3.size
     raw_parts = []
     for _ in range(n_parts):
         raw_parts.append(_PART.unpack_from(data, at))
@@ -315,7 +331,7 @@ def _decode(data: memoryview) -> DeviceState:
         last_seen_ms=seen if flags & _SEEN else None,
         last_good=LastGood(good_ts, good_kw, bool(bits & _GOOD_ON)) if flags & _GOOD else None,
         stale=bool(flags & _STALE),
-        override_ts_ms=override_ts if flags & _OVERRIDE else None,
+        overrides=overrides,
         participation=current,
         queued=parts[1:] if current else parts,
         pending=PendingRecommendation(rec_id, _ACTIONS[pending_action], expires)

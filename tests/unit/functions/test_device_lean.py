@@ -85,7 +85,7 @@ def states(draw: st.DrawFn) -> DeviceState:
         last_seen_ms=seen,
         last_good=good,
         stale=draw(st.booleans()),
-        override_ts_ms=draw(maybe_time),
+        overrides=tuple(sorted(draw(st.sets(times, max_size=3)))),
         participation=draw(st.none() | participations("ev-z")) if in_event else None,
         queued=tuple(queued),
         pending=draw(

@@ -88,7 +88,7 @@ class Stage:
     """The device stage as Flink runs it: the watermark trails the newest input by `BOUND`; the
     adapter keeps registered exactly the timers the state wants (a timer fires once); timers
     fire as the watermark passes them, each deciding at its own instant; every input is judged
-    at the latest of its own time, the watermark and the device's newest reading."""
+    at the later of its own time and the watermark."""
 
     regions: dict[str, RegionMode] = dataclasses.field(default_factory=dict)
     weather: Callable[[int], RegionMode] | None = None  # the region's mode by instant, if given
@@ -114,8 +114,7 @@ class Stage:
     def receive(self, event: Event) -> None:
         """The input judged as `send` judges it, the watermark left where it is (held back by
         another partition)."""
-        newest = self.state.last_seen_ms if self.state and self.state.last_seen_ms else LONG_MIN
-        self._run(event, max(event.ts_ms, self.watermark, newest))
+        self._run(event, max(event.ts_ms, self.watermark))
         self.newest = max(self.newest, event.ts_ms)
 
     def send(self, event: Event) -> None:
@@ -250,14 +249,17 @@ def test_an_override_after_a_late_events_announcement_opts_out_from_its_instant_
     [T0 - MINUTE_MS, T0 - 30 * SECOND_MS, T0 - BOUND - 1],
     ids=["start", "issue", "bound"],
 )
-def test_an_event_late_for_the_watermark_after_its_overrides_sends_nothing_when_its_timers_fire(
+def test_an_event_read_after_its_overrides_curtails_until_their_instant_wherever_the_watermark(
     watermark: int,
 ) -> None:
-    """Override readings stamped T0-1 s and T0 are read, the watermark passes the start of an
-    event not yet heard of, then the event (announced T0-30 s) comes: it is judged as of now,
-    when the device has opted out (BLOCKED OPT_OUT), and nothing decides its start afterwards
-    as of an earlier instant. (The start's timer, asked for because the override came after the
-    announcement, fired at the next watermark and sent a CURTAIL after the OPT_OUT.)"""
+    """Override readings stamped T0-1 s and T0 are read, the watermark moves past the start of
+    an event not yet heard of, then the event (announced T0-30 s) comes: the device is
+    curtailed as of the announcement (or, for an event late for the watermark, as of the
+    watermark), then opted out at the override's instant with its request withdrawn, as when
+    the event was read first; nothing is decided for the part after the opt-out. (Judged at
+    the device's newest reading, the event was opted out on arrival when the watermark had not
+    reached its announcement, and curtailed when the overrides came after it: the order of two
+    channels decided. Before that, the start's timer sent a CURTAIL after the OPT_OUT.)"""
     start, issued = T0 - MINUTE_MS, T0 - 30 * SECOND_MS
     stage = Stage()
     stage.send(record(T0 - HOUR_MS))
@@ -267,8 +269,15 @@ def test_an_event_late_for_the_watermark_after_its_overrides_sends_nothing_when_
     stage.advance(watermark)
     stage.receive(event("ev-1", start, T0 + HOUR_MS, issued=issued))
     stage.advance(T0 + 10 * MINUTE_MS)
-    assert stage.outputs(CommandRequest) == []
-    assert [a.reason_codes for a in stage.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
+    outputs = [o for _, s in stage.log for o in s.outputs]
+    requests = [i for i, o in enumerate(outputs) if isinstance(o, CommandRequest)]
+    opted = [i for i, o in enumerate(outputs) if isinstance(o, AuditDecision) and _opted_out(o)]
+    withdrawn = [i for i, o in enumerate(outputs) if isinstance(o, Withdrawal)]
+    assert [(r.action, r.requested_ts_ms) for r in stage.outputs(CommandRequest)] == [
+        (Action.CURTAIL, max(issued, watermark))
+    ]
+    assert len(opted) == len(withdrawn) == 1
+    assert requests[0] < opted[0] < withdrawn[0]
 
 
 @pytest.mark.parametrize(
@@ -387,6 +396,29 @@ def test_an_event_announced_while_another_holds_the_device_waits_and_goes_after_
     assert [a.action for a in stage.audits(AuditOutcome.DEFERRED)] == [Action.SETPOINT_OFFSET]
     assert stage.state is not None
     assert stage.state.queued == ()
+
+
+@pytest.mark.parametrize("decided", [True, False], ids=["decided", "still-its-timers"])
+def test_an_event_announced_after_another_began_waits_behind_it_even_if_it_started_earlier(
+    decided: bool,
+) -> None:
+    """Event B, announced a minute after A began but starting 5 min before A, reaches the device
+    after A's start was decided, or while the watermark (held by another partition) is still
+    short of it: either way A goes first (CURTAIL at its start) and B waits. (Ordered by start,
+    B displaced A whose start was still its timer's, and was curtailed in its place.)"""
+    stage = play(record(T0 - HOUR_MS), reading(T0 - MINUTE_MS))
+    stage.receive(event("ev-a", T0, T0 + HOUR_MS, issued=T0 - 10 * MINUTE_MS))
+    if decided:
+        stage.advance(T0)
+    stage.receive(event("ev-b", T0 - 5 * MINUTE_MS, T0 + HOUR_MS, issued=T0 + MINUTE_MS))
+    stage.advance(T0 + 2 * MINUTE_MS)
+    assert [(r.action, r.requested_ts_ms) for r in stage.outputs(CommandRequest)] == [
+        (Action.CURTAIL, T0)
+    ]
+    assert stage.state is not None
+    assert stage.state.participation is not None
+    assert stage.state.participation.event_id == "ev-a"
+    assert [p.event_id for p in stage.state.queued] == ["ev-b"]
 
 
 def test_a_later_announced_event_never_silently_replaces_an_earlier_one() -> None:
@@ -534,6 +566,83 @@ def test_a_cancellation_stamped_after_the_start_runs_the_event_up_to_it_whenever
         assert requested(early) == requested(late)
 
 
+def _held(*inputs: Event, clock: int) -> Stage:
+    """A device with a reading a minute from T0-1 min on, its inputs read with the watermark
+    held at `clock` (another partition lags), then the watermark let go to T0+2 h."""
+    stage = play(record(T0 - HOUR_MS), reading(T0 - MINUTE_MS))
+    stage.advance(T0)
+    for e in sorted(readings(T0, T0 + HOUR_MS) + list(inputs), key=lambda e: e.ts_ms):
+        stage.receive(e)
+        stage.advance(min(e.ts_ms - BOUND - 1, clock))
+    stage.advance(T0 + 2 * HOUR_MS)
+    return stage
+
+
+def _requests(stage: Stage) -> list[tuple[str, Action, int]]:
+    return [(r.command_id, r.action, r.requested_ts_ms) for r in stage.outputs(CommandRequest)]
+
+
+@pytest.mark.parametrize("clock", [T0 + 10 * MINUTE_MS, T0 + 29 * MINUTE_MS])
+def test_a_cancellation_stamped_after_the_end_changes_nothing_whenever_it_arrives(
+    clock: int,
+) -> None:
+    """An event over at T0+30 min, cancelled by a record stamped T0+40 min that is read while
+    the watermark is still short of the end: the device gets its RESTORE at the end, as when
+    the cancellation came after it. (It was let go at the cancellation's instant.)"""
+    ev = event("ev-1", T0, T0 + 30 * MINUTE_MS, issued=T0 - MINUTE_MS)
+    held = _held(ev, _cancelled_at(ev, T0 + 40 * MINUTE_MS), clock=clock)
+    in_order = _held(ev, _cancelled_at(ev, T0 + 40 * MINUTE_MS), clock=T0 + 2 * HOUR_MS)
+    assert [(a, t) for _, a, t in _requests(held)] == [
+        (Action.CURTAIL, T0), (Action.RESTORE, T0 + 30 * MINUTE_MS)
+    ]  # fmt: skip
+    assert _requests(held) == _requests(in_order)
+
+
+@pytest.mark.parametrize("clock", [T0 + 10 * MINUTE_MS, T0 + 29 * MINUTE_MS])
+def test_a_waiting_event_gets_the_device_when_a_cancellation_lets_it_go_whenever_it_arrives(
+    clock: int,
+) -> None:
+    """Event A holds the device; B, starting at T0+20 min, waits behind it; A is cancelled at
+    T0+30 min by a record read while the watermark is still short of B's start or past it: B
+    starts at T0+30 min either way. (Read early, B's start's timer decided it at T0+20 min,
+    while A still held the device.)"""
+    a = event("ev-a", T0, T0 + HOUR_MS, issued=T0 - 2 * MINUTE_MS)
+    b = event("ev-b", T0 + 20 * MINUTE_MS, T0 + HOUR_MS, Action.SETPOINT_OFFSET, T0 - MINUTE_MS)
+    inputs = (a, b, _cancelled_at(a, T0 + 30 * MINUTE_MS))
+    held, in_order = _held(*inputs, clock=clock), _held(*inputs, clock=T0 + 2 * HOUR_MS)
+    assert [(a, t) for _, a, t in _requests(held)] == [
+        (Action.CURTAIL, T0),
+        (Action.RESTORE, T0 + 30 * MINUTE_MS),
+        (Action.SETPOINT_OFFSET, T0 + 30 * MINUTE_MS),
+        (Action.RESTORE, T0 + HOUR_MS),
+    ]
+    assert _requests(held) == _requests(in_order)
+
+
+@pytest.mark.parametrize("clock", [T0 + 25 * MINUTE_MS, T0 + 29 * MINUTE_MS])
+def test_an_override_of_a_waiting_event_read_before_its_turn_opts_out_after_its_start(
+    clock: int,
+) -> None:
+    """Event A holds the device until T0+30 min; B waits behind it; an override stamped T0+35
+    min is read while the watermark is still short of A's end: B starts at T0+30 min, then the
+    override opts it out (its request withdrawn; RESTORE at the end), as when it was read
+    after B's start. (It opted B out while waiting, and B never started.)"""
+    a = event("ev-a", T0, T0 + 30 * MINUTE_MS, issued=T0 - 2 * MINUTE_MS)
+    b = event("ev-b", T0 + 10 * MINUTE_MS, T0 + HOUR_MS, issued=T0 - MINUTE_MS)
+    override = reading(T0 + 35 * MINUTE_MS + SECOND_MS, override=True)
+    held, in_order = (
+        _held(a, b, override, clock=clock),
+        _held(a, b, override, clock=T0 + 3 * HOUR_MS),
+    )
+    assert [(a, t) for _, a, t in _requests(held)] == [
+        (Action.CURTAIL, T0), (Action.RESTORE, T0 + 30 * MINUTE_MS),
+        (Action.CURTAIL, T0 + 30 * MINUTE_MS), (Action.RESTORE, T0 + HOUR_MS),
+    ]  # fmt: skip
+    assert _requests(held) == _requests(in_order)
+    assert [w.reasons for w in held.outputs(Withdrawal)].count((ReasonCode.OPT_OUT,)) == 1
+    assert [a.reason_codes for a in held.audits(AuditOutcome.BLOCKED)] == [(ReasonCode.OPT_OUT,)]
+
+
 def _two_events(a_minutes: int, b_minutes: int, cancelled: str) -> tuple[Stage, Stage]:
     """ev-b (the higher priority) and ev-a from the same start, lasting `b_minutes` and
     `a_minutes`; `cancelled` cancelled two minutes after the start. Played with the
@@ -581,23 +690,30 @@ ACTIONS = [Action.CURTAIL, Action.SETPOINT_OFFSET, Action.SHED]
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> list[Event]:
+def histories(draw: st.DrawFn, started: bool = False) -> list[Event]:
     """One device's inputs over two hours: its record first, a reading a minute (some with
     the customer override, some re-sent), and up to three DR events announced ahead of their
-    start, a few seconds off a reading (so that the two may arrive either way round), and over
-    while the device still reports (some cancelled later, some overlapping, some re-sent), in
-    event-time order."""
+    start (with `started`, up to 10 min after it too), a few seconds off a reading (so that
+    the two may arrive either way round), and over while the device still reports (some
+    cancelled later, some overlapping, some re-sent), in event-time order. No override falls
+    between the start and the announcement of an event announced after its start: its start
+    is decided once the watermark passes the start, as of the announcement, and an override
+    stamped in between may still be on its way (DISCUSSION.md)."""
     priority = draw(st.sampled_from([PriorityLevel.STANDARD, PriorityLevel.LIFE_SAFETY]))
-    inputs: list[Event] = [record(T0 - 3 * HOUR_MS, priority)]
+    inputs: list[Event] = [record(T0 - 3 * HOUR_MS, priority), reading(T0 - MINUTE_MS)]
     overrides = set(draw(st.sets(st.integers(0, 119), max_size=3)))
+    unknown: list[tuple[int, int]] = []  # (start, announcement) of events announced late
     for n in range(draw(st.integers(1, 3))):
         announced = draw(st.integers(0, 90))
         issued = T0 + announced * MINUTE_MS - draw(st.integers(0, 4)) * SECOND_MS
-        start = issued + draw(st.integers(1, 30)) * MINUTE_MS + draw(st.integers(0, 59)) * SECOND_MS
+        lead = draw(st.integers(-10 if started else 1, 30)) * MINUTE_MS
+        start = issued + lead + draw(st.integers(0, 59)) * SECOND_MS
         end = min(start + draw(st.integers(1, 60)) * MINUTE_MS, T0 + 110 * MINUTE_MS)
         action = draw(st.sampled_from(ACTIONS))
         ev = event(f"ev-{n}", start, max(end, start + 1), action, issued, draw(st.integers(1, 5)))
         inputs.append(ev)
+        if start < issued:
+            unknown.append((start, issued))
         if draw(st.booleans()):  # the customer overrides as the event is announced
             overrides.add(announced)
         if draw(st.booleans()):
@@ -609,7 +725,9 @@ def histories(draw: st.DrawFn) -> list[Event]:
             )
     resent = draw(st.sets(st.integers(0, 119), max_size=6))
     for minute in range(120):
-        r = reading(T0 + minute * MINUTE_MS, override=minute in overrides)
+        ts = T0 + minute * MINUTE_MS
+        hidden = any(start <= ts <= issued for start, issued in unknown)
+        r = reading(ts, override=minute in overrides and not hidden)
         inputs += [r, r] if minute in resent else [r]
     return sorted(inputs, key=lambda e: e.ts_ms)
 
@@ -622,6 +740,37 @@ def arrival(inputs: list[Event], seed: int) -> list[Event]:
         e
         for _, _, e in sorted((e.ts_ms + rng.randrange(BOUND), i, e) for i, e in enumerate(inputs))
     ]
+
+
+def raced(inputs: list[Event], seed: int) -> list[tuple[Event, int]]:
+    """`inputs` as Flink delivers them from the stage's two channels, with the watermark after
+    each: the device's readings (its telemetry partition) and the rest (the region stage's
+    output), each in time order, the readings running ahead of the rest by any amount (a
+    restore replaying a backlog), the rest ahead of them by less than the bound. Each channel
+    holds the watermark below its next input less the bound (a sparse channel's source moves
+    on between its records), so no input arrives after the watermark has passed it. (The rest
+    further ahead act at their own time before the timers of earlier instants fire:
+    DISCUSSION.md, what is still order-dependent.)"""
+    rng = random.Random(seed)
+    channels = (
+        [e for e in inputs if isinstance(e, Telemetry)],
+        [e for e in inputs if not isinstance(e, Telemetry)],
+    )
+    taken, newest, bias = [0, 0], LONG_MIN, rng.random()
+    delivered: list[tuple[Event, int]] = []
+    while open_ := [c for c in (0, 1) if taken[c] < len(channels[c])]:
+        c = open_[0] if len(open_) == 1 else int(rng.random() < bias)
+        if c == 1 and 0 in open_ and channels[1][taken[1]].ts_ms - BOUND >= newest:
+            c = 0  # the rest would lead the readings by the bound or more
+        e = channels[c][taken[c]]
+        taken[c] += 1
+        if c == 0:
+            newest = max(newest, e.ts_ms)
+        held = [newest - BOUND - 1] if 0 in open_ else []
+        if taken[1] < len(channels[1]):
+            held.append(channels[1][taken[1]].ts_ms - BOUND - 1)
+        delivered.append((e, min(held) if held else LONG_MIN))
+    return delivered
 
 
 def requested(stage: Stage) -> set[tuple[str, Action]]:
@@ -715,3 +864,29 @@ def test_no_load_reducing_command_follows_an_opt_out_however_the_watermark_lags(
 
 def _opted_out(audit: AuditDecision) -> bool:
     return audit.outcome is AuditOutcome.BLOCKED and audit.reason_codes == (ReasonCode.OPT_OUT,)
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories(started=True), st.integers(0, 2**32))
+def test_readings_racing_ahead_of_their_events_request_the_same_commands_at_the_same_times(
+    inputs: list[Event], seed: int
+) -> None:
+    """Property: however far the device's readings ran ahead of its registry record and DR
+    events, or fell behind them (two channels, as a restore replays them), the stage requests
+    the same commands, at the same instants, as when every input came in time order; events
+    announced after their start included. (Judged at the device's newest reading, an event
+    read after the readings that carry its overrides was opted out on arrival: a TaskManager
+    killed under load lost those CURTAILs.)"""
+    end = T0 + 4 * HOUR_MS
+    stage = Stage()
+    for e, mark in raced(inputs, seed):
+        stage.receive(e)
+        stage.advance(mark)
+    stage.advance(end)
+    in_order = play(*inputs, until=end)
+    assert requested(stage) == requested(in_order)
+    assert sorted(_times(stage)) == sorted(_times(in_order))
+
+
+def _times(stage: Stage) -> list[tuple[str, int]]:
+    return [(c.command_id, c.requested_ts_ms) for c in stage.outputs(CommandRequest)]

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 from state.device import (
+    MAX_OVERRIDES,
     MAX_QUEUED,
+    VERSION,
     DeviceInfo,
     DeviceState,
     DeviceStateError,
@@ -62,7 +64,7 @@ def states(draw: st.DrawFn) -> DeviceState:
         last_seen_ms=draw(st.none() | times),
         last_good=draw(st.none() | st.builds(LastGood, times, finite, st.booleans())),
         stale=draw(st.booleans()),
-        override_ts_ms=draw(st.none() | times),
+        overrides=tuple(sorted(draw(st.sets(times, max_size=MAX_OVERRIDES)))),
         participation=draw(st.none() | participations),
         queued=tuple(draw(st.lists(participations, max_size=MAX_QUEUED))),
         pending=draw(
@@ -103,7 +105,7 @@ def test_a_typical_enrolled_iot_device_fits_in_256_bytes() -> None:
         info_ts_ms=T0,
         last_seen_ms=T0,
         last_good=LastGood(T0, 3.2, True),
-        override_ts_ms=T0,
+        overrides=(T0,),
         participation=event,
         queued=(dataclasses.replace(event, event_id="dr-2026-07-14-eve"),),
         stats=PowerStats(1000, 3.1, 42.0),
@@ -149,18 +151,36 @@ OLD_THERMOSTAT = DeviceState(
 )
 
 
-@pytest.mark.parametrize(
-    ("raw", "watch"), [(V1_THERMOSTAT, None), (V2_THERMOSTAT, T0 + 900_000)], ids=["v1", "v2"]
+# The same thermostat as job 0.7-0.9 (state v3: the registry record's time, the event's
+# announcement, its newest override) wrote it.
+V3_THERMOSTAT = bytes.fromhex(
+    "03cf810302ff010000000000001240807d19c4a0010000006c50c4a0010000006c50c4a001000000000000"
+    "00000a40605651c4a00100000000000000000000030000000000000000000840000000000000e03fa0275e"
+    "c4a0010000006c50c4a0010000805a87c4a0010000006c50c4a00100000000000000000000020000000100"
+    "01050000c07f0000a0410305006e6f7274680000040064722d3101060073756d6d6572"
 )
-def test_an_old_state_from_a_savepoint_is_read_and_written_back_as_v3(
-    raw: bytes, watch: int | None
+V3_FIELDS = {"watch_ms": T0 + 900_000, "info_ts_ms": T0 - 3_600_000, "overrides": (T0 + 60_000,)}
+
+
+@pytest.mark.parametrize(
+    ("raw", "fields"),
+    [
+        (V1_THERMOSTAT, {}),
+        (V2_THERMOSTAT, {"watch_ms": T0 + 900_000}),
+        (V3_THERMOSTAT, V3_FIELDS),
+    ],
+    ids=["v1", "v2", "v3"],
+)
+def test_an_old_state_from_a_savepoint_is_read_and_written_back_as_v4(
+    raw: bytes, fields: dict[str, object]
 ) -> None:
-    """Upgrade path: v1 and v2 bytes decode field for field (the window of recent reading
-    times dropped; v1 without a watch timer) and re-encode as v3."""
+    """Upgrade path: v1, v2 and v3 bytes decode field for field (the window of recent reading
+    times dropped; v1 without a watch timer; v3's one override the only one) and re-encode as
+    v4."""
     state = decode(raw)
-    assert state == dataclasses.replace(OLD_THERMOSTAT, watch_ms=watch)
+    assert state == dataclasses.replace(OLD_THERMOSTAT, **fields)  # type: ignore[arg-type]
     upgraded = encode(state)
-    assert upgraded[0] == 3
+    assert upgraded[0] == VERSION == 4
     assert decode(upgraded) == state
 
 
