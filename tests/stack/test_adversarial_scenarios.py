@@ -220,6 +220,10 @@ def test_an_override_read_before_its_event_or_after_it_gives_the_same_commands(
     )
     play(settings, event, quiet)
     play(settings, overrides(after), quiet)
+    # Each opt-out is decided at its override's instant, once the device stage's clock has
+    # passed it: a reading stamped 10 s after them (twice the out-of-orderness bound) moves it.
+    sleep_until(ts + 10 * SECOND_MS)
+    play(settings, Scenario().telemetry_iot(device_id=plain), quiet)
     overriding = [*first, *after]
     found = until(
         settings,
