@@ -629,8 +629,8 @@ def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
     """A customer override at `ts_ms` opts the device out, from that instant, of every event
     it overlaps; kept with its time for an event that arrives later."""
     state = out.state
-    if ts_ms not in state.overrides:
-        kept = kept_overrides(state.overrides, ts_ms, out.ctx.settled_ms)
+    kept = kept_overrides(state.overrides, ts_ms, out.ctx.settled_ms)
+    if kept != state.overrides:  # an unchanged state keeps its objects (its bytes are reused)
         out.state = state = dataclasses.replace(state, overrides=kept)
 
     def opted(part: Participation) -> Participation:

@@ -796,23 +796,25 @@ def test_two_arrival_orders_within_the_bound_request_the_same_commands(
     b = play(*arrival(inputs, seed_b), until=end)
     assert requested(a) == requested(b)
     for stage in (a, b):
-        info = stage.state.info if stage.state else None
-        for ctx, result in stage.log:
-            for out in result.outputs:
-                if isinstance(out, CommandRequest) and out.action in LOAD_REDUCING_ACTIONS:
-                    assert info is not None
-                    assert info.priority is not PriorityLevel.LIFE_SAFETY
-                    overrides = [
-                        e.ts_ms for e in inputs if isinstance(e, Telemetry) and e.customer_override
-                    ]
-                    part = result.state.participation if result.state else None
-                    assert part is not None
-                    assert not any(part.covers(t) and t <= ctx.now_ms for t in overrides)
-        deferred = len(stage.audits(AuditOutcome.DEFERRED))
-        assert stage.state is None or (stage.state.participation, stage.state.queued) == (None, ())
-        assert deferred <= len(stage.audits(AuditOutcome.BLOCKED)) + len(
-            stage.outputs(CommandRequest)
-        )
+        assert_safe_and_resolved(stage, inputs)
+
+
+def assert_safe_and_resolved(stage: Stage, inputs: list[Event]) -> None:
+    """No load-reducing command went to a LIFE_SAFETY device or one opted out by then, and
+    every event that was deferred is resolved."""
+    info = stage.state.info if stage.state else None
+    overrides = [e.ts_ms for e in inputs if isinstance(e, Telemetry) and e.customer_override]
+    for ctx, result in stage.log:
+        for out in result.outputs:
+            if isinstance(out, CommandRequest) and out.action in LOAD_REDUCING_ACTIONS:
+                assert info is not None
+                assert info.priority is not PriorityLevel.LIFE_SAFETY
+                part = result.state.participation if result.state else None
+                assert part is not None
+                assert not any(part.covers(t) and t <= ctx.now_ms for t in overrides)
+    deferred = len(stage.audits(AuditOutcome.DEFERRED))
+    assert stage.state is None or (stage.state.participation, stage.state.queued) == (None, ())
+    assert deferred <= len(stage.audits(AuditOutcome.BLOCKED)) + len(stage.outputs(CommandRequest))
 
 
 @st.composite
@@ -873,10 +875,10 @@ def test_readings_racing_ahead_of_their_events_request_the_same_commands_at_the_
 ) -> None:
     """Property: however far the device's readings ran ahead of its registry record and DR
     events, or fell behind them (two channels, as a restore replays them), the stage requests
-    the same commands, at the same instants, as when every input came in time order; events
-    announced after their start included. (Judged at the device's newest reading, an event
-    read after the readings that carry its overrides was opted out on arrival: a TaskManager
-    killed under load lost those CURTAILs.)"""
+    the same commands, at the same instants, as when every input came in time order, events
+    announced after their start included, and none unsafe or left unresolved. (Judged at the
+    device's newest reading, an event read after the readings that carry its overrides was
+    opted out on arrival: a TaskManager killed under load lost those CURTAILs.)"""
     end = T0 + 4 * HOUR_MS
     stage = Stage()
     for e, mark in raced(inputs, seed):
@@ -886,6 +888,7 @@ def test_readings_racing_ahead_of_their_events_request_the_same_commands_at_the_
     in_order = play(*inputs, until=end)
     assert requested(stage) == requested(in_order)
     assert sorted(_times(stage)) == sorted(_times(in_order))
+    assert_safe_and_resolved(stage, inputs)
 
 
 def _times(stage: Stage) -> list[tuple[str, int]]:
