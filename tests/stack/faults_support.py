@@ -466,11 +466,13 @@ def stopped_for(
     seconds: float,
     kill: bool = False,
     when_ready: Callable[[Settings], None] | None = None,
+    meanwhile: Callable[[LocalStack], Any] | None = None,
 ) -> Fault:
     """A stack component (Kafka, Redis, the registry) stopped for `seconds`, then started again
     on the same port and data folder. SIGTERM and waiting for the exit (the component's own
     `stop`), or with `kill` a SIGKILL of its process group. `when_ready` waits before the
-    strike for what the fault needs to have happened first."""
+    strike for what the fault needs to have happened first; `meanwhile` strikes a second fault
+    once the component is down."""
 
     def strike(stack: LocalStack, settings: Settings) -> Outage:
         server = component(stack)
@@ -485,6 +487,8 @@ def stopped_for(
         else:
             assert server.stop(), f"the stack's {server.name} was not started by this session"
         stopped = time.monotonic()
+        if meanwhile is not None:
+            meanwhile(stack)
         time.sleep(max(0.0, seconds - (stopped - began)))
         starting = time.monotonic()
         server.start()

@@ -39,6 +39,7 @@ from tests.stack.faults_support import (
     assert_within_idleness,
     commands_committed,
     differences,
+    kill_taskmanager,
     make_junk,
     no_job_left,  # noqa: F401 (an autouse fixture)
     play_run,
@@ -65,6 +66,13 @@ REDIS_STOPPED = stopped_for("redis down 30s", lambda s: s.redis, REDIS_DOWN_S)
 REGISTRY_STOPPED = stopped_for(
     "registry down 30s", lambda s: s.registry, REGISTRY_DOWN_S, when_ready=commands_committed
 )
+# The restarted job's Python has fetched no schema yet: it waits for the registry
+# (`schema_id_wait_ms`, 30 s), fails and retries from its checkpoint until the registry is back.
+REGISTRY_DOWN_TASKMANAGER_KILLED = stopped_for(
+    "taskmanager SIGKILL in registry down 60s", lambda s: s.registry, 2 * REGISTRY_DOWN_S,
+    when_ready=commands_committed, meanwhile=lambda s: kill_taskmanager(s.flink),
+)  # fmt: skip
+RESTARTING = (TASKMANAGER_KILLED, JOBMANAGER_KILLED, REGISTRY_DOWN_TASKMANAGER_KILLED)
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,7 @@ def faulty_run(
     print(run.recovery.line())
     if run.recovery.outage is not None:
         assert_within_idleness(run.recovery.outage)
-    if fault in (TASKMANAGER_KILLED, JOBMANAGER_KILLED):
+    if fault in RESTARTING:
         assert run.recovery.restarts, f"the job did not restart after the {fault.name}"
     found = differences(clean, run, fault.name)
     assert scenario_problems(WORKLOAD, run, junk) == []
@@ -102,7 +110,14 @@ def faulty_run(
 
 @pytest.mark.parametrize(
     "fault",
-    [TASKMANAGER_KILLED, JOBMANAGER_KILLED, BROKER_STOPPED, BROKER_KILLED, REGISTRY_STOPPED],
+    [
+        TASKMANAGER_KILLED,
+        JOBMANAGER_KILLED,
+        BROKER_STOPPED,
+        BROKER_KILLED,
+        REGISTRY_STOPPED,
+        REGISTRY_DOWN_TASKMANAGER_KILLED,
+    ],
     ids=lambda fault: fault.name.replace(" ", "-"),
 )
 def test_a_fault_under_load_changes_no_committed_output(
