@@ -21,12 +21,12 @@ cd tools/$(1) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis registry run demo lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench soak stack-up stack-down stack-status doctor lock clean FORCE
+.PHONY: help setup venv jvm redis registry run demo jemalloc lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench soak stack-up stack-down stack-status doctor lock clean FORCE
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: venv jvm redis registry ## Install everything missing: the venv, the JVM artifacts, Redis, the registry.
+setup: venv jvm redis jemalloc registry ## Install everything missing: the venv, the JVM artifacts, Redis, jemalloc, the registry.
 
 venv: $(VENV)/.installed ## The Python venv from requirements.lock (the project installed editable).
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -50,6 +50,11 @@ redis: ## redis-server, from the distribution's packages when missing.
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server still missing: apt-get install redis-server"; exit 1; }
+
+jemalloc: ## libjemalloc2 (the soak's TaskManager runs on it, as in Flink's image), when missing.
+	@ldconfig -p | grep -q libjemalloc.so.2 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null; }
 
 # The schema registry, pinned in tools/registry/go.mod (its `tool` line): `go install ...@v0.2.1`
 # fails here (it asks the module proxy for the module's version list, which is refused), a

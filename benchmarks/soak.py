@@ -8,9 +8,15 @@ and ends a minute and a half later, a few SCADA points at a time fall silent for
 back (their telemetry-loss timers fire and clear), and a few devices a second are registered
 again (registry churn). Every `--sample-s` it samples the TaskManager's RSS, its JVM heap (REST
 metrics; in thread mode Python runs inside the TaskManager, so the rest of the RSS is Python and
-native memory), the latest completed checkpoint's state size and duration, the device stage's
+native memory: RocksDB's block cache from Flink's RocksDB metrics, the JVM's own from its Native
+Memory Tracking, the rest Python's and RocksDB's other allocations), the
+latest completed checkpoint's state size and duration, the device stage's
 `device_keys` and `device_timers` gauges, the `python_blocks` gauge (the interpreter's own
 allocations, to tell a Python leak from native growth), the committed input and the lag.
+
+The TaskManager runs with Native Memory Tracking and, by default, on jemalloc as in Flink's
+image (`--allocator glibc` for glibc's malloc); both reach the stack's daemons through the
+environment (`daemon_env`).
 
 At the end: each series' least-squares slope per hour after the warm-up, relative to its mean,
 against a stated tolerance; `results/soak-<time>.md` and `.json` (under `--out`); exit 1 if a
@@ -23,16 +29,18 @@ series grows beyond its tolerance.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import dataclasses
 import json
 import math
 import os
 import random
 import re
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +58,12 @@ from schemas.registry import Registry, RegistryConfig
 MB = 1 << 20
 # A RocksDB instance's folder names its operator: `job_<job>_op_<class>_<operator id>__<n>_<of>__`.
 OPERATOR_FOLDER = re.compile(r"_op_[A-Za-z0-9]+_([0-9a-f]{32})__")
+NMT_TOTAL = re.compile(r"Total: reserved=\d+KB, committed=(\d+)KB")
+NMT_HEAP = re.compile(r"Java Heap \(reserved=\d+KB, committed=(\d+)KB\)")
+# The TaskManager JVM tracks its own native memory (`jcmd <pid> VM.native_memory`), so the soak
+# can tell the JVM's internals from the embedded Python's and RocksDB's: a few % of CPU.
+TASKMANAGER_JAVA_OPTS = "-XX:NativeMemoryTracking=summary"
+JEMALLOC = "libjemalloc.so.2"  # what Flink's image preloads (its entrypoint; DISABLE_JEMALLOC)
 SMAPS_RANGE = re.compile(r"([0-9a-f]+)-([0-9a-f]+) (\S+) \S+ \S+ \S+\s*(.*)")
 MAX_CADENCE_S = 8.0  # every device reports at least this often: SCADA goes silent after 15 s
 SILENT_S = 45.0  # how long a silent group of SCADA points says nothing
@@ -80,7 +94,10 @@ SERIES = (
     Series("tm_rss_mb", "TaskManager RSS (MB)", 0.10),
     Series("jvm_heap_used_mb", "JVM heap used (MB)", 0.25),
     Series("heap_resident_mb", "JVM heap resident (MB)", 0.25),
-    Series("python_native_mb", "Python + RocksDB + JVM internals (MB)", 0.10),
+    Series("python_native_mb", "Python + RocksDB + JVM internals (MB)", None),
+    Series("rocksdb_cache_mb", "RocksDB block cache in use, memtables included (MB)", None),
+    Series("jvm_nmt_mb", "JVM internals: NMT committed less the heap (MB)", 0.10),
+    Series("python_rocksdb_mb", "Python + RocksDB outside its cache (MB)", 0.10),
     Series("python_blocks", "Python's allocated blocks (gauge)", 0.10),
     Series("state_mb", "checkpoint state size (MB)", None),
     Series("manifests_mb", "RocksDB MANIFEST logs (MB)", None),
@@ -242,6 +259,37 @@ def heap_resident_mb(pid: int) -> float:
     return found[0]
 
 
+def daemon_env(allocator: str) -> dict[str, str]:
+    """The environment the stack's daemons get: Native Memory Tracking in the TaskManager and,
+    for `jemalloc`, jemalloc preloaded into every daemon, as in Flink's image."""
+    env = {"FLINK_ENV_JAVA_OPTS_TM": TASKMANAGER_JAVA_OPTS}  # read by taskmanager.sh
+    if allocator == "jemalloc":
+        if not ctypes.util.find_library("jemalloc"):
+            sys.exit(f"{JEMALLOC} not found: `make jemalloc` (or apt-get install libjemalloc2)")
+        env["LD_PRELOAD"] = JEMALLOC
+    return env
+
+
+def allocator_of(pid: int) -> str:
+    """The malloc process `pid` runs on: jemalloc if mapped, else glibc's."""
+    return "jemalloc" if "jemalloc" in Path(f"/proc/{pid}/maps").read_text() else "glibc"
+
+
+def jvm_internals_mb(pid: int) -> float:
+    """What the JVM `pid` allocated for itself outside the Java heap (Native Memory Tracking's
+    committed total less the heap: metaspace, code cache, threads, GC, direct buffers), MB;
+    what Python and RocksDB allocate through their own mallocs is not in it."""
+    jcmd = Path(os.readlink(f"/proc/{pid}/exe")).with_name("jcmd")
+    report = subprocess.run(
+        [str(jcmd), str(pid), "VM.native_memory", "summary", "scale=KB"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    total, heap = NMT_TOTAL.search(report), NMT_HEAP.search(report)
+    if not (total and heap):
+        raise RuntimeError(f"no Native Memory Tracking summary from process {pid}: {report[:300]}")
+    return (int(total[1]) - int(heap[1])) * 1024 / MB
+
+
 def manifests_mb(home: Path) -> dict[str, float]:
     """The size of the RocksDB MANIFEST logs under the TaskManager's local state, in MB, by
     operator id (a chain's is its vertex id).
@@ -290,17 +338,42 @@ def operator_slopes(
     return lines
 
 
+def subtask_metrics(
+    stack: LocalStack, job_id: str, name_of: Callable[[str], str | None], agg: str
+) -> Iterator[tuple[str, float]]:
+    """(name, value) of each vertex's metric whose id `name_of` names, aggregated over the
+    vertex's subtasks by `agg` (`sum`, `max`)."""
+    for vertex in bench.rest(stack, f"/jobs/{job_id}")["vertices"]:
+        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
+        wanted = {m["id"]: name for m in bench.rest(stack, base) if (name := name_of(m["id"]))}
+        if wanted:
+            for metric in bench.rest(stack, f"{base}?get={','.join(wanted)}&agg={agg}"):
+                yield wanted[metric["id"]], float(metric[agg])
+
+
+def ending(names: tuple[str, ...], prefix: str) -> Callable[[str], str | None]:
+    """The one of `names` a metric id ends with (after `prefix`), or None."""
+    return lambda metric: next((n for n in names if metric.endswith(prefix + n)), None)
+
+
 def gauges(stack: LocalStack, job_id: str, names: tuple[str, ...]) -> dict[str, float]:
     """The suite's gauges `names`, summed over subtasks (0 before a task sets one)."""
     totals = dict.fromkeys(names, 0.0)
-    for vertex in bench.rest(stack, f"/jobs/{job_id}")["vertices"]:
-        base = f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics"
-        ids = {m["id"] for m in bench.rest(stack, base)}
-        wanted = {i: n for i in ids for n in names if i.endswith(f"gridstream.{n}")}
-        if wanted:
-            for metric in bench.rest(stack, f"{base}?get={','.join(wanted)}&agg=sum"):
-                totals[wanted[metric["id"]]] += float(metric["sum"])
+    for name, value in subtask_metrics(stack, job_id, ending(names, "gridstream."), "sum"):
+        totals[name] += value
     return totals
+
+
+def rocksdb_cache_mb(stack: LocalStack, job_id: str) -> dict[str, float]:
+    """The RocksDB block cache's `usage` and `capacity`, MB, from Flink's RocksDB native metrics
+    (`flink-conf.yaml`). With managed memory every RocksDB instance of a slot shares one cache,
+    and its write buffers are charged to it, so each column family reports the same slot-wide
+    figures: the largest is the slot's (the soak runs at parallelism 1, one slot)."""
+    found = {"usage": 0.0, "capacity": 0.0}
+    kinds = ending(tuple(found), "block-cache-")
+    for kind, value in subtask_metrics(stack, job_id, kinds, "max"):
+        found[kind] = max(found[kind], value / MB)
+    return found
 
 
 class Sampler:
@@ -311,12 +384,14 @@ class Sampler:
         self.samples: list[dict[str, float]] = []
         self.by_operator: list[dict[str, float]] = []  # each sample's state per operator
         self.pids: set[int] = set()
+        self.allocators: set[str] = set()
         self.last: tuple[float, int] | None = None
 
     def __call__(self, elapsed: float) -> None:
         stack = self.stack
         (pid,) = stack.flink.daemons(TASKMANAGER).live()
         self.pids.add(pid)
+        self.allocators.add(allocator_of(pid))
         jvm = tm_metrics(stack)
         checkpoints = bench.rest(stack, f"/jobs/{self.job_id}/checkpoints")
         latest = checkpoints["latest"]["completed"] or {}
@@ -333,12 +408,18 @@ class Sampler:
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
         names = ("device_keys", "device_timers", "stale_devices", "python_blocks")
+        cache = rocksdb_cache_mb(stack, self.job_id)
+        jvm_internals = jvm_internals_mb(pid)
         sample = {
             "t_s": elapsed,
             "tm_rss_mb": rss,
             "jvm_heap_used_mb": jvm["Status.JVM.Memory.Heap.Used"],
             "heap_resident_mb": heap_resident,
             "python_native_mb": rss - heap_resident - jvm_native,
+            "rocksdb_cache_mb": cache["usage"],
+            "rocksdb_capacity_mb": cache["capacity"],
+            "jvm_nmt_mb": jvm_internals,
+            "python_rocksdb_mb": rss - heap_resident - jvm_internals - cache["usage"],
             "state_mb": float(latest.get("state_size", 0)) / MB,
             "manifests_mb": manifests,
             "state_data_mb": float(latest.get("state_size", 0)) / MB - manifests,
@@ -358,8 +439,10 @@ class Sampler:
             f"committed {sample.get('processed_per_s', 0):,.0f}/s  "
             f"lag {sample['lag_records']:,.0f}  RSS {rss:,.0f} MB "
             f"(heap {sample['jvm_heap_used_mb']:,.0f} used, {heap_resident:,.0f} resident; "
-            f"Python+RocksDB+JVM internals "
-            f"{sample['python_native_mb']:,.0f})  state {sample['state_mb']:.2f} MB  "
+            f"JVM internals {jvm_internals:,.0f}, "
+            f"Python+RocksDB {sample['python_rocksdb_mb']:,.0f}, "
+            f"RocksDB cache {cache['usage']:,.0f} of {cache['capacity']:,.0f})  "
+            f"state {sample['state_mb']:.2f} MB  "
             f"checkpoint {sample['checkpoint_ms']:,.0f} ms  keys {sample['device_keys']:,.0f}  "
             f"timers {sample['device_timers']:,.0f}  stale {sample['stale_devices']:,.0f}  "
             f"Python blocks {sample['python_blocks']:,.0f}"
@@ -456,11 +539,16 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=20.0)
     parser.add_argument("--warmup-s", type=float, help="left out of the slopes (default: "
                         "a fifth of the run, at most 180 s)")  # fmt: skip
+    parser.add_argument(
+        "--allocator", choices=("jemalloc", "glibc"), default="jemalloc",
+        help="the daemons' malloc: jemalloc as in Flink's image, or glibc",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=bench.ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     seconds = args.minutes * 60
     warmup = args.warmup_s if args.warmup_s is not None else min(180.0, seconds / 5)
     notes: list[str] = []
+    os.environ.update(daemon_env(args.allocator))
     with tempfile.TemporaryDirectory(prefix="gridstream-soak-") as home:
         stack = LocalStack(bench.private_settings(Path(home)), say=lambda line: say(f"  {line}"))
         say(f"starting a private stack in {home}")
@@ -503,7 +591,11 @@ def main() -> None:
                 bench.cancel_jobs(stack)
             stack.down()
     last = sampler.samples[-1]
+    peak_cache = max(s["rocksdb_cache_mb"] for s in sampler.samples)
+    capacity = max(s["rocksdb_capacity_mb"] for s in sampler.samples)
     notes += [
+        f"the TaskManager's malloc: {', '.join(sorted(sampler.allocators))} "
+        f"(`--allocator {args.allocator}`)",
         f"{drive.sent:,} readings sent; {drive.events} DR events; {drive.silenced} silent "
         f"groups of {max(1, len(drive.scada) // 20)} SCADA points for {SILENT_S:g} s each",
         f"checkpoints: {last['checkpoints']:,.0f} completed, {last['checkpoints_failed']:,.0f} "
@@ -512,6 +604,14 @@ def main() -> None:
         "(its mapping in /proc/<pid>/smaps) - JVM non-heap used (metaspace, code cache) - "
         "direct and mapped buffers: in thread mode the embedded Python's memory, RocksDB's "
         "(bounded by Flink's managed memory) and the JVM's own (thread stacks, GC)",
+        "RocksDB block cache: the slot's shared cache in use (write buffers charged to it), "
+        f"from Flink's RocksDB native metrics; at most {peak_cache:,.1f} MB of its "
+        f"{capacity:,.1f} MB capacity",
+        "JVM internals: Native Memory Tracking's committed total less the Java heap (the "
+        f"TaskManager runs with `{TASKMANAGER_JAVA_OPTS}`); Python + RocksDB outside its cache "
+        "= RSS - the heap's resident pages - JVM internals - RocksDB's cache: the embedded "
+        "Python's mallocs, RocksDB's own (iterators, table readers) and the allocator's slack. "
+        "Committed is not all resident (thread stacks), so this one is a floor",
         "state less MANIFESTs: the checkpoint's state size minus the RocksDB MANIFEST logs "
         "on the TaskManager at the sample (each grows with every flush until its instance "
         "reopens, and every incremental checkpoint uploads it whole)",

@@ -25,9 +25,10 @@ TIMERS_PER_DEVICE = 4  # the watch, a DR event's start and end, a recommendation
 @pytest.mark.timeout(780)  # the stack starts in 1-3 min on a busy 2-core machine, then 2 min
 def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -> None:
     """After the warm-up the device keys are exactly the fleet, the timers at most a few per
-    device (while silent groups' loss timers fire and clear and DR events come and go), and
-    the checkpoints of the second half hold no more state than those of the first (medians:
-    RocksDB's files come and go with compaction, so single checkpoints swing)."""
+    device (while silent groups' loss timers fire and clear and DR events come and go), RocksDB's
+    cache and the JVM's internals are measured, and the checkpoints of the second half hold no
+    more state than those of the first (medians: RocksDB's files come and go with compaction,
+    so single checkpoints swing)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2",
@@ -44,6 +45,10 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
     assert all(s["device_keys"] == DEVICES for s in settled), settled
     assert all(0 < s["device_timers"] <= TIMERS_PER_DEVICE * DEVICES for s in settled), settled
     assert max(s["stale_devices"] for s in settled) > 0  # silent groups did go stale
+    # The native memory is split: RocksDB's cache (flink-conf.yaml's native metrics) and the
+    # JVM's own (Native Memory Tracking) are read.
+    assert all(s["rocksdb_cache_mb"] > 0 and s["rocksdb_capacity_mb"] > 0 for s in settled)
+    assert all(s["jvm_nmt_mb"] > 0 for s in settled)
     half = len(settled) // 2
     early, late = (median(s["state_mb"] for s in part) for part in (settled[:half], settled[half:]))
     assert 0 < late <= early * 1.5, settled
