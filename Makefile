@@ -51,10 +51,13 @@ redis: ## redis-server, from the distribution's packages when missing.
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null || { echo "redis-server still missing: apt-get install redis-server"; exit 1; }
 
+# Found as the soak finds it (ctypes asks /sbin/ldconfig: not on a user's PATH).
+HAS_JEMALLOC = $(PYTHON) -c "import ctypes.util, sys; sys.exit(not ctypes.util.find_library('jemalloc'))"
 jemalloc: ## libjemalloc2 (the soak's TaskManager runs on it, as in Flink's image), when missing.
-	@ldconfig -p | grep -q libjemalloc.so.2 || { \
+	@$(HAS_JEMALLOC) || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null; }
+	@$(HAS_JEMALLOC) || { echo "libjemalloc2 still missing: apt-get install libjemalloc2"; exit 1; }
 
 # The schema registry, pinned in tools/registry/go.mod (its `tool` line): `go install ...@v0.2.1`
 # fails here (it asks the module proxy for the module's version list, which is refused), a
