@@ -37,8 +37,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
 	@touch $@
 
-jvm: .jvm/.installed ## The Kafka broker, ZooKeeper and the Flink Kafka connector, pinned in jvm/pom.xml.
-.jvm/.installed: jvm/pom.xml
+jvm: .jvm/.installed ## The Kafka broker, ZooKeeper, the Flink Kafka connector (jvm/pom.xml) and jvm/src's jar.
+.jvm/.installed: jvm/pom.xml $(shell find jvm/src -name '*.java')
 	@command -v mvn >/dev/null || { echo "mvn not found: apt-get install maven"; exit 1; }
 	@command -v java >/dev/null || { echo "java not found: apt-get install openjdk-17-jre-headless"; exit 1; }
 	rm -rf .jvm

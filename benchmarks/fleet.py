@@ -135,8 +135,12 @@ def registration(encode: Encoder, device_id: str, at_ms: int, rng: random.Random
     )  # fmt: skip
 
 
-def reading(encode: Encoder, device_id: str, ts_ms: int, tag: str, rng: random.Random) -> Record:
-    """One reading of the device stamped `ts_ms` (validated as of that instant)."""
+def reading(
+    encode: Encoder, device_id: str, ts_ms: int, tag: str, rng: random.Random,
+    overriding: bool = False,
+) -> Record:  # fmt: skip
+    """One reading of the device stamped `ts_ms` (validated as of that instant); a consumer
+    device's carries a customer override one time in 500, or always when `overriding`."""
     corr = f"{device_id}@{ts_ms}{tag}"
     if is_scada(device_id):
         return encode(
@@ -147,7 +151,7 @@ def reading(encode: Encoder, device_id: str, ts_ms: int, tag: str, rng: random.R
     return encode(
         topics.IOT_TELEMETRY, device_id, ts_ms, device_id=device_id, ts_ms=ts_ms,
         correlation_id=corr, power_kw=round(rng.uniform(0.1, 7.0), 2),
-        customer_override=rng.random() < 0.002,
+        customer_override=rng.random() < 0.002 or overriding,
     )  # fmt: skip
 
 

@@ -6,7 +6,8 @@ maximum on a backlog of that fleet's readings (or takes it from `--max-rate`). T
 on a cadence, weather renews every minute, a DR event starts every few minutes on a few regions
 and ends a minute and a half later, a few SCADA points at a time fall silent for 45 s and come
 back (their telemetry-loss timers fire and clear), and a few devices a second are registered
-again (registry churn). Every `--sample-s` it samples the TaskManager's RSS, its JVM heap (REST
+again (registry churn). Before that, each consumer device overrides twice, as in a fleet up for
+a day (`Drive.prime`). Every `--sample-s` it samples the TaskManager's RSS, its JVM heap (REST
 metrics; in thread mode Python runs inside the TaskManager, so the rest of the RSS is Python and
 native memory: RocksDB's block cache from Flink's RocksDB metrics, the JVM's own from its Native
 Memory Tracking, the rest Python's and RocksDB's other allocations), the
@@ -58,6 +59,7 @@ from schemas.registry import Registry, RegistryConfig
 MB = 1 << 20
 # A RocksDB instance's folder names its operator: `job_<job>_op_<class>_<operator id>__<n>_<of>__`.
 OPERATOR_FOLDER = re.compile(r"_op_[A-Za-z0-9]+_([0-9a-f]{32})__")
+MANIFEST_LIMIT = re.compile(r"^\s*max_manifest_file_size=(\d+)", re.MULTILINE)
 NMT_TOTAL = re.compile(r"Total: reserved=\d+KB, committed=(\d+)KB")
 NMT_HEAP = re.compile(r"Java Heap \(reserved=\d+KB, committed=(\d+)KB\)")
 # The TaskManager JVM tracks its own native memory (`jcmd <pid> VM.native_memory`), so the soak
@@ -101,6 +103,7 @@ SERIES = (
     Series("python_blocks", "Python's allocated blocks (gauge)", 0.10),
     Series("state_mb", "checkpoint state size (MB)", None),
     Series("manifests_mb", "RocksDB MANIFEST logs (MB)", None),
+    Series("largest_manifest_kb", "the largest MANIFEST (KB)", None),
     Series("state_data_mb", "checkpoint state less MANIFESTs (MB)", 0.10),
     Series("checkpoint_ms", "checkpoint duration (ms)", 0.50),
     Series("device_keys", "device keys (gauge)", 0.01),
@@ -174,6 +177,19 @@ class Drive:
         self.silent = set((self.scada * 2)[first : first + size])
         self.silent_until = now + SILENT_S
         self.silenced += 1
+
+    def prime(self) -> None:
+        """Two customer overrides from every consumer device, before the first DR event: the
+        override times a device keeps between overrides (`functions.device.kept_overrides`:
+        the newest before the watermark and the last one), which a fleet up for a day holds
+        already. Left to one override in 500 readings, they would take the first hour to fill
+        in, and the state's slope would show that filling rather than a leak."""
+        for device_id in self.devices:
+            if not fleet.is_scada(device_id):
+                for tag in ("+primed", "+primed-again"):
+                    at = now_ms()
+                    self.send(fleet.reading(self.encode, device_id, at, tag, self.rng, True))
+                    self.sent += 1
 
     def reading(self, n: int, now: float) -> None:
         """The `n`th reading of the cadence (skipped for a silent device)."""
@@ -290,20 +306,50 @@ def jvm_internals_mb(pid: int) -> float:
     return (int(total[1]) - int(heap[1])) * 1024 / MB
 
 
-def manifests_mb(home: Path) -> dict[str, float]:
-    """The size of the RocksDB MANIFEST logs under the TaskManager's local state, in MB, by
-    operator id (a chain's is its vertex id).
+def manifest_sizes(home: Path) -> dict[Path, int]:
+    """The RocksDB MANIFEST logs under the TaskManager's local state, and their sizes (one
+    rolled over and deleted meanwhile is left out).
 
     RocksDB appends to an instance's MANIFEST at every flush and compaction (Flink flushes at
-    every checkpoint) and starts a new one only when the instance is reopened (Flink 2.2 sets
-    no `max_manifest_file_size`); an incremental checkpoint uploads it whole with its state.
+    every checkpoint) and starts a new one when the instance reopens or the file passes
+    `max_manifest_file_size` (`gridstream.rocksdb.max-manifest-file-size`); an incremental
+    checkpoint uploads it whole with its state.
     """
-    found: dict[str, float] = {}
+    sizes = {}
     for path in (home / "flink" / "tmp").rglob("MANIFEST-*"):
+        try:
+            sizes[path] = path.stat().st_size
+        except FileNotFoundError:
+            continue
+    return sizes
+
+
+def manifests_mb(sizes: dict[Path, int]) -> dict[str, float]:
+    """The MANIFESTs' size in MB by operator id (a chain's is its vertex id)."""
+    found: dict[str, float] = {}
+    for path, size in sizes.items():
         operator = OPERATOR_FOLDER.search(str(path))
         key = operator.group(1) if operator else ""
-        found[key] = found.get(key, 0.0) + path.stat().st_size / MB
+        found[key] = found.get(key, 0.0) + size / MB
     return found
+
+
+def manifest_limits(home: Path) -> set[int]:
+    """Each RocksDB instance's `max_manifest_file_size`, from the newest of its OPTIONS files
+    (RocksDB writes there the options it opened with)."""
+    newest: dict[Path, Path] = {}
+    for path in (home / "flink" / "tmp").rglob("OPTIONS-*"):
+        if path.name > newest.get(path.parent, Path("")).name:  # zero-padded numbers
+            newest[path.parent] = path
+    limits = set()
+    for path in newest.values():
+        try:
+            found = MANIFEST_LIMIT.search(path.read_text())
+        except FileNotFoundError:
+            continue
+        if found:
+            limits.add(int(found[1]))
+    return limits
 
 
 def state_by_operator(
@@ -385,6 +431,7 @@ class Sampler:
         self.by_operator: list[dict[str, float]] = []  # each sample's state per operator
         self.pids: set[int] = set()
         self.allocators: set[str] = set()
+        self.manifest_limits: set[int] = set()  # every RocksDB instance's, as it opened
         self.last: tuple[float, int] | None = None
 
     def __call__(self, elapsed: float) -> None:
@@ -402,8 +449,10 @@ class Sampler:
         since = self.last or (now, done)
         self.last = (now, done)
         rss = rss_mb(pid)
-        by_operator = manifests_mb(stack.settings.stack.home)
+        sizes = manifest_sizes(stack.settings.stack.home)
+        by_operator = manifests_mb(sizes)
         manifests = sum(by_operator.values())
+        self.manifest_limits |= manifest_limits(stack.settings.stack.home)
         parts = ("NonHeap.Used", "Direct.MemoryUsed", "Mapped.MemoryUsed")
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
@@ -422,6 +471,7 @@ class Sampler:
             "python_rocksdb_mb": rss - heap_resident - jvm_internals - cache["usage"],
             "state_mb": float(latest.get("state_size", 0)) / MB,
             "manifests_mb": manifests,
+            "largest_manifest_kb": max(sizes.values(), default=0) / 1024,
             "state_data_mb": float(latest.get("state_size", 0)) / MB - manifests,
             "checkpoint_ms": float(latest.get("end_to_end_duration", 0)),
             "checkpoints": float(checkpoints["counts"]["completed"]),
@@ -576,6 +626,7 @@ def main() -> None:
                              f"{MAX_CADENCE_S:g} s at most")  # fmt: skip
                 cadence = len(devices) / rate
             drive.drive(devices, rate)
+            drive.prime()
             sampler = Sampler(stack, job_id, drive, seconds)
             say(f"{len(devices):,} devices each reporting every {cadence:.1f} s for "
                 f"{args.minutes:g} min; a sample every {args.sample_s:g} s")  # fmt: skip
@@ -613,8 +664,13 @@ def main() -> None:
         "Python's mallocs, RocksDB's own (iterators, table readers) and the allocator's slack. "
         "Committed is not all resident (thread stacks), so this one is a floor",
         "state less MANIFESTs: the checkpoint's state size minus the RocksDB MANIFEST logs "
-        "on the TaskManager at the sample (each grows with every flush until its instance "
-        "reopens, and every incremental checkpoint uploads it whole)",
+        "on the TaskManager at the sample (each grows with every flush until it passes "
+        "`max_manifest_file_size` or its instance reopens, and every incremental checkpoint "
+        "uploads it whole)",
+        "RocksDB's max_manifest_file_size, from its OPTIONS files: "
+        f"{', '.join(f'{n:,} bytes' for n in sorted(sampler.manifest_limits)) or 'none read'}; "
+        f"the largest MANIFEST seen {max(s['largest_manifest_kb'] for s in sampler.samples):,.1f}"
+        " KB",
         "timers live in RocksDB with the keyed state (Flink 2.2's "
         "`state.backend.rocksdb.timer-service.factory` defaults to ROCKSDB), so the checkpoint "
         "state size covers them; `device_timers` counts them directly",
@@ -638,6 +694,7 @@ def main() -> None:
     result = {
         "meta": meta, "verdicts": rows, "samples": sampler.samples,
         "state_mb_by_operator": sampler.by_operator,
+        "manifest_limits": sorted(sampler.manifest_limits),
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(text)

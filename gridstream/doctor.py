@@ -44,6 +44,9 @@ def _artifacts(settings: Settings) -> Iterator[Check]:
     connector = sorted((jvm / "flink").glob("flink-sql-connector-kafka-*.jar"))
     found = str(connector[0] if connector else jvm / "flink")
     yield Check("flink kafka connector", bool(connector), found, "make jvm")
+    own = sorted((jvm / "flink").glob("gridstream-flink-*.jar"))
+    found = str(own[0] if own else jvm / "flink")
+    yield Check("gridstream jar (RocksDB options)", bool(own), found, "make jvm")
 
 
 def _python(settings: Settings) -> Check:

@@ -14,11 +14,14 @@ from statistics import median
 
 import pytest
 
+from gridstream import flinkconf
+
 pytestmark = pytest.mark.stack
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICES = 600
 WARMUP_S = 40.0
+MANIFEST_BOUND_KEY = "gridstream.rocksdb.max-manifest-file-size"
 TIMERS_PER_DEVICE = 4  # the watch, a DR event's start and end, a recommendation's expiry
 
 
@@ -26,9 +29,9 @@ TIMERS_PER_DEVICE = 4  # the watch, a DR event's start and end, a recommendation
 def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -> None:
     """After the warm-up the device keys are exactly the fleet, the timers at most a few per
     device (while silent groups' loss timers fire and clear and DR events come and go), RocksDB's
-    cache and the JVM's internals are measured, and the checkpoints of the second half hold no
-    more state than those of the first (medians: RocksDB's files come and go with compaction,
-    so single checkpoints swing)."""
+    cache and the JVM's internals are measured, RocksDB's MANIFESTs are bounded, and the
+    checkpoints of the second half hold no more state than those of the first (medians:
+    RocksDB's files come and go with compaction, so single checkpoints swing)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2",
@@ -39,7 +42,12 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]  # 1: a slope
     assert "| device keys (gauge) |" in done.stdout
     (result,) = tmp_path.glob("soak-*.json")
-    samples = json.loads(result.read_text())["samples"]
+    report = json.loads(result.read_text())
+    samples = report["samples"]
+    # Every RocksDB instance opened with flink-conf.yaml's MANIFEST bound: the options factory
+    # of jvm/src was loaded from the job's jars and applied (RocksDB's own default is 2^64-1).
+    bound = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)[MANIFEST_BOUND_KEY]
+    assert report["manifest_limits"] == [int(bound.removesuffix("kb")) * 1024], bound
     settled = [s for s in samples if s["t_s"] >= WARMUP_S]
     assert len(settled) >= 6, samples
     assert all(s["device_keys"] == DEVICES for s in settled), settled
