@@ -306,6 +306,14 @@ def jvm_internals_mb(pid: int) -> float:
     return (int(total[1]) - int(heap[1])) * 1024 / MB
 
 
+def rocksdb_files(home: Path, prefix: str) -> Iterator[Path]:
+    """The files named `prefix...` of the TaskManager's RocksDB instances, not of the local
+    copies a checkpoint makes (`chk-<n>`), which come and go while the folders are walked."""
+    for folder, subfolders, names in os.walk(home / "flink" / "tmp"):  # skips vanished folders
+        subfolders[:] = [name for name in subfolders if not name.startswith("chk-")]
+        yield from (Path(folder, name) for name in names if name.startswith(prefix))
+
+
 def manifest_sizes(home: Path) -> dict[Path, int]:
     """The RocksDB MANIFEST logs under the TaskManager's local state, and their sizes (one
     rolled over and deleted meanwhile is left out).
@@ -316,7 +324,7 @@ def manifest_sizes(home: Path) -> dict[Path, int]:
     checkpoint uploads it whole with its state.
     """
     sizes = {}
-    for path in (home / "flink" / "tmp").rglob("MANIFEST-*"):
+    for path in rocksdb_files(home, "MANIFEST-"):
         try:
             sizes[path] = path.stat().st_size
         except FileNotFoundError:
@@ -338,7 +346,7 @@ def manifest_limits(home: Path) -> set[int]:
     """Each RocksDB instance's `max_manifest_file_size`, from the newest of its OPTIONS files
     (RocksDB writes there the options it opened with)."""
     newest: dict[Path, Path] = {}
-    for path in (home / "flink" / "tmp").rglob("OPTIONS-*"):
+    for path in rocksdb_files(home, "OPTIONS-"):
         if path.name > newest.get(path.parent, Path("")).name:  # zero-padded numbers
             newest[path.parent] = path
     limits = set()
