@@ -15,21 +15,26 @@ from gridstream.config import Settings, worker_python_path
 CLUSTER_ONLY_PREFIX = "metrics.reporter."
 
 
+# What `make jvm` puts in `.jvm/flink/`: the Kafka connector, and jvm/src's RocksDB options
+# factory (flink-conf.yaml's `state.backend.rocksdb.options-factory`).
+JOB_JARS = ("flink-sql-connector-kafka-*.jar", "gridstream-flink-*.jar")
+
+
 class MissingJarError(RuntimeError):
-    """The Kafka connector jar is not where the settings say."""
+    """A jar every job ships is not where the settings say."""
 
 
 def job_jars(settings: Settings) -> list[str]:
-    """`file://` URLs of the jars a job ships: the connectors from `make jvm`, and flink-python.
+    """`file://` URLs of the jars a job ships: those of `make jvm`, and flink-python.
 
     The PyPI distribution keeps flink-python in `opt/`, off a session cluster's classpath, so a
     job carries it itself (without it the JobManager cannot load the embedded Python operators).
     """
-    jars = sorted((settings.job.jvm_dir / "flink").glob("*.jar"))
-    if not jars:
-        raise MissingJarError(
-            f"no Flink connector jar in {settings.job.jvm_dir / 'flink'}: run `make jvm`"
-        )
+    folder = settings.job.jvm_dir / "flink"
+    missing = [pattern for pattern in JOB_JARS if not any(folder.glob(pattern))]
+    if missing:
+        raise MissingJarError(f"no {' or '.join(missing)} in {folder}: run `make jvm`")
+    jars = sorted(folder.glob("*.jar"))
     jars += sorted((flinkconf.flink_home() / "opt").glob("flink-python-*.jar"))
     return [jar.as_uri() for jar in jars]
 
