@@ -102,6 +102,8 @@ SERIES = (
     Series("python_rocksdb_mb", "Python + RocksDB outside its cache (MB)", 0.10),
     Series("python_blocks", "Python's allocated blocks (gauge)", 0.10),
     Series("state_mb", "checkpoint state size (MB)", None),
+    Series("rocksdb_live_mb", "RocksDB's live data, its estimate (MB)", None),
+    Series("rocksdb_sst_mb", "RocksDB's SST files (MB)", None),
     Series("manifests_mb", "RocksDB MANIFEST logs (MB)", None),
     Series("largest_manifest_kb", "the largest MANIFEST (KB)", None),
     Series("state_data_mb", "checkpoint state less MANIFESTs (MB)", 0.10),
@@ -430,6 +432,16 @@ def rocksdb_cache_mb(stack: LocalStack, job_id: str) -> dict[str, float]:
     return found
 
 
+def rocksdb_data_mb(stack: LocalStack, job_id: str) -> dict[str, float]:
+    """RocksDB's estimate of its live data and the size of its SST files, MB, over every column
+    family of every operator (Flink's RocksDB native metrics, `flink-conf.yaml`): files growing
+    while the live data is flat are versions compaction has not merged yet, not state."""
+    found = {"estimate-live-data-size": 0.0, "total-sst-files-size": 0.0}
+    for kind, value in subtask_metrics(stack, job_id, ending(tuple(found), ""), "sum"):
+        found[kind] += value / MB
+    return found
+
+
 class Sampler:
     """Takes one sample of every series, and prints a progress line."""
 
@@ -467,6 +479,7 @@ class Sampler:
         names = ("device_keys", "device_timers", "stale_devices", "python_blocks")
         cache = rocksdb_cache_mb(stack, self.job_id)
         jvm_internals = jvm_internals_mb(pid)
+        files = rocksdb_data_mb(stack, self.job_id)
         sample = {
             "t_s": elapsed,
             "tm_rss_mb": rss,
@@ -478,6 +491,8 @@ class Sampler:
             "jvm_nmt_mb": jvm_internals,
             "python_rocksdb_mb": rss - heap_resident - jvm_internals - cache["usage"],
             "state_mb": float(latest.get("state_size", 0)) / MB,
+            "rocksdb_live_mb": files["estimate-live-data-size"],
+            "rocksdb_sst_mb": files["total-sst-files-size"],
             "manifests_mb": manifests,
             "largest_manifest_kb": max(sizes.values(), default=0) / 1024,
             "state_data_mb": float(latest.get("state_size", 0)) / MB - manifests,

@@ -54,9 +54,10 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
     assert all(0 < s["device_timers"] <= TIMERS_PER_DEVICE * DEVICES for s in settled), settled
     assert max(s["stale_devices"] for s in settled) > 0  # silent groups did go stale
     # The native memory is split: RocksDB's cache (flink-conf.yaml's native metrics) and the
-    # JVM's own (Native Memory Tracking) are read.
+    # JVM's own (Native Memory Tracking) are read, and so are RocksDB's live data and files.
     assert all(s["rocksdb_cache_mb"] > 0 and s["rocksdb_capacity_mb"] > 0 for s in settled)
     assert all(s["jvm_nmt_mb"] > 0 for s in settled)
+    assert all(s["rocksdb_sst_mb"] > 0 and s["rocksdb_live_mb"] > 0 for s in settled)
     half = len(settled) // 2
     early, late = (median(s["state_mb"] for s in part) for part in (settled[:half], settled[half:]))
     assert 0 < late <= early * 1.5, settled
