@@ -45,7 +45,7 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
     report = json.loads(result.read_text())
     samples = report["samples"]
     # Every RocksDB instance opened with flink-conf.yaml's MANIFEST bound: the options factory
-    # of jvm/src was loaded from the job's jars and applied (RocksDB's own default is 2^64-1).
+    # of jvm/src was loaded from the job's jars and applied (RocksDB's default is 1 GB).
     bound = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)[MANIFEST_BOUND_KEY]
     assert report["manifest_limits"] == [int(bound.removesuffix("kb")) * 1024], bound
     settled = [s for s in samples if s["t_s"] >= WARMUP_S]

@@ -11,11 +11,12 @@ import org.rocksdb.ColumnFamilyOptions;
 import org.rocksdb.DBOptions;
 
 /**
- * Bounds each RocksDB instance's MANIFEST, which Flink 2.2 leaves unbounded.
+ * Bounds each RocksDB instance's MANIFEST, which Flink 2.2 leaves at RocksDB's 1 GB.
  *
  * <p>RocksDB appends to an instance's MANIFEST at every flush and compaction (Flink flushes at
  * every checkpoint) and starts a new one only when the instance reopens or the file passes
- * {@code max_manifest_file_size}, which Flink does not set and no Flink key reaches. Every
+ * {@code max_manifest_file_size}, which Flink does not set (RocksDB's default is 1 GB: months
+ * of flushes) and no Flink key reaches. Every
  * incremental checkpoint uploads the MANIFEST whole, so without a bound a long-running job's
  * checkpoints grow with its uptime. With one, RocksDB rolls the file over (writing the live files
  * afresh) once it passes {@link #MAX_MANIFEST_FILE_SIZE}.
