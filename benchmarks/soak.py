@@ -185,11 +185,12 @@ class Drive:
         override times a device keeps between overrides (`functions.device.kept_overrides`:
         the newest before the watermark and the last one), which a fleet up for a day holds
         already. Left to one override in 500 readings, they would take the first hour to fill
-        in, and the state's slope would show that filling rather than a leak."""
+        in, and the state's slope would show that filling rather than a leak. A millisecond apart:
+        two stamped alike are one override time (the second a `DUPLICATE`)."""
         for device_id in self.devices:
             if not fleet.is_scada(device_id):
-                for tag in ("+primed", "+primed-again"):
-                    at = now_ms()
+                first = now_ms()
+                for at, tag in ((first, "+primed"), (first + 1, "+primed-again")):
                     self.send(fleet.reading(self.encode, device_id, at, tag, self.rng, True))
                     self.sent += 1
 
@@ -377,20 +378,20 @@ def state_by_operator(
     }
 
 
-def operator_slopes(
-    samples: list[dict[str, float]], by_operator: list[dict[str, float]], warmup_s: float
+def named_slopes(
+    samples: list[dict[str, float]], named: list[dict[str, float]], warmup_s: float, unit: str
 ) -> list[str]:
-    """Each operator chain's state less its MANIFESTs after the warm-up: first, last, slope/h."""
+    """Each name's figure (each sample's in `named`) after the warm-up: first, last, slope/h."""
     lines = []
-    for name in sorted({n for sample in by_operator for n in sample}):
+    for name in sorted({n for sample in named for n in sample}):
         points = [
-            (sample["t_s"], sizes[name])
-            for sample, sizes in zip(samples, by_operator, strict=True)
-            if sample["t_s"] >= warmup_s and name in sizes
+            (sample["t_s"], values[name])
+            for sample, values in zip(samples, named, strict=True)
+            if sample["t_s"] >= warmup_s and name in values
         ]
         if len(points) >= 3:
-            lines.append(f"{name}: {points[0][1]:.3f} -> {points[-1][1]:.3f} MB, "
-                         f"{slope_per_hour(points):+.3f} MB/h")  # fmt: skip
+            lines.append(f"{name}: {points[0][1]:,.3f} -> {points[-1][1]:,.3f} {unit}, "
+                         f"{slope_per_hour(points):+,.3f} {unit}/h")  # fmt: skip
     return lines
 
 
@@ -432,14 +433,28 @@ def rocksdb_cache_mb(stack: LocalStack, job_id: str) -> dict[str, float]:
     return found
 
 
-def rocksdb_data_mb(stack: LocalStack, job_id: str) -> dict[str, float]:
-    """RocksDB's estimate of its live data and the size of its SST files, MB, over every column
-    family of every operator (Flink's RocksDB native metrics, `flink-conf.yaml`): files growing
-    while the live data is flat are versions compaction has not merged yet, not state."""
-    found = {"estimate-live-data-size": 0.0, "total-sst-files-size": 0.0}
-    for kind, value in subtask_metrics(stack, job_id, ending(tuple(found), ""), "sum"):
-        found[kind] += value / MB
-    return found
+KEYS = ".rocksdb_estimate-num-keys"
+ROCKSDB_FIGURES = ("estimate-live-data-size", "total-sst-files-size", KEYS)
+
+
+def rocksdb_figures(stack: LocalStack, job_id: str) -> dict[str, float]:
+    """Flink's RocksDB native metrics (`flink-conf.yaml`) of every column family of every
+    operator, by metric id (`<operator>.<state>.rocksdb_<figure>`; sizes in MB): its live
+    data, its SST files and its keys. Files growing while the live data is flat are versions
+    compaction has not merged yet; a state's keys growing and not falling back is a leak."""
+
+    def rocksdb(metric: str) -> str | None:
+        return metric if metric.endswith(ROCKSDB_FIGURES) else None
+
+    return {
+        name: value if name.endswith(KEYS) else value / MB
+        for name, value in subtask_metrics(stack, job_id, rocksdb, "sum")
+    }
+
+
+def rocksdb_total_mb(figures: dict[str, float], figure: str) -> float:
+    """One of `rocksdb_figures`'s sizes summed over every column family."""
+    return sum(value for name, value in figures.items() if name.endswith(figure))
 
 
 class Sampler:
@@ -449,6 +464,7 @@ class Sampler:
         self.stack, self.job_id, self.drive, self.seconds = stack, job_id, drive, seconds
         self.samples: list[dict[str, float]] = []
         self.by_operator: list[dict[str, float]] = []  # each sample's state per operator
+        self.rocksdb: list[dict[str, float]] = []  # each sample's `rocksdb_figures`
         self.pids: set[int] = set()
         self.allocators: set[str] = set()
         self.manifest_limits: set[int] = set()  # every RocksDB instance's, as it opened
@@ -479,7 +495,7 @@ class Sampler:
         names = ("device_keys", "device_timers", "stale_devices", "python_blocks")
         cache = rocksdb_cache_mb(stack, self.job_id)
         jvm_internals = jvm_internals_mb(pid)
-        files = rocksdb_data_mb(stack, self.job_id)
+        rocksdb = rocksdb_figures(stack, self.job_id)
         sample = {
             "t_s": elapsed,
             "tm_rss_mb": rss,
@@ -491,8 +507,8 @@ class Sampler:
             "jvm_nmt_mb": jvm_internals,
             "python_rocksdb_mb": rss - heap_resident - jvm_internals - cache["usage"],
             "state_mb": float(latest.get("state_size", 0)) / MB,
-            "rocksdb_live_mb": files["estimate-live-data-size"],
-            "rocksdb_sst_mb": files["total-sst-files-size"],
+            "rocksdb_live_mb": rocksdb_total_mb(rocksdb, "estimate-live-data-size"),
+            "rocksdb_sst_mb": rocksdb_total_mb(rocksdb, "total-sst-files-size"),
             "manifests_mb": manifests,
             "largest_manifest_kb": max(sizes.values(), default=0) / 1024,
             "state_data_mb": float(latest.get("state_size", 0)) / MB - manifests,
@@ -507,6 +523,7 @@ class Sampler:
             sample["processed_per_s"] = (done - since[1]) / (now - since[0])
         self.samples.append(sample)
         self.by_operator.append(state_by_operator(stack, self.job_id, latest, by_operator))
+        self.rocksdb.append(rocksdb)
         say(
             f"{clock(elapsed)} / {clock(self.seconds)}  sent {self.drive.sent:,}  "
             f"committed {sample.get('processed_per_s', 0):,.0f}/s  "
@@ -700,7 +717,13 @@ def main() -> None:
     ]
     notes += [
         f"state less MANIFESTs of {line}"
-        for line in operator_slopes(sampler.samples, sampler.by_operator, warmup)
+        for line in named_slopes(sampler.samples, sampler.by_operator, warmup, "MB")
+    ]
+    held = {n for n, v in sampler.rocksdb[-1].items() if n.endswith(KEYS) and v > 0}
+    keys = [{n.removesuffix(KEYS): v for n, v in f.items() if n in held} for f in sampler.rocksdb]
+    notes += [
+        f"RocksDB's estimate of the keys (versions not compacted yet count too) of {line}"
+        for line in named_slopes(sampler.samples, keys, warmup, "keys")
     ]
     rows = verdicts(sampler.samples, warmup, rate)
     meta = {
@@ -717,6 +740,7 @@ def main() -> None:
     result = {
         "meta": meta, "verdicts": rows, "samples": sampler.samples,
         "state_mb_by_operator": sampler.by_operator,
+        "rocksdb_by_column_family": sampler.rocksdb,
         "manifest_limits": sorted(sampler.manifest_limits),
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
