@@ -808,6 +808,8 @@ def _end_event(out: _Out, event: Activation) -> None:
             out.set_part(_cut(part, t))
         else:
             released = True
+            if not part.attempted and not part.opted_out:  # it would start no earlier
+                out.audit(AuditOutcome.BLOCKED, part.action, (ReasonCode.DR_EVENT,), corr, cause)
             _void_pending_start(out, corr, cause)
             _restore(out, corr, cause, (ReasonCode.DR_EVENT,))
             _drop_if_done(out)
@@ -843,6 +845,13 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
     current = state.participation
     queued = [p for p in state.queued if p.event_id != event.event_id]
     is_new = all(p.event_id != event.event_id for p in (current, *state.queued) if p is not None)
+    if is_new and max(ctx.now_ms, part.begins_ms) >= part.end_ts_ms:
+        # Over by the first instant it could be decided at: announced at or after its end, or
+        # a re-send of one that ended here. Nothing to decide, and it must not displace or
+        # queue behind the device's other events (it would leave unresolved, and move their
+        # start to whenever the copy came).
+        _settle(out, corr, cause)
+        return out.step()
     if current is None or current.event_id == event.event_id:
         current = part
     elif not current.attempted and part.order < current.order:

@@ -684,6 +684,62 @@ def test_an_event_waiting_behind_a_cancelled_one_and_over_by_then_never_gets_the
     assert requested(early) == requested(late)
 
 
+@pytest.mark.parametrize("first", ["ev-0", "ev-1"])
+def test_an_event_cancelled_at_its_start_is_resolved_whether_it_waited_or_held_the_device(
+    first: str,
+) -> None:
+    """ev-0 waits behind ev-1 (the same window, ev-1 higher in priority) and both are cancelled
+    at their start, the cancellations read either way round: each is BLOCKED once, so the
+    DEFERRED ev-0 is resolved. (Read after ev-1's, ev-0's cancellation found it holding the
+    device, not started, and dropped it unaudited: the DEFERRED was never resolved.)"""
+    start = T0 + MINUTE_MS
+    events = {n: event(n, start, start + MINUTE_MS, issued=T0, priority=p) for n, p in
+              (("ev-0", 2), ("ev-1", 1))}  # fmt: skip
+    stage = play(record(T0 - HOUR_MS), reading(T0 - MINUTE_MS), *events.values())
+    for name in (first, *(n for n in events if n != first)):
+        stage.receive(dataclasses.replace(events[name], cancelled=True, ts_ms=start))
+    stage.advance(start + HOUR_MS)
+    assert [a.correlation_id for a in stage.audits(AuditOutcome.DEFERRED)] == ["a-ev-1"]
+    blocked = stage.audits(AuditOutcome.BLOCKED)
+    assert sorted(a.correlation_id for a in blocked) == ["a-ev-0", "a-ev-1"]
+    assert {a.reason_codes for a in blocked} == {(ReasonCode.DR_EVENT,)}
+    assert stage.outputs(CommandRequest) == []
+
+
+@pytest.mark.parametrize("copy_after_s", [None, 6, 90], ids=["announced", "re-sent", "later"])
+def test_an_event_over_before_it_is_known_displaces_nothing(copy_after_s: int | None) -> None:
+    """ev-x is announced at its end (and re-sent `copy_after_s` later) while ev-y, higher in
+    the order, still waits for its start: ev-x is over by the first instant it could be decided
+    at, so ev-y keeps the device with no DEFERRED and its commands at its own instants, as if
+    ev-x never came. (Ordered before ev-y, it deferred ev-y, never started and left unaudited,
+    and its re-send after the watermark passed its end moved ev-y's start to the copy's time.)"""
+    y = event("ev-y", T0 + 2 * MINUTE_MS, T0 + 30 * MINUTE_MS, priority=2)
+    x = event("ev-x", T0, T0 + 2 * MINUTE_MS, issued=T0 + 2 * MINUTE_MS)
+    copies = (
+        []
+        if copy_after_s is None
+        else [dataclasses.replace(x, ts_ms=x.ts_ms + copy_after_s * SECOND_MS)]
+    )
+    before = [record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, T0 + 2 * MINUTE_MS), y]
+    after = readings(T0 + 2 * MINUTE_MS, T0 + 40 * MINUTE_MS)
+    without = play(*before, *after, until=T0 + HOUR_MS)
+    in_order = play(
+        *sorted([*before, x, *copies, *after], key=lambda e: e.ts_ms), until=T0 + HOUR_MS
+    )
+    held = play(*before)  # ev-x and its copy read while another partition holds the watermark
+    for e in (x, *copies):
+        held.receive(e)
+    for e in after:
+        held.send(e)
+    held.advance(T0 + HOUR_MS)
+    assert [(c.action, c.requested_ts_ms) for c in without.outputs(CommandRequest)] == [
+        (Action.CURTAIL, T0 + 2 * MINUTE_MS), (Action.RESTORE, T0 + 30 * MINUTE_MS),
+    ]  # fmt: skip
+    for stage in (in_order, held):
+        assert sorted(_times(stage)) == sorted(_times(without))
+        assert stage.audits(AuditOutcome.DEFERRED) == []
+
+
 # The property: two arrival orders within the bound, the same commands --------------------------
 
 ACTIONS = [Action.CURTAIL, Action.SETPOINT_OFFSET, Action.SHED]
