@@ -771,7 +771,9 @@ def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx:
 
 
 def _joined(state: DeviceState, event: Activation) -> Participation:
-    """The event as a participation of this device, keeping what it already knew of it."""
+    """The event as a participation of this device, keeping what it already knew of it: its
+    flags, and its start once its turn moved it later (a copy of the record re-sent after that
+    would otherwise move it back, so the start would depend on which came first)."""
     known = {p.event_id: p for p in (state.participation, *state.queued) if p is not None}
     part = Participation(
         event.event_id, event.action, event.start_ts_ms, event.end_ts_ms, event.priority,
@@ -784,6 +786,7 @@ def _joined(state: DeviceState, event: Activation) -> Participation:
         return dataclasses.replace(part, opt_out_ts_ms=earliest)
     return dataclasses.replace(
         part,
+        start_ts_ms=max(part.start_ts_ms, old.start_ts_ms),
         curtailed=old.curtailed,
         opted_out=old.opted_out,
         attempted=old.attempted,

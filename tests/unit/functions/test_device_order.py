@@ -706,6 +706,34 @@ def test_an_event_cancelled_at_its_start_is_resolved_whether_it_waited_or_held_t
     assert stage.outputs(CommandRequest) == []
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["watermark-held", "in-order"])
+def test_a_copy_re_sent_after_a_waiting_event_got_its_turn_keeps_its_start_at_the_turn(
+    held: bool,
+) -> None:
+    """ev-b waits behind ev-a; ev-a's cancellation gives ev-b its turn 10 min after ev-b's
+    start, and a copy of ev-b's record comes 5 s later: ev-b is curtailed at its turn either
+    way, the watermark held short of the turn or not. (The copy put back the record's start,
+    and ev-b was curtailed at the copy's time, 5 s late, where without the copy it was
+    curtailed at its turn.)"""
+    a = event("ev-a", T0, T0 + 30 * MINUTE_MS)
+    b = event("ev-b", T0 + 10 * MINUTE_MS, T0 + HOUR_MS)
+    turn = T0 + 20 * MINUTE_MS
+    stage = play(record(T0 - 2 * HOUR_MS), a, b, *readings(T0 - 5 * MINUTE_MS, turn))
+    late = (
+        dataclasses.replace(a, cancelled=True, ts_ms=turn),
+        dataclasses.replace(b, ts_ms=turn + 5 * SECOND_MS),
+    )
+    for e in late:
+        stage.receive(e) if held else stage.send(e)
+    for e in readings(turn, T0 + 2 * HOUR_MS):
+        stage.send(e)
+    stage.advance(T0 + 3 * HOUR_MS)
+    assert [(c.action, c.requested_ts_ms) for c in stage.outputs(CommandRequest)] == [
+        (Action.CURTAIL, T0), (Action.RESTORE, turn), (Action.CURTAIL, turn),
+        (Action.RESTORE, T0 + HOUR_MS),
+    ]  # fmt: skip
+
+
 @pytest.mark.parametrize("copy_after_s", [None, 6, 90], ids=["announced", "re-sent", "later"])
 def test_an_event_over_before_it_is_known_displaces_nothing(copy_after_s: int | None) -> None:
     """ev-x is announced at its end (and re-sent `copy_after_s` later) while ev-y, higher in
