@@ -585,7 +585,7 @@ def _start_if_due(out: _Out, corr: str, cause: Cause) -> None:
     now = out.ctx.now_ms
     if part is None:
         return
-    at = max(now, part.begins_ms)
+    at = part.decided_at(now)
     if part.opted_out or part.opted_out_at(at) or part.curtailed:
         return  # an opt-out acted on ends the part, even for a timer firing at an earlier instant
     if not part.start_ts_ms <= now or at >= part.end_ts_ms:
@@ -848,7 +848,7 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
     current = state.participation
     queued = [p for p in state.queued if p.event_id != event.event_id]
     is_new = all(p.event_id != event.event_id for p in (current, *state.queued) if p is not None)
-    if is_new and max(ctx.now_ms, part.begins_ms) >= part.end_ts_ms:
+    if is_new and part.decided_at(ctx.now_ms) >= part.end_ts_ms:
         # Over by the first instant it could be decided at: announced at or after its end, or
         # a re-send of one that ended here. Nothing to decide, and it must not displace or
         # queue behind the device's other events (it would leave unresolved, and move their

@@ -94,6 +94,11 @@ class Participation:
         that came later (nothing is decided about an event before it is known)."""
         return max(self.start_ts_ms, self.issued_ts_ms)
 
+    def decided_at(self, now_ms: int) -> int:
+        """The instant its start is decided at when taken up at `now_ms`: not before it begins.
+        At or past its end, the part can no longer start."""
+        return max(now_ms, self.begins_ms)
+
     def covers(self, ts_ms: int) -> bool:
         """Whether `ts_ms` falls between the event's announcement and its end."""
         return min(self.issued_ts_ms, self.start_ts_ms) <= ts_ms < self.end_ts_ms
