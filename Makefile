@@ -21,7 +21,7 @@ cd tools/$(1) && GOTOOLCHAIN=local GOFLAGS=-mod=readonly GOBIN=$(CURDIR)/$(TOOLS
 endef
 
 .DEFAULT_GOAL := help
-.PHONY: help setup venv jvm redis registry run demo jemalloc lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack fuzz bench soak stack-up stack-down stack-status doctor lock clean FORCE
+.PHONY: help setup venv jvm redis registry run demo jemalloc lint typecheck schemas-check k8s-tools k8s-check pr-check test test-unit test-k8s test-flink test-stack hunt fuzz bench soak stack-up stack-down stack-status doctor lock clean FORCE
 
 help: ## List the targets.
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -113,6 +113,10 @@ pr-check: ## Check a pull request description for Safety Impact and Grid Impact 
 	python3 -m devtools.prcheck --body-file $(PR_BODY)
 
 test: setup lint typecheck schemas-check k8s-check test-unit test-k8s test-flink test-stack ## Lint, types, the schema and chart gates, every test tier.
+
+HUNT ?= 20
+hunt: venv ## The decision functions' Hypothesis properties with HUNT (20) times their examples, new ones each run.
+	GRIDSTREAM_HUNT=$(HUNT) $(PYTEST) -m unit tests/unit/functions
 
 FUZZ_SECONDS ?= 600
 FUZZ_TOPICS ?= scada.telemetry iot.telemetry device.registry weather.observations dr.events operator.approvals

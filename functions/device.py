@@ -45,10 +45,12 @@ from schemas.models import (
     Severity,
 )
 from state.device import (
+    MAX_ENDED,
     MAX_OVERRIDES,
     MAX_QUEUED,
     DeviceInfo,
     DeviceState,
+    Ended,
     LastGood,
     Participation,
     PendingRecommendation,
@@ -277,6 +279,7 @@ def timers_for(state: DeviceState | None, policy: DevicePolicy) -> frozenset[int
         if part.opt_out_ts_ms is not None and not part.opted_out:
             wanted.add(part.opt_out_ts_ms)  # an opt-out stamped ahead takes effect then
     wanted.update(p.end_ts_ms for p in state.queued)  # resolved at their end if still waiting
+    wanted.update(e.end_ts_ms for e in state.ended)  # forgotten at their end
     if state.pending is not None:
         wanted.add(state.pending.expires_ts_ms)
     return frozenset(wanted)
@@ -616,6 +619,8 @@ def _settle(out: _Out, corr: str, cause: Cause) -> None:
     Every step below acts on a participation, current or queued: without one nothing can be
     due, so the common reading of a device in no DR event skips them all.
     """
+    if out.state.ended:
+        _forget_ended(out)
     if out.state.participation is None and not out.state.queued:
         return
     _act_on_opt_outs(out, corr, cause)
@@ -623,6 +628,14 @@ def _settle(out: _Out, corr: str, cause: Cause) -> None:
     _finish_if_over(out, corr, cause)
     _resolve_queue(out, corr, cause)
     _start_if_due(out, corr, cause)
+
+
+def _forget_ended(out: _Out) -> None:
+    """Cancelled events over as the stage has settled them are forgotten: a record of one read
+    from now on is over on arrival."""
+    kept = tuple(e for e in out.state.ended if e.end_ts_ms > out.ctx.settled_ms)
+    if kept != out.state.ended:
+        out.state = dataclasses.replace(out.state, ended=kept)
 
 
 def _opt_out(out: _Out, ts_ms: int, corr: str, cause: Cause) -> None:
@@ -742,6 +755,7 @@ def _heard(state: DeviceState, event: Telemetry) -> DeviceState:
         pending=state.pending,
         stats=state.stats.add(event.power_kw),
         watch_ms=state.watch_ms,
+        ended=state.ended,
     )
 
 
@@ -770,13 +784,20 @@ def on_registry(state: DeviceState, event: RegistryUpdate | Deregistration, ctx:
     return out.step()
 
 
+def _ended(state: DeviceState, event_id: str) -> Ended | None:
+    return next((e for e in state.ended if e.event_id == event_id), None)
+
+
 def _joined(state: DeviceState, event: Activation) -> Participation:
     """The event as a participation of this device, keeping what it already knew of it: its
-    flags, and its start once its turn moved it later (a copy of the record re-sent after that
-    would otherwise move it back, so the start would depend on which came first)."""
+    flags, its start once its turn moved it later (a copy of the record re-sent after that
+    would otherwise move it back, so the start would depend on which came first), and the
+    end its cancellation gave it."""
     known = {p.event_id: p for p in (state.participation, *state.queued) if p is not None}
+    ended = _ended(state, event.event_id)
+    end = event.end_ts_ms if ended is None else min(event.end_ts_ms, ended.at_ms)
     part = Participation(
-        event.event_id, event.action, event.start_ts_ms, event.end_ts_ms, event.priority,
+        event.event_id, event.action, event.start_ts_ms, end, event.priority,
         setpoint_offset_c=event.setpoint_offset_c, curtailment_pct=event.curtailment_pct,
         issued_ts_ms=event.issued_ts_ms,
     )  # fmt: skip
@@ -804,6 +825,7 @@ def _end_event(out: _Out, event: Activation) -> None:
     timer, as if the cancellation had not come (read before the watermark passed the end, it
     let the device go at `t` instead)."""
     corr, cause, t = event.correlation_id, event.cause, event.ts_ms
+    _remember_ended(out, event)
     part = out.state.participation
     released = False
     if part is not None and part.event_id == event.event_id and t < part.end_ts_ms:
@@ -829,6 +851,26 @@ def _end_event(out: _Out, event: Activation) -> None:
     out.state = dataclasses.replace(out.state, queued=tuple(rest))
 
 
+def _remember_ended(out: _Out, event: Activation) -> None:
+    """Keep the cancellation of an event not over by it, final for its id (`Ended`), with
+    whether the device knew the event; at most `MAX_ENDED`, those ending last."""
+    state, t = out.state, event.ts_ms
+    if t >= event.end_ts_ms:
+        return  # the end's timer ends it
+    old = _ended(state, event.event_id)
+    parts = (state.participation, *state.queued)
+    entry = Ended(
+        event.event_id,
+        t if old is None else min(t, old.at_ms),
+        event.end_ts_ms if old is None else max(event.end_ts_ms, old.end_ts_ms),
+        any(p is not None and p.event_id == event.event_id for p in parts)
+        or (old is not None and old.known),
+    )
+    others = [e for e in state.ended if e.event_id != event.event_id]
+    kept = sorted([*others, entry], key=lambda e: (e.end_ts_ms, e.event_id))[-MAX_ENDED:]
+    out.state = dataclasses.replace(state, ended=tuple(kept))
+
+
 def _cut(part: Participation, end_ms: int) -> Participation:
     return dataclasses.replace(part, end_ts_ms=min(part.end_ts_ms, end_ms))
 
@@ -848,13 +890,19 @@ def on_activation(state: DeviceState, event: Activation, ctx: Context) -> Step:
     current = state.participation
     queued = [p for p in state.queued if p.event_id != event.event_id]
     is_new = all(p.event_id != event.event_id for p in (current, *state.queued) if p is not None)
-    if is_new and part.decided_at(ctx.now_ms) >= part.end_ts_ms:
-        # Over by the first instant it could be decided at: announced at or after its end, or
-        # a re-send of one that ended here. Nothing to decide, and it must not displace or
-        # queue behind the device's other events (it would leave unresolved, and move their
-        # start to whenever the copy came).
+    ended = _ended(state, event.event_id)
+    if is_new and (part.decided_at(ctx.now_ms) >= part.end_ts_ms or (ended and ended.known)):
+        # Over by the first instant it could be decided at: announced at or after its end (or
+        # its cancellation), or a re-send of one that ended here. Or cancelled, and let go
+        # here. Nothing to decide, and it must not displace or queue behind the device's other
+        # events (it would leave unresolved, and move their start to whenever the copy came).
         _settle(out, corr, cause)
         return out.step()
+    if ended is not None and not ended.known:  # read after its cancellation: it runs up to it
+        known = dataclasses.replace(ended, known=True)
+        out.state = dataclasses.replace(
+            out.state, ended=tuple(known if e is ended else e for e in state.ended)
+        )
     if current is None or current.event_id == event.event_id:
         current = part
     elif not current.attempted and part.order < current.order:
@@ -995,6 +1043,7 @@ def _knows_nothing(state: DeviceState) -> bool:
         and state.pending is None
         and not state.overrides
         and not state.queued
+        and not state.ended
         and not state.stale
         and state.stats == _EMPTY.stats
     )

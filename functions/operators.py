@@ -442,7 +442,7 @@ def _timed(state: device_codec.DeviceState | None) -> tuple[Any, ...]:
     that changes neither moves no timer and costs no timer set)."""
     if state is None:
         return ()
-    return (state.watch_ms, state.participation, state.queued, state.pending)
+    return (state.watch_ms, state.participation, state.queued, state.pending, state.ended)
 
 
 _Cached = tuple[bytes | None, device_codec.DeviceState | None]

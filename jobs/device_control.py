@@ -66,7 +66,7 @@ from jobs.records import (
 from schemas.dead_letter import JobInfo
 
 JOB_NAME = "gridstream-device-control"
-JOB_VERSION = "0.9.0"
+JOB_VERSION = "0.10.0"
 PICKLED = operators.PICKLED
 
 

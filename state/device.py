@@ -1,12 +1,14 @@
 """Per-device state of the device-control stage, and its versioned compact codec.
 
-Layout v4 (little-endian): a version byte, a flags byte, fixed numeric fields, the customer
+Layout v5 (little-endian): a version byte, a flags byte, fixed numeric fields, the customer
 override times, the DR participations (the current one first, then those queued behind it),
-then length-prefixed UTF-8 strings. A typical enrolled IoT device is well under the 256-byte
-budget (see `tests/unit/state/test_device_codec.py`). v3 (job 0.7-0.9) kept only the newest
-override: it becomes the only one. v1 (job 0.4) and v2 (0.5-0.6) are read too: their window
-of recent reading times is dropped (a reading not newer than the newest is now a duplicate
-whatever its time), and their participation gets its start as announcement time.
+the DR events ended here by a cancellation, then length-prefixed UTF-8 strings. A typical
+enrolled IoT device is well under the 256-byte budget (see
+`tests/unit/state/test_device_codec.py`). v4 (the later builds of job 0.9) kept no ended
+events. v3 (job 0.7-0.9) kept only the newest override: it becomes the only one. v1 (job 0.4)
+and v2 (0.5-0.6) are read too: their window of recent reading times is dropped (a reading not
+newer than the newest is now a duplicate whatever its time), and their participation gets its
+start as announcement time.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from typing import Any
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 
-VERSION = 4
+VERSION = 5
 MAX_QUEUED = 3  # DR events a device keeps waiting behind its current one
+MAX_ENDED = 4  # cancelled DR events a device keeps until their end (`functions.device`)
 MAX_OVERRIDES = 8  # customer override times a device keeps (`functions.device.kept_overrides`)
 
 _CLASSES = tuple(DeviceClass)
@@ -109,6 +112,20 @@ class Participation:
 
 
 @dataclasses.dataclass(frozen=True)
+class Ended:
+    """A DR event its cancellation (or completion) ended at `at_ms`: final for its id. A
+    record of it read later (a copy re-sent, or the original read after its cancellation)
+    runs no further than `at_ms`, and, once the device `known` the event, joins nothing when
+    the device has let the event go. Kept until the watermark passes `end_ts_ms`, the end the
+    event had."""
+
+    event_id: str
+    at_ms: int
+    end_ts_ms: int
+    known: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class PendingRecommendation:
     """A high-impact action waiting for an operator until `expires_ts_ms` (exclusive)."""
 
@@ -145,7 +162,8 @@ class DeviceState:
     deletion), so an older record arriving later changes nothing; `last_seen_ms` the newest
     reading of any quality (a reading not newer is a duplicate); `last_good` the newest good
     one (the device was heard from then); `overrides` the times of readings that carried a
-    customer override, ascending (those a DR event read later may still begin before).
+    customer override, ascending (those a DR event read later may still begin before);
+    `ended` the events cancelled here that are not over yet.
     """
 
     info: DeviceInfo | None = None
@@ -159,16 +177,18 @@ class DeviceState:
     pending: PendingRecommendation | None = None
     stats: PowerStats = PowerStats()
     watch_ms: int | None = None  # the armed silence-or-retention timer (`functions.device`)
+    ended: tuple[Ended, ...] = ()
 
 
 _FIXED = struct.Struct("<7BdqqqdqIddq")  # the 7th byte: participations | overrides << 4
+_ENDED = struct.Struct("<qqB")
 _FIXED_V3 = struct.Struct("<7BdqqqdqqIddq")  # v3: one override time, after the good reading
 _PART = struct.Struct("<qqqqiHBBff")  # ff: the event's sizes, NaN for none
 _FIXED_V1 = struct.Struct("<BBBBdqqdqqqIIddff")
 _FIXED_V2 = struct.Struct(_FIXED_V1.format + "q")  # v2: + the armed watch timer
 _INFO, _INFO_TS, _SEEN, _GOOD, _STALE, _PENDING, _WATCH, _OVERRIDE_V3 = (1 << i for i in range(8))
 _CURTAILED, _OPTED_OUT, _ATTEMPTED, _OPT_OUT_TS = 1, 2, 4, 8
-_GOOD_ON = 1
+_GOOD_ON = 1  # then the ended events' count (bits 1-3) and 0x80: a current participation
 _OLD_CURTAILED, _OLD_OPTED_OUT, _OLD_GOOD_ON, _OLD_ATTEMPTED = 1, 2, 4, 8
 
 
@@ -218,7 +238,7 @@ def _encode_part(p: Participation) -> bytes:
 
 
 def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None) -> bytes:
-    """The state as version-4 bytes.
+    """The state as version-5 bytes.
 
     With `previous` (a state and its bytes, from this version), the variable part is copied
     from those bytes when it comes from the very same objects: the hot path of a reading,
@@ -238,7 +258,9 @@ def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None
     fixed = _FIXED.pack(
         VERSION,
         flags,
-        (_GOOD_ON if good and good.is_on else 0) | (0x80 if state.participation else 0),
+        (_GOOD_ON if good and good.is_on else 0)
+        | len(state.ended) << 1
+        | (0x80 if state.participation else 0),
         _CLASSES.index(info.device_class) if info else _NONE,
         _PRIORITIES.index(info.priority) if info else _NONE,
         _ACTIONS.index(pending.action) if pending else _NONE,
@@ -261,18 +283,21 @@ def encode(state: DeviceState, previous: tuple[DeviceState, bytes] | None = None
             info.region_id if info else "",
             pending.recommendation_id if pending else "",
             *(p.event_id for p in parts),
+            *(e.event_id for e in state.ended),
         ]
     ) + _strings(info.programs if info else ())
     overrides = struct.pack(f"<{len(state.overrides)}q", *state.overrides)
-    return fixed + overrides + b"".join(_encode_part(p) for p in parts) + texts
+    ended = b"".join(_ENDED.pack(e.at_ms, e.end_ts_ms, e.known) for e in state.ended)
+    return fixed + overrides + b"".join(_encode_part(p) for p in parts) + ended + texts
 
 
 def _same_tail(old: DeviceState, new: DeviceState) -> bool:
-    """Whether the variable part (overrides, participations, region, recommendation id,
-    programs) of the two states' bytes is the same: it is when it comes from the same
-    objects."""
+    """Whether the variable part (overrides, participations, ended events, region,
+    recommendation id, programs) of the two states' bytes is the same: it is when it comes
+    from the same objects."""
     return (
         old.overrides is new.overrides
+        and old.ended is new.ended
         and old.info is new.info
         and old.pending is new.pending
         and old.participation is new.participation
@@ -284,7 +309,7 @@ def decode(data: bytes) -> DeviceState:
     """Read bytes written by `encode` (this version or an earlier one)."""
     version = data[0] if data else None
     try:
-        if version in (3, VERSION):
+        if version in (3, 4, VERSION):
             return _decode(memoryview(data), version)
         if version in (1, 2):
             return _decode_old(memoryview(data), _FIXED_V1 if version == 1 else _FIXED_V2)
@@ -303,7 +328,7 @@ def _participation(event_id: str, raw: tuple[Any, ...]) -> Participation:
 
 
 def _decode(data: memoryview, version: int) -> DeviceState:
-    if version == VERSION:
+    if version in (4, VERSION):  # v4: the same fixed fields, no ended events
         (
             _, flags, bits, cls, prio, pending_action, counts, rated, info_ts, seen, good_ts,
             good_kw, expires, count, mean, m2, watch,
@@ -318,15 +343,26 @@ def _decode(data: memoryview, version: int) -> DeviceState:
         ) = _FIXED_V3.unpack_from(data)  # fmt: skip
         overrides = (override_ts,) if flags & _OVERRIDE_V3 else ()
         at = _FIXED_V3.size
+    n_ended = bits >> 1 & 0x07
     raw_parts = []
     for _ in range(n_parts):
         raw_parts.append(_PART.unpack_from(data, at))
         at += _PART.size
+    raw_ended = []
+    for _ in range(n_ended):
+        raw_ended.append(_ENDED.unpack_from(data, at))
+        at += _ENDED.size
     (region, rec_id, *event_ids), at = _read_strings(data, at)
     programs, at = _read_strings(data, at)
-    if at != len(data) or len(event_ids) != n_parts:
+    if at != len(data) or len(event_ids) != n_parts + n_ended:
         raise ValueError(f"{len(data) - at} trailing bytes or a missing event id")
-    parts = tuple(_participation(e, raw) for e, raw in zip(event_ids, raw_parts, strict=True))
+    parts = tuple(
+        _participation(e, raw) for e, raw in zip(event_ids[:n_parts], raw_parts, strict=True)
+    )
+    ended = tuple(
+        Ended(e, cut_at, end, bool(known))
+        for e, (cut_at, end, known) in zip(event_ids[n_parts:], raw_ended, strict=True)
+    )
     current = parts[0] if bits & 0x80 else None
     return DeviceState(
         info=DeviceInfo(_CLASSES[cls], _PRIORITIES[prio], region, programs, rated)
@@ -344,6 +380,7 @@ def _decode(data: memoryview, version: int) -> DeviceState:
         else None,
         stats=PowerStats(count, mean, m2),
         watch_ms=watch if flags & _WATCH else None,
+        ended=ended,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 from typing import TYPE_CHECKING, Any
 
 from schemas import catalog, models, serde
@@ -16,6 +17,15 @@ SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
+
+# `make hunt` runs every Hypothesis property with this many times its examples (1 in `make test`).
+HUNT = int(os.environ.get("GRIDSTREAM_HUNT", "1"))
+
+
+def examples(n: int) -> int:
+    """A property's `max_examples`: `n`, times $GRIDSTREAM_HUNT for a deeper hunt."""
+    return n * HUNT
+
 
 _offsets = itertools.count()
 

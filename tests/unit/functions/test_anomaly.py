@@ -15,7 +15,7 @@ from functions.device import Telemetry
 from schemas.models import Cause, DeviceClass, PriorityLevel
 from state.device import DeviceInfo, DeviceState, LastGood, PowerStats
 from state.rollout import RolloutState
-from tests.vocabulary import MINUTE_MS, SECOND_MS
+from tests.vocabulary import MINUTE_MS, SECOND_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -108,7 +108,7 @@ def test_a_flat_device_that_moves_gets_a_large_but_finite_z() -> None:
 powers = st.floats(-30_000.0, 30_000.0, allow_nan=False)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     samples=st.lists(powers, max_size=20),
     last=st.none() | st.tuples(st.integers(1, 10 * MINUTE_MS), powers),
@@ -209,7 +209,7 @@ def test_a_rising_anomaly_rate_alerts_once_then_rearms_when_it_falls() -> None:
     assert state.rate == 0.0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 20 * MINUTE_MS), st.booleans()), min_size=1, max_size=80))
 def test_the_window_counts_exactly_the_readings_of_its_buckets(
     steps: list[tuple[int, bool]],
@@ -224,7 +224,7 @@ def test_the_window_counts_exactly_the_readings_of_its_buckets(
     assert (sum(state.scored), sum(state.anomalous)) == (len(kept), sum(kept))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 20 * MINUTE_MS), st.booleans()), min_size=1, max_size=60))
 def test_a_tally_counts_as_its_readings_one_by_one(steps: list[tuple[int, bool]]) -> None:
     """Readings told in tallies (the device stage's batches, each at its last reading's time)

@@ -33,6 +33,7 @@ from schemas.models import (
     DeviceCommand,
     ReasonCode,
 )
+from tests.vocabulary import examples
 
 pytestmark = pytest.mark.unit
 
@@ -369,7 +370,7 @@ def _check_windows(d: Driver) -> None:
     assert all(n <= d.policy.commands_per_window for n in stamped.values())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(requests, max_size=60),
     st.lists(st.integers(0, 25_000), max_size=10),
@@ -436,7 +437,7 @@ def test_in_a_normal_region_every_request_is_emitted_exactly_once(
             assert all(_key(sent, r.command_id) > k for r in due for k in keys)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.one_of(viewed_requests, advances), max_size=60))
 def test_no_load_reducing_command_goes_out_while_an_interlock_holds(
     script: list[tuple],
@@ -488,7 +489,7 @@ one_device_ops = st.lists(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(one_device_ops, st.integers(1, 3))
 def test_a_restore_never_overtakes_the_load_reducing_command_it_undoes(
     script: list[tuple[str, int]], budget: int
@@ -531,7 +532,7 @@ def test_a_restore_never_overtakes_the_load_reducing_command_it_undoes(
             assert all(resolved.index(r.correlation_id) < at for r in undone)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 6_000), st.integers(0, 3), st.booleans()), max_size=40),
     st.integers(1, 3),

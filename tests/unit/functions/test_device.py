@@ -42,7 +42,7 @@ from schemas.models import (
     Recommendation,
 )
 from state.device import DeviceInfo, DeviceState
-from tests.vocabulary import MINUTE_MS, SECOND_MS
+from tests.vocabulary import MINUTE_MS, SECOND_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -348,7 +348,7 @@ events = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(events, max_size=40))
 def test_no_interleaving_emits_an_unsafe_command(script: list[tuple]) -> None:
     """Property: every load-reducing command request is for a registered, non-LIFE_SAFETY,

@@ -28,12 +28,13 @@ from schemas.models import Action, Cause, DeviceClass, PriorityLevel
 from state.device import (
     DeviceInfo,
     DeviceState,
+    Ended,
     LastGood,
     Participation,
     PendingRecommendation,
     PowerStats,
 )
-from tests.vocabulary import MINUTE_MS
+from tests.vocabulary import MINUTE_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -94,6 +95,11 @@ def states(draw: st.DrawFn) -> DeviceState:
         ),
         stats=draw(st.sampled_from([PowerStats(), PowerStats(3, 2.0, 0.5)])),
         watch_ms=draw(maybe_time),
+        ended=tuple(
+            draw(
+                st.lists(st.builds(Ended, st.just("ev-a"), times, times, st.booleans()), max_size=1)
+            )
+        ),
     )
 
 
@@ -126,6 +132,7 @@ events: st.SearchStrategy[Event] = (
 
 def _settle_in_full(out: device._Out, corr: str, cause: Cause) -> None:
     """`_settle` as it was: every step, whatever the state."""
+    device._forget_ended(out)
     device._act_on_opt_outs(out, corr, cause)
     device._release_if_unsafe(out, corr, cause)
     device._finish_if_over(out, corr, cause)
@@ -144,7 +151,7 @@ def _heard_by_replace(state: DeviceState, event: Telemetry) -> DeviceState:
     )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(
     st.none() | states(),
     events,

@@ -42,7 +42,7 @@ from schemas.models import (
     Recommendation,
 )
 from state.device import DeviceInfo, DeviceState
-from tests.vocabulary import HOUR_MS, MINUTE_MS, SECOND_MS
+from tests.vocabulary import HOUR_MS, MINUTE_MS, SECOND_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -768,6 +768,79 @@ def test_an_event_over_before_it_is_known_displaces_nothing(copy_after_s: int | 
         assert stage.audits(AuditOutcome.DEFERRED) == []
 
 
+@pytest.mark.parametrize(
+    ("copy_at_s", "held"),
+    [(660, False), (660, True), (597, True)],
+    ids=["after-in-order", "after-watermark-held", "before-read-after"],
+)
+def test_a_record_of_a_cancelled_event_read_after_its_cancellation_never_brings_it_back(
+    copy_at_s: int, held: bool
+) -> None:
+    """ev-1 runs from T0 for an hour and is cancelled at T0+10 min; a copy of its original
+    record, stamped `copy_at_s` after T0, is read after the cancellation (with the watermark
+    held short of the cancellation, or following it): the device is curtailed at T0 and
+    restored at the cancellation, as if the copy never came. (The cancelled part was forgotten:
+    the copy joined the device again and a second CURTAIL went out at the copy's time, or,
+    read before the watermark passed the cancellation, the same CURTAIL id twice.)"""
+    ev = event("ev-1", T0, T0 + HOUR_MS, issued=T0 - MINUTE_MS)
+    cancel = _cancelled_at(ev, T0 + 10 * MINUTE_MS)
+    copy = dataclasses.replace(ev, ts_ms=T0 + copy_at_s * SECOND_MS)
+    history = [record(T0 - HOUR_MS), ev, *readings(T0, T0 + 9 * MINUTE_MS)]
+    rest = readings(T0 + 9 * MINUTE_MS, T0 + 2 * HOUR_MS)
+    without = play(*history, cancel, *rest, until=T0 + 3 * HOUR_MS)
+    stage = play(*history)
+    for e in (cancel, copy):
+        stage.receive(e) if held else stage.send(e)
+    for e in rest:
+        stage.send(e)
+    stage.advance(T0 + 3 * HOUR_MS)
+    assert [(a, t) for _, a, t in _requests(without)] == [
+        (Action.CURTAIL, T0), (Action.RESTORE, T0 + 10 * MINUTE_MS),
+    ]  # fmt: skip
+    assert _requests(stage) == _requests(without)
+
+
+@pytest.mark.parametrize("cancel_after_start_s", [-60, 0, 60], ids=["before", "at", "after"])
+def test_an_event_read_after_its_cancellation_runs_as_when_it_came_first(
+    cancel_after_start_s: int,
+) -> None:
+    """ev-1's cancellation is read before its record (the watermark held short of both): the
+    device gets the commands, at the instants, of the two read the other way round: curtailed
+    at the start and restored at a cancellation after it, nothing for one at or before it.
+    (Unknown when its cancellation came, the event ran its whole hour.)"""
+    start = T0 + 5 * MINUTE_MS
+    ev = event("ev-1", start, start + HOUR_MS, issued=T0)
+    cancel = _cancelled_at(ev, start + cancel_after_start_s * SECOND_MS)
+    orders = []
+    for first, second in ((ev, cancel), (cancel, ev)):
+        stage = play(record(T0 - HOUR_MS), *readings(T0 - 5 * MINUTE_MS, T0))
+        stage.receive(first)
+        stage.receive(second)
+        for e in readings(T0, T0 + 2 * HOUR_MS):
+            stage.send(e)
+        stage.advance(T0 + 3 * HOUR_MS)
+        orders.append(_requests(stage))
+    in_order, reversed_ = orders
+    restored = start + cancel_after_start_s * SECOND_MS
+    expected = [(Action.CURTAIL, start), (Action.RESTORE, restored)] if restored > start else []
+    assert [(a, t) for _, a, t in in_order] == expected
+    assert reversed_ == in_order
+
+
+def test_a_cancelled_event_is_forgotten_with_its_timer_at_its_end() -> None:
+    """A cancellation keeps its event's id, with a timer at the event's end, and no longer:
+    after the end the device holds no ended event and no timer for it."""
+    ev = event("ev-1", T0 + 10 * MINUTE_MS, T0 + HOUR_MS, issued=T0)
+    stage = play(record(T0 - HOUR_MS), reading(T0), _cancelled_at(ev, T0 + 5 * SECOND_MS))
+    assert stage.state is not None
+    assert [e.event_id for e in stage.state.ended] == ["ev-1"]
+    assert T0 + HOUR_MS in stage.timers
+    stage.advance(T0 + HOUR_MS)
+    assert stage.state is not None
+    assert stage.state.ended == ()
+    assert T0 + HOUR_MS not in stage.timers
+
+
 # The property: two arrival orders within the bound, the same commands --------------------------
 
 ACTIONS = [Action.CURTAIL, Action.SETPOINT_OFFSET, Action.SHED]
@@ -779,7 +852,8 @@ def histories(draw: st.DrawFn, started: bool = False) -> list[Event]:
     the customer override, some re-sent), and up to three DR events announced ahead of their
     start (with `started`, up to 10 min after it too), a few seconds off a reading (so that
     the two may arrive either way round), and over while the device still reports (some
-    cancelled later, some overlapping, some re-sent), in event-time order. No override falls
+    cancelled later, some overlapping, some re-sent, before or after a cancellation), in
+    event-time order. No override falls
     between the start and the announcement of an event announced after its start: its start
     is decided once the watermark passes the start, as of the announcement, and an override
     stamped in between may still be on its way (DISCUSSION.md)."""
@@ -800,9 +874,13 @@ def histories(draw: st.DrawFn, started: bool = False) -> list[Event]:
             unknown.append((start, issued))
         if draw(st.booleans()):  # the customer overrides as the event is announced
             overrides.add(announced)
-        if draw(st.booleans()):
-            cancel_at = issued + draw(st.integers(1, 120)) * MINUTE_MS
+        if draw(st.booleans()):  # seconds or minutes after the announcement
+            unit = draw(st.sampled_from([SECOND_MS, MINUTE_MS]))
+            cancel_at = issued + draw(st.integers(0 if unit == SECOND_MS else 1, 120)) * unit
             inputs.append(dataclasses.replace(ev, cancelled=True, ts_ms=cancel_at))
+            if draw(st.booleans()):  # the original record re-sent after it
+                copy_at = cancel_at + draw(st.integers(0, 120)) * SECOND_MS
+                inputs.append(dataclasses.replace(ev, ts_ms=copy_at))
         if draw(st.booleans()):  # the same record re-sent later
             inputs.append(
                 dataclasses.replace(ev, ts_ms=issued + draw(st.integers(1, 30)) * SECOND_MS)
@@ -863,7 +941,7 @@ def requested(stage: Stage) -> set[tuple[str, Action]]:
     return set(asked)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(histories(), st.integers(0, 2**32), st.integers(0, 2**32))
 def test_two_arrival_orders_within_the_bound_request_the_same_commands(
     inputs: list[Event], seed_a: int, seed_b: int
@@ -917,7 +995,7 @@ def lagging_opt_outs(draw: st.DrawFn) -> tuple[list[Event], list[bool]]:
     return order, held
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(lagging_opt_outs())
 def test_no_load_reducing_command_follows_an_opt_out_however_the_watermark_lags(
     history: tuple[list[Event], list[bool]],
@@ -952,7 +1030,7 @@ def _opted_out(audit: AuditDecision) -> bool:
     return audit.outcome is AuditOutcome.BLOCKED and audit.reason_codes == (ReasonCode.OPT_OUT,)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(histories(started=True), st.integers(0, 2**32))
 def test_readings_racing_ahead_of_their_events_request_the_same_commands_at_the_same_times(
     inputs: list[Event], seed: int

@@ -53,7 +53,7 @@ from state import device as device_codec
 from state import region as codec
 from state.device import DeviceInfo
 from tests.harness import DecodedInputs, Harness
-from tests.vocabulary import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS
+from tests.vocabulary import DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -163,7 +163,7 @@ def _play(stage_for: Any, inputs: list[tuple[str, str, int]], checkpoint: int, f
     return out, h.store, h.pending_timers()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     st.lists(device_inputs, max_size=30), st.integers(0, 30), st.integers(0, 30), st.integers(1, 3)
 )
@@ -279,7 +279,7 @@ def test_device_stage_runs_on_rules_with_one_alert_when_its_model_does_not_load(
     assert of(Alert, later) == []
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(device_inputs, max_size=30))
 def test_a_model_never_changes_a_decision(inputs: list[tuple[str, str, int]]) -> None:
     """With a model that flags every reading, the stage emits its ANOMALY alerts and otherwise
@@ -603,7 +603,7 @@ budget_script = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(budget_script)
 def test_budget_stage_never_sends_into_a_suspended_region_and_ends_clean(
     script: list[tuple],
@@ -811,7 +811,7 @@ def test_device_stage_counts_readings_latency_at_the_flush_and_stale_devices_whi
     assert gauge(h, "stale_devices") == 0
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(device_inputs, max_size=30))
 def test_device_stage_gauges_its_keys_and_timers_exactly(
     inputs: list[tuple[str, str, int]],

@@ -17,7 +17,7 @@ from functions.pipeline import (
     on_heartbeat,
 )
 from schemas.models import AlertKind
-from tests.vocabulary import SECOND_MS
+from tests.vocabulary import SECOND_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -136,7 +136,7 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(ops, st.booleans())
 def test_alerts_alternate_and_agree_with_the_facts(script: list[tuple], enabled: bool) -> None:
     """Property: per fact, alerts alternate raised/cleared (never the same kind twice in a row),

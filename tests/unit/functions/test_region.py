@@ -34,7 +34,7 @@ from schemas.models import (
     Severity,
 )
 from state.device import DeviceInfo
-from tests.vocabulary import MINUTE_MS
+from tests.vocabulary import MINUTE_MS, examples
 
 pytestmark = pytest.mark.unit
 
@@ -161,7 +161,7 @@ def test_suspend_and_resume_alert_once_each() -> None:
         state = result.weather
 
 
-@settings(max_examples=150)
+@settings(max_examples=examples(150))
 @given(st.lists(st.tuples(st.integers(-5, 20), st.floats(20.0, 31.0)), max_size=40))
 def test_weather_alerts_only_on_a_change_of_mode_and_alternate(
     script: list[tuple[int, float]],
@@ -302,7 +302,7 @@ class _Region:
         return out
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(ops, max_size=40))
 def test_one_grid_follow_per_age_out_episode_and_none_while_fresh(
     script: list[tuple[str, int]],
@@ -370,7 +370,7 @@ def _record(device_id: str, region_id: str | None, ts: int) -> RegistryUpdate | 
     return RegistryUpdate(device_id, info, f"reg-{ts}", CAUSE, ts)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(registry_records)
 def test_each_device_is_on_exactly_the_roster_of_its_current_region(
     script: list[tuple[str, str | None]],

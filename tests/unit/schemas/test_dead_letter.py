@@ -15,6 +15,7 @@ from schemas.dead_letter import JobInfo, SourceRecord
 from schemas.examples import EXAMPLE_NOW_MS, encode_unvalidated, example, example_data
 from schemas.models import MAX_PAYLOAD_BYTES, MODELS, DeadLetter, DeviceClass, IotTelemetry
 from schemas.serde import StaticSchemas
+from tests.vocabulary import examples
 
 pytestmark = pytest.mark.unit
 
@@ -142,7 +143,7 @@ wire_inputs = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     record=sources,
     error=errors,
@@ -158,7 +159,7 @@ def test_building_a_dead_letter_never_raises_and_its_result_encodes(
     assert_is_a_sound_dead_letter(letter, record.value)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(value=wire_inputs, key=raw, headers=st.lists(st.tuples(broken_text, raw), max_size=5))
 def test_every_input_ends_as_a_valid_record_or_a_dead_letter(
     value: bytes | None, key: Any, headers: list[tuple[str, Any]]

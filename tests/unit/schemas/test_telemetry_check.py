@@ -17,6 +17,7 @@ from jobs.records import Decoder, SchemaAccess
 from schemas import catalog, dead_letter, models, serde, telemetry
 from schemas.examples import encode_unvalidated, example_data
 from schemas.models import POWER_LIMITS_KW, IotTelemetry, ScadaTelemetry
+from tests.vocabulary import examples
 
 pytestmark = pytest.mark.unit
 
@@ -118,7 +119,7 @@ def accepted(model: type[models.TopicRecord], record: dict[str, Any], now: int) 
     return True
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(st.sampled_from([IotTelemetry, ScadaTelemetry]), st.data())
 def test_the_compiled_check_accepts_exactly_what_the_models_accept(
     model: type[models.TopicRecord], data: st.DataObject
@@ -130,7 +131,7 @@ def test_the_compiled_check_accepts_exactly_what_the_models_accept(
     assert telemetry.passes(model, record, NOW) == accepted(model, record, NOW), record
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=examples(1500), deadline=None)
 @given(st.sampled_from([IotTelemetry, ScadaTelemetry]), st.data())
 def test_the_compiled_check_never_passes_what_the_models_refuse_whatever_the_types(
     model: type[models.TopicRecord], data: st.DataObject
@@ -152,7 +153,7 @@ def full_path(model: type[models.TopicRecord], row: Any, now: int) -> Any:
     return dead_letter.decode_or_dead_letter(deserializer, source, JOB, now)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([IotTelemetry, ScadaTelemetry]), st.data())
 def test_the_decoder_dead_letters_what_the_full_path_does_with_the_same_reason(
     model: type[models.TopicRecord], data: st.DataObject

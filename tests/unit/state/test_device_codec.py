@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from schemas.models import Action, DeviceClass, PriorityLevel
 from state.device import (
+    MAX_ENDED,
     MAX_OVERRIDES,
     MAX_QUEUED,
     VERSION,
     DeviceInfo,
     DeviceState,
     DeviceStateError,
+    Ended,
     LastGood,
     Participation,
     PendingRecommendation,
@@ -72,6 +74,9 @@ def states(draw: st.DrawFn) -> DeviceState:
         ),
         stats=draw(st.builds(PowerStats, st.integers(0, 2**32 - 1), finite, finite)),
         watch_ms=draw(st.none() | times),
+        ended=tuple(
+            draw(st.lists(st.builds(Ended, ids, times, times, st.booleans()), max_size=MAX_ENDED))
+        ),
     )
 
 
@@ -89,7 +94,7 @@ def test_bytes_written_from_the_previous_bytes_equal_a_full_encode(
     hands them on) encodes to the same bytes with or without the previous bytes."""
     shared = {
         name: getattr(old if data.draw(st.booleans(), label=name) else other, name)
-        for name in ("info", "pending", "participation", "queued")
+        for name in ("info", "pending", "participation", "queued", "ended")
     }
     new = dataclasses.replace(other, **shared)
     assert encode(new, (old, encode(old))) == encode(new)
@@ -161,6 +166,15 @@ V3_THERMOSTAT = bytes.fromhex(
 )
 V3_FIELDS = {"watch_ms": T0 + 900_000, "info_ts_ms": T0 - 3_600_000, "overrides": (T0 + 60_000,)}
 
+# The same thermostat as the later builds of job 0.9 (state v4: several override times, no
+# cancelled events) wrote it.
+V4_THERMOSTAT = bytes.fromhex(
+    "044f810302ff110000000000001240807d19c4a0010000006c50c4a0010000006c50c4a00100000000000000"
+    "000a400000000000000000030000000000000000000840000000000000e03fa0275ec4a0010000605651c4a0"
+    "010000006c50c4a0010000805a87c4a0010000006c50c4a0010000000000000000000002000000010001050000"
+    "c07f0000a0410305006e6f7274680000040064722d3101060073756d6d6572"
+)
+
 
 @pytest.mark.parametrize(
     ("raw", "fields"),
@@ -168,19 +182,20 @@ V3_FIELDS = {"watch_ms": T0 + 900_000, "info_ts_ms": T0 - 3_600_000, "overrides"
         (V1_THERMOSTAT, {}),
         (V2_THERMOSTAT, {"watch_ms": T0 + 900_000}),
         (V3_THERMOSTAT, V3_FIELDS),
+        (V4_THERMOSTAT, V3_FIELDS),
     ],
-    ids=["v1", "v2", "v3"],
+    ids=["v1", "v2", "v3", "v4"],
 )
-def test_an_old_state_from_a_savepoint_is_read_and_written_back_as_v4(
+def test_an_old_state_from_a_savepoint_is_read_and_written_back_as_v5(
     raw: bytes, fields: dict[str, object]
 ) -> None:
-    """Upgrade path: v1, v2 and v3 bytes decode field for field (the window of recent reading
-    times dropped; v1 without a watch timer; v3's one override the only one) and re-encode as
-    v4."""
+    """Upgrade path: v1 to v4 bytes decode field for field (the window of recent reading times
+    dropped; v1 without a watch timer; v3's one override the only one; no cancelled events
+    before v5) and re-encode as v5."""
     state = decode(raw)
     assert state == dataclasses.replace(OLD_THERMOSTAT, **fields)  # type: ignore[arg-type]
     upgraded = encode(state)
-    assert upgraded[0] == VERSION == 4
+    assert upgraded[0] == VERSION == 5
     assert decode(upgraded) == state
 
 

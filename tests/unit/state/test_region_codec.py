@@ -20,6 +20,7 @@ from functions.wetbulb import RegionWeather
 from schemas.models import Action, Cause, DeviceClass, ReasonCode
 from state import region as codec
 from state.region import RegionStateError, RegionStateFieldError
+from tests.vocabulary import examples
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +120,7 @@ def test_every_value_survives_the_round_trip(name: str) -> None:
     """decode(encode(v)) == v for every codec and any value."""
     values, (encode, decode) = CODECS[name]
 
-    @settings(max_examples=60)
+    @settings(max_examples=examples(60))
     @given(values)
     def round_trip(value: Any) -> None:
         assert decode(encode(value)) == value
@@ -133,7 +134,7 @@ def test_another_version_byte_is_refused(name: str) -> None:
     values, (encode, decode) = CODECS[name]
     reads = READS.get(name, (codec.VERSION,))
 
-    @settings(max_examples=20)
+    @settings(max_examples=examples(20))
     @given(values, st.integers(0, 255).filter(lambda v: v not in reads))
     def refused(value: Any, version: int) -> None:
         raw = encode(value)
@@ -148,7 +149,7 @@ def test_truncated_state_is_refused(name: str) -> None:
     """Any strict prefix of valid bytes (empty included) raises RegionStateError."""
     values, (encode, decode) = CODECS[name]
 
-    @settings(max_examples=30)
+    @settings(max_examples=examples(30))
     @given(values, st.data())
     def refused(value: Any, data: st.DataObject) -> None:
         raw = encode(value)
@@ -178,7 +179,7 @@ def test_arbitrary_bytes_decode_or_raise_region_state_error(
 ) -> None:
     """Corrupt state is reported as RegionStateError, never as a stray exception."""
 
-    @settings(max_examples=60)
+    @settings(max_examples=examples(60))
     @given(st.binary(max_size=200) | st.binary(max_size=200).map(lambda b: b"\x01" + b))
     def tolerated(data: bytes) -> None:
         with contextlib.suppress(RegionStateError):
@@ -187,7 +188,7 @@ def test_arbitrary_bytes_decode_or_raise_region_state_error(
     tolerated()
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(weathers)
 def test_v1_weather_without_the_aged_out_flag_still_decodes(w: RegionWeather) -> None:
     """Property: a v1 weather (four fields, from before the flag) reads as not aged out."""
@@ -295,7 +296,7 @@ def test_a_wrong_typed_field_is_refused_naming_the_field_and_value(name: str) ->
     holding a non-member, raises RegionStateFieldError with that field's name and value."""
     values, (encode, decode) = CODECS[name]
 
-    @settings(max_examples=80)
+    @settings(max_examples=examples(80))
     @given(values, st.data())
     def refused(value: Any, data: st.DataObject) -> None:
         raw = encode(value)
@@ -322,7 +323,7 @@ def test_a_field_list_of_the_wrong_length_is_refused(name: str) -> None:
     """Property: a field missing or one too many raises RegionStateError."""
     values, (encode, decode) = CODECS[name]
 
-    @settings(max_examples=30)
+    @settings(max_examples=examples(30))
     @given(values, st.booleans())
     def refused(value: Any, longer: bool) -> None:
         raw = encode(value)
