@@ -17,7 +17,8 @@ allocations, to tell a Python leak from native growth), the committed input and 
 
 The TaskManager runs with Native Memory Tracking and, by default, on jemalloc as in Flink's
 image (`--allocator glibc` for glibc's malloc); both reach the stack's daemons through the
-environment (`daemon_env`).
+environment (`daemon_env`). Its RocksDB is uncompressed by default (`--compression`, through
+`stack.flink_conf_file`), so the state's slope is its raw bytes', not Snappy's drifting ratio's.
 
 At the end: each series' least-squares slope per hour after the warm-up, relative to its mean,
 against a stated tolerance; `results/soak-<time>.md` and `.json` (under `--out`); exit 1 if a
@@ -60,6 +61,8 @@ MB = 1 << 20
 # A RocksDB instance's folder names its operator: `job_<job>_op_<class>_<operator id>__<n>_<of>__`.
 OPERATOR_FOLDER = re.compile(r"_op_[A-Za-z0-9]+_([0-9a-f]{32})__")
 MANIFEST_LIMIT = re.compile(r"^\s*max_manifest_file_size=(\d+)", re.MULTILINE)
+COMPRESSION = re.compile(r"^\s*compression_per_level=(\S*)", re.MULTILINE)
+COMPRESSION_KEY = "state.backend.rocksdb.compression.per.level"
 NMT_TOTAL = re.compile(r"Total: reserved=\d+KB, committed=(\d+)KB")
 NMT_HEAP = re.compile(r"Java Heap \(reserved=\d+KB, committed=(\d+)KB\)")
 # The TaskManager JVM tracks its own native memory (`jcmd <pid> VM.native_memory`), so the soak
@@ -345,22 +348,27 @@ def manifests_mb(sizes: dict[Path, int]) -> dict[str, float]:
     return found
 
 
-def manifest_limits(home: Path) -> set[int]:
-    """Each RocksDB instance's `max_manifest_file_size`, from the newest of its OPTIONS files
-    (RocksDB writes there the options it opened with)."""
+def rocksdb_options(home: Path, option: re.Pattern[str]) -> set[str]:
+    """The values of `option` (its group) in each RocksDB instance's newest OPTIONS file, where
+    RocksDB writes the options it opened with (those of each column family, for one of theirs)."""
     newest: dict[Path, Path] = {}
     for path in rocksdb_files(home, "OPTIONS-"):
         if path.name > newest.get(path.parent, Path("")).name:  # zero-padded numbers
             newest[path.parent] = path
-    limits = set()
+    values: set[str] = set()
     for path in newest.values():
         try:
-            found = MANIFEST_LIMIT.search(path.read_text())
+            values.update(option.findall(path.read_text()))
         except FileNotFoundError:
             continue
-        if found:
-            limits.add(int(found[1]))
-    return limits
+    return values
+
+
+def write_rocksdb_conf(home: Path, compression: str) -> Path:
+    """The soak's keys over flink-conf.yaml (`stack.flink_conf_file`): RocksDB's compression."""
+    path = home / "soak-flink-conf.yaml"
+    path.write_text(f"{COMPRESSION_KEY}: {compression}\n")
+    return path
 
 
 def state_by_operator(
@@ -468,6 +476,7 @@ class Sampler:
         self.pids: set[int] = set()
         self.allocators: set[str] = set()
         self.manifest_limits: set[int] = set()  # every RocksDB instance's, as it opened
+        self.compression: set[str] = set()  # every column family's, as it opened
         self.last: tuple[float, int] | None = None
 
     def __call__(self, elapsed: float) -> None:
@@ -485,10 +494,12 @@ class Sampler:
         since = self.last or (now, done)
         self.last = (now, done)
         rss = rss_mb(pid)
-        sizes = manifest_sizes(stack.settings.stack.home)
+        home = stack.settings.stack.home
+        sizes = manifest_sizes(home)
         by_operator = manifests_mb(sizes)
         manifests = sum(by_operator.values())
-        self.manifest_limits |= manifest_limits(stack.settings.stack.home)
+        self.manifest_limits |= {int(n) for n in rocksdb_options(home, MANIFEST_LIMIT)}
+        self.compression |= rocksdb_options(home, COMPRESSION)
         parts = ("NonHeap.Used", "Direct.MemoryUsed", "Mapped.MemoryUsed")
         jvm_native = sum(jvm[f"Status.JVM.Memory.{part}"] for part in parts)
         heap_resident = heap_resident_mb(pid)
@@ -633,6 +644,11 @@ def main() -> None:
         "--allocator", choices=("jemalloc", "glibc"), default="jemalloc",
         help="the daemons' malloc: jemalloc as in Flink's image, or glibc",
     )  # fmt: skip
+    parser.add_argument(
+        "--compression", choices=("NO_COMPRESSION", "SNAPPY_COMPRESSION"), default="NO_COMPRESSION",
+        help="RocksDB's, at every level: none, so the state's verdict judges its raw bytes; "
+        "Snappy is Flink's default",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=bench.ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     seconds = args.minutes * 60
@@ -640,7 +656,12 @@ def main() -> None:
     notes: list[str] = []
     os.environ.update(daemon_env(args.allocator))
     with tempfile.TemporaryDirectory(prefix="gridstream-soak-") as home:
-        stack = LocalStack(bench.private_settings(Path(home)), say=lambda line: say(f"  {line}"))
+        settings = bench.private_settings(Path(home))
+        conf_file = write_rocksdb_conf(Path(home), args.compression)
+        settings = dataclasses.replace(
+            settings, stack=dataclasses.replace(settings.stack, flink_conf_file=str(conf_file))
+        )
+        stack = LocalStack(settings, say=lambda line: say(f"  {line}"))
         say(f"starting a private stack in {home}")
         try:
             stack.up()
@@ -711,6 +732,11 @@ def main() -> None:
         f"{', '.join(f'{n:,} bytes' for n in sorted(sampler.manifest_limits)) or 'none read'}; "
         f"the largest MANIFEST seen {max(s['largest_manifest_kb'] for s in sampler.samples):,.1f}"
         " KB",
+        f"RocksDB's compression: `--compression {args.compression}` (`{COMPRESSION_KEY}` by "
+        "`stack.flink_conf_file`); its OPTIONS files' compression_per_level: "
+        f"{', '.join(sorted(sampler.compression)) or 'none read'}. Uncompressed by default so the "
+        "state's verdict judges its raw bytes: Snappy's ratio drifts as the fleet's values grow "
+        "apart, and the compressed bytes rise with it while the raw state is flat",
         "timers live in RocksDB with the keyed state (Flink 2.2's "
         "`state.backend.rocksdb.timer-service.factory` defaults to ROCKSDB), so the checkpoint "
         "state size covers them; `device_timers` counts them directly",
@@ -742,6 +768,7 @@ def main() -> None:
         "state_mb_by_operator": sampler.by_operator,
         "rocksdb_by_column_family": sampler.rocksdb,
         "manifest_limits": sorted(sampler.manifest_limits),
+        "rocksdb_compression": sorted(sampler.compression),
     }  # fmt: skip
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     print(text)

@@ -42,6 +42,9 @@ class StackSettings:
     zookeeper_port: int = 22181
     registry_binary: Path = PROJECT_ROOT / ".tools" / "bin" / "schema-registry"
     metrics_port: int = 29249  # the JobManager's Prometheus endpoint; the TaskManager's is next
+    # A YAML file of Flink keys laid over flink-conf.yaml for the local stack's cluster (the
+    # soak's uncompressed RocksDB); the keys the stack sets itself (ports, paths) are refused.
+    flink_conf_file: str = ""
     partitions: int = 2
     start_timeout_s: float = 120.0
     # Services outside the local stack (a Kubernetes deployment's: k8s/): when set, each wins

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from gridstream.config import PROJECT_ROOT
+from gridstream.config import PROJECT_ROOT, ConfigError
 
 PROJECT_FLINK_CONF = PROJECT_ROOT / "flink-conf.yaml"
 
@@ -39,6 +39,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def read(path: Path) -> dict[str, str]:
     """One YAML configuration file, flattened."""
     return flatten(yaml.safe_load(path.read_text()) or {})
+
+
+def with_conf_file(conf_file: str, owned: Mapping[str, str]) -> dict[str, str]:
+    """The keys of `conf_file` (`stack.flink_conf_file`; none when empty) under `owned`, the keys
+    a cluster sets for its environment, which the file may not set."""
+    if not conf_file:
+        return dict(owned)
+    path = Path(conf_file)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(
+            f"stack.flink_conf_file: cannot read {path}: {err}; write it or clear the setting"
+        ) from err
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"stack.flink_conf_file: {path} is not a mapping of Flink keys")
+    keys = flatten(tree)
+    clash = sorted(set(keys) & set(owned))
+    if clash:
+        raise ConfigError(
+            f"stack.flink_conf_file: {path} sets {', '.join(clash)}, which the local stack sets "
+            "from its own settings (ports, paths): remove it"
+        )
+    return {**keys, **owned}
 
 
 def effective(overlay: Mapping[str, str] | None = None) -> dict[str, str]:

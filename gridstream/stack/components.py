@@ -497,11 +497,12 @@ class Flink:
         }
 
     def overlay(self) -> dict[str, str]:
-        """The environment-specific keys laid over `flink-conf.yaml` for this cluster."""
+        """The keys laid over `flink-conf.yaml` for this cluster: its environment's (ports,
+        paths) and `stack.flink_conf_file`'s, which may not set those."""
         s, job = self.settings.stack, self.settings.job
         if not Path(job.python_executable).exists():
             raise _missing(f"the workers' Python {job.python_executable}", "make venv")
-        return {
+        environment = {
             "rest.port": str(s.flink_rest_port),
             "rest.address": s.host,
             "rest.bind-address": s.host,
@@ -522,6 +523,7 @@ class Flink:
             "heartbeat.interval": "2 s",
             **(self.high_availability() if s.flink_ha else {}),
         }
+        return flinkconf.with_conf_file(s.flink_conf_file, environment)
 
     @property
     def cluster_id(self) -> str:

@@ -29,9 +29,9 @@ TIMERS_PER_DEVICE = 4  # the watch, a DR event's start and end, a recommendation
 def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -> None:
     """After the warm-up the device keys are exactly the fleet, the timers at most a few per
     device (while silent groups' loss timers fire and clear and DR events come and go), RocksDB's
-    cache and the JVM's internals are measured, RocksDB's MANIFESTs are bounded, and the
-    checkpoints of the second half hold no more state than those of the first (medians:
-    RocksDB's files come and go with compaction, so single checkpoints swing)."""
+    cache and the JVM's internals are measured, RocksDB's MANIFESTs are bounded and its files
+    uncompressed, and the checkpoints of the second half hold no more state than those of the
+    first (medians: RocksDB's files come and go with compaction, so single checkpoints swing)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [
         sys.executable, str(ROOT / "benchmarks" / "soak.py"), "--minutes", "2",
@@ -48,6 +48,8 @@ def test_a_fixed_fleet_keeps_its_keys_timers_and_state_bounded(tmp_path: Path) -
     # of jvm/src was loaded from the job's jars and applied (RocksDB's default is 1 GB).
     bound = flinkconf.read(flinkconf.PROJECT_FLINK_CONF)[MANIFEST_BOUND_KEY]
     assert report["manifest_limits"] == [int(bound.removesuffix("kb")) * 1024], bound
+    # Every column family opened uncompressed, as the soak's `stack.flink_conf_file` says.
+    assert report["rocksdb_compression"] == ["kNoCompression"], report["rocksdb_compression"]
     settled = [s for s in samples if s["t_s"] >= WARMUP_S]
     assert len(settled) >= 6, samples
     assert all(s["device_keys"] == DEVICES for s in settled), settled
