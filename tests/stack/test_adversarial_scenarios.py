@@ -470,14 +470,12 @@ def test_two_events_announced_ahead_for_the_same_devices_each_end_in_an_audit(
     del found  # the rule is what `until` waited for: each event was decided for each device
 
 
-def test_a_completed_status_for_an_event_in_progress_ends_it_with_restore(
-    settings: Settings,
-) -> None:
-    """An event's record re-sent with status COMPLETED while it is on ends it: every device it
-    curtailed gets RESTORE."""
-    region, program = unique("region"), unique("program")
-    devices = [unique(f"thermostat-{i}") for i in range(2)]
-    enroll(settings, region, program, devices)
+def curtailed_then_ended(
+    settings: Settings, region: str, program: str, devices: Sequence[str], status: str
+) -> tuple[dict[str, Any], Records]:
+    """A CURTAIL event that started 10 s ago for `devices`, then its record re-sent with
+    `status` (CANCELLED or COMPLETED) once each is curtailed: the event's fields and the
+    outputs once each device has its RESTORE."""
     t0 = now_ms()
     event: dict[str, Any] = {
         "event_id": unique("dr"),
@@ -493,17 +491,61 @@ def test_a_completed_status_for_an_event_in_progress_ends_it_with_restore(
         lambda f: all(commanded(f, d) for d in devices),
         "CURTAIL for every device",
     )
-
-    completed = {**event, "status": "COMPLETED", "issued_ts_ms": "now"}
-    play(settings, add_event(Scenario(), region, program, "CURTAIL", **completed), quiet)
+    ended = {**event, "status": status, "issued_ts_ms": "now"}
+    play(settings, add_event(Scenario(), region, program, "CURTAIL", **ended), quiet)
     found = until(
         settings,
         devices,
         lambda f: all("RESTORE" in actions(f, d) for d in devices),
-        "RESTORE for every device once the event is COMPLETED",
+        f"RESTORE for every device once the event is {status}",
     )
+    return event, found
+
+
+def test_a_completed_status_for_an_event_in_progress_ends_it_with_restore(
+    settings: Settings,
+) -> None:
+    """An event's record re-sent with status COMPLETED while it is on ends it: every device it
+    curtailed gets RESTORE."""
+    region, program = unique("region"), unique("program")
+    devices = [unique(f"thermostat-{i}") for i in range(2)]
+    enroll(settings, region, program, devices)
+    _, found = curtailed_then_ended(settings, region, program, devices, "COMPLETED")
     for device in devices:
         assert actions(found, device) == ["CURTAIL", "RESTORE"]
+
+
+def test_a_cancelled_event_stays_cancelled_whatever_record_of_it_comes_after(
+    settings: Settings,
+) -> None:
+    """A cancellation is final for its event id. Event X curtails the devices and is
+    cancelled (RESTORE); its original record re-sent after that curtails no one again. Event
+    Y's cancellation is played before its original record, both ahead of Y's start: no one is
+    curtailed when the device stage's clock passes the start. Each device's commands are X's
+    CURTAIL and RESTORE, nothing more."""
+    region, program = unique("region"), unique("program")
+    devices = [unique(f"thermostat-{i}") for i in range(2)]
+    enroll(settings, region, program, devices)
+    with reporting(settings, dict.fromkeys(devices, IOT)) as newest:
+        x, _ = curtailed_then_ended(settings, region, program, devices, "CANCELLED")
+        y_start = now_ms() + 15 * SECOND_MS
+        y: dict[str, Any] = {
+            "event_id": unique("dr-y"),
+            "curtailment_pct": 20.0,
+            "start_ts_ms": y_start,
+            "end_ts_ms": y_start + HOUR_MS,
+            "issued_ts_ms": y_start - 20 * SECOND_MS,
+        }
+        late = add_event(Scenario(), region, program, "CURTAIL", **x)  # X's original, re-sent
+        late = add_event(late, region, program, "CURTAIL", **{**y, "status": "CANCELLED"})
+        late = add_event(late, region, program, "CURTAIL", **y)  # Y's original, read after
+        play(settings, late, quiet)
+        device_clock_past(settings, y_start + 5 * SECOND_MS)  # Y's start timer would have fired
+        found = {d: fence(settings, d, newest[d]) for d in devices}
+    for device in devices:
+        assert actions(found[device], device) == ["CURTAIL", "RESTORE"], audit_trail(
+            found[device], device
+        )
 
 
 # Unknown is unsafe ----------------------------------------------------------------------------
