@@ -37,8 +37,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 
 def read(path: Path) -> dict[str, str]:
-    """One YAML configuration file, flattened."""
-    return flatten(yaml.safe_load(path.read_text()) or {})
+    """One YAML configuration file, flattened; ConfigError if it is not a mapping of keys."""
+    tree = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{path} is not a mapping of Flink keys")
+    return flatten(tree)
 
 
 def with_conf_file(conf_file: str, owned: Mapping[str, str]) -> dict[str, str]:
@@ -48,14 +51,13 @@ def with_conf_file(conf_file: str, owned: Mapping[str, str]) -> dict[str, str]:
         return dict(owned)
     path = Path(conf_file)
     try:
-        tree = yaml.safe_load(path.read_text()) or {}
+        keys = read(path)
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(
             f"stack.flink_conf_file: cannot read {path}: {err}; write it or clear the setting"
         ) from err
-    if not isinstance(tree, Mapping):
-        raise ConfigError(f"stack.flink_conf_file: {path} is not a mapping of Flink keys")
-    keys = flatten(tree)
+    except ConfigError as err:
+        raise ConfigError(f"stack.flink_conf_file: {err}") from err
     clash = sorted(set(keys) & set(owned))
     if clash:
         raise ConfigError(
